@@ -1,0 +1,158 @@
+"""Run one variant of a scenario: boot, spawn the tasks, run, judge.
+
+The outcome comes only from what the machine did: the reports the kernel
+and its checkers filed during the run (BUG, Oops, OOM kill, deadlock,
+corruption found by the data oracle ...) and how the run ended (finished,
+stalled, or out of simulated time).  Nothing here knows what a scenario is
+"supposed" to show; the expectation is read from the scenario file and
+compared afterwards.
+
+Result (one per variant): scenario, seed, variant, outcome, findings (every
+outcome kind seen), expected, ok, why (the failed parts of the
+expectation), counters (flat name -> number), reports, console, wall_s.
+"""
+import time
+
+from minikernel.binfmt import assemble_program
+from minikernel.kernel import ASM_DIR, ROOT, Kernel
+
+# Outcome kinds by precedence: the first one present is "the" outcome.
+PRECEDENCE = ('corruption', 'deadlock', 'no_progress', 'oom', 'crash', 'bug', 'killed', 'timeout')
+REPORT_KIND = {'bug': 'bug', 'oops': 'bug', 'deadlock': 'deadlock', 'oom': 'oom',
+               'corruption': 'corruption', 'crash': 'crash', 'no_progress': 'no_progress',
+               'kill': 'killed'}
+DEFAULT_MAX_CYCLES = 2_000_000_000
+
+_programs = {}
+
+
+def program_image(name):
+    if name not in _programs:
+        _programs[name] = assemble_program(name, ROOT, ASM_DIR)
+    return _programs[name]
+
+
+def boot(scn, variant, seed=None, overrides=None):
+    """Boot the kernel for one variant and spawn its tasks (not run yet)."""
+    opts = scn.options(variant, overrides, seed)
+    opts.setdefault('max_cycles', DEFAULT_MAX_CYCLES)
+    programs = {p: program_image(p) for p in scn.programs()}
+    k = Kernel(opts, programs)
+    spawn_tasks(k, scn)
+    return k
+
+
+def spawn_tasks(k, scn):
+    by_name = {}
+    ncpu = k.config['cpus']
+    for spec in scn.tasks:
+        cpus = range(ncpu) if spec.get('cpu', 0) == 'each' else [spec.get('cpu', 0)]
+        base = spec.get('name', spec['program'])
+        for cpu in cpus:
+            if cpu >= ncpu:
+                raise ValueError(f'{scn.path}: task {base}: cpu {cpu} but the machine has {ncpu}')
+            for n in range(spec.get('count', 1)):
+                name = base
+                if len(cpus) > 1:
+                    name += str(cpu)
+                if spec.get('count', 1) > 1:
+                    name += f'.{n}'
+                parent = by_name.get(spec.get('thread_of'))
+                t = k.spawn(name, spec['program'], spec.get('args', []), cpu=cpu,
+                            start=spec.get('start', 0), share_mm_with=parent)
+                by_name.setdefault(base, t)
+
+
+def judge(k, end):
+    """(outcome, findings) from the reports and how the run ended."""
+    findings = set()
+    for r in k.reports:
+        kind = REPORT_KIND.get(r['kind'])
+        if kind == 'killed' and r.get('signal') == 'SIGKILL' and r.get('oom'):
+            kind = 'oom'
+        if kind:
+            findings.add(kind)
+    if end == 'time limit':
+        findings.add('timeout')
+    for kind in PRECEDENCE:
+        if kind in findings:
+            return kind, findings
+    return 'completed', findings
+
+
+def collect_counters(k):
+    """The flat counter map: machine, CPUs (summed), every subsystem."""
+    m = k.machine
+    c = {}
+    c['instructions'] = sum(cpu.instructions for cpu in m.cpus)
+    c['cycles'] = max(m.time(i) for i in range(len(m.cpus)))
+    for key in m.cpus[0].counters:
+        c[key] = sum(cpu.counters[key] for cpu in m.cpus)
+    c['invlpg'] = sum(int(v.value) for cpu in m.cpus for a, v in cpu.point_counters.items()
+                      if cpu.point_kind[a] == 'invlpg')
+    c['cr3_loads'] = sum(int(v.value) for cpu in m.cpus for a, v in cpu.point_counters.items()
+                         if cpu.point_kind[a] == 'mov_cr3')
+    for name in k.image.ranges:
+        c[f'spin_{name}'] = sum(cpu.range_count(name) for cpu in m.cpus)
+    for sub in k.subsystems():
+        for key, v in sub.counters.items() if isinstance(sub.counters, dict) else sub.counters().items():
+            c[key] = c.get(key, 0) + int(v)
+    for key, v in k.disk.counters.items():
+        c['disk_' + key] = v
+    c['console_lines'] = sum(bytes(t.console).count(b'\n') for t in k.sched.tasks.values())
+    c['tasks_exited'] = len(k.exit.exited)
+    c['reports'] = len(k.reports)
+    return c
+
+
+def check_expectation(scn, variant, outcome, findings, counters, config=None):
+    """(ok, why): compare with the scenario's [expect] for this variant."""
+    exp_outcome, also, checks, nots = scn.expectation(variant)
+    why = []
+    if outcome != exp_outcome:
+        why.append(f'outcome {outcome}, expected {exp_outcome}')
+    for a in also:
+        if a not in findings:
+            why.append(f'expected also {a}')
+    for n in nots:
+        if n in findings:
+            why.append(f'unexpected {n}')
+    env = {k: v for k, v in (config or {}).items() if v is not None}
+    env.update(counters)
+    env.update(variant)
+    env.update(min=min, max=max, abs=abs)
+    for expr in checks:
+        try:
+            if not eval(expr, {'__builtins__': {}}, env):  # noqa: S307 - the user's own file
+                why.append(f'check failed: {expr}')
+        except NameError as e:
+            why.append(f'check {expr!r}: {e}')
+        except ZeroDivisionError:
+            why.append(f'check {expr!r}: division by zero')
+    return not why, why
+
+
+def run_variant(scn, variant, seed=None, overrides=None, tracer=None):
+    t0 = time.perf_counter()
+    k = boot(scn, variant, seed, overrides)
+    if tracer is not None:
+        tracer.attach(k)
+    end = k.run()
+    k.finish()
+    outcome, findings = judge(k, end)
+    counters = collect_counters(k)
+    ok, why = check_expectation(scn, variant, outcome, findings, counters, k.config)
+    exp = scn.expectation(variant)
+    return dict(scenario=scn.name, seed=k.config['seed'], variant=variant, outcome=outcome,
+                findings=sorted(findings), expected=exp[0], ok=ok, why=why, counters=counters,
+                reports=k.reports, console=_console(k), boot_log=k.boot_log,
+                wall_s=round(time.perf_counter() - t0, 3), kernel=k)
+
+
+def _console(k):
+    out = []
+    for t in sorted(k.sched.tasks.values(), key=lambda t: t.pid):
+        text = bytes(t.console).decode('latin-1')
+        for line in text.splitlines():
+            out.append((t.name, t.cpu, line))
+    return out

@@ -1,0 +1,219 @@
+"""Scenario files: what to boot, what to run, what to sweep, what to expect.
+
+A scenario is a TOML file (docs/scenarios.md has the full format):
+
+    name = "hello"
+    description = "every CPU prints hello"
+    [machine]            cpus, mem, highmem, seed, quantum, schedule
+    [boot]               any boot option of minikernel.kernel.BOOT_OPTIONS
+    [[task]]             name, program, args, cpu (int or "each"), start,
+                         thread_of (share the mm of an earlier task), count
+    [sweep]              key = [values...]: one variant per combination
+    [expect]             outcome, also, checks (predicates on counters)
+    [[expect.case]]      when = {key = value, ...}: overrides for variants
+
+Loading checks every key and value; any error is a ScenarioError whose
+text is one line: "file: key: what is wrong (what is allowed)".
+Sizes may be written "96M", "1G", "4K" or as integers.
+"""
+import itertools
+import os
+import re
+import tomllib
+
+from minikernel.kernel import BOOT_OPTIONS
+
+SCENARIO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scenarios')
+OUTCOMES = ('completed', 'bug', 'oom', 'deadlock', 'no_progress', 'corruption', 'killed',
+            'timeout', 'crash')
+MACHINE_KEYS = {'cpus', 'mem', 'highmem', 'seed', 'quantum', 'schedule'}
+TOP_KEYS = {'name', 'description', 'machine', 'boot', 'task', 'sweep', 'expect', 'plan',
+            'report', 'notes', 'oracle'}
+TASK_KEYS = {'name', 'program', 'args', 'cpu', 'start', 'thread_of', 'count'}
+EXPECT_KEYS = {'outcome', 'also', 'checks', 'case', 'not'}
+CASE_KEYS = {'when', 'outcome', 'also', 'checks', 'not'}
+SIZE_KEYS = {'mem', 'highmem', 'swap'}
+_SIZE = re.compile(r'^(\d+)\s*([KMG]?)$', re.I)
+
+
+class ScenarioError(ValueError):
+    """A bad scenario file or option: str() is the one-line reason."""
+
+
+def parse_size(value, where):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        m = _SIZE.match(value.strip())
+        if m:
+            return int(m.group(1)) << {'': 0, 'K': 10, 'M': 20, 'G': 30}[m.group(2).upper()]
+    raise ScenarioError(f'{where}: {value!r} is not a size (e.g. 128M, 1G, 4096)')
+
+
+class Scenario:
+    def __init__(self, path, data):
+        self.path = path
+        self.name = data['name']
+        self.description = data.get('description', '')
+        self.machine = data.get('machine', {})
+        self.boot = data.get('boot', {})
+        self.tasks = data.get('task', [])
+        self.sweep = data.get('sweep', {})
+        self.expect = data.get('expect', {})
+        self.report_keys = data.get('report', {}).get('counters', [])
+        self.oracle = data.get('oracle', {})
+        self.notes = data.get('notes', '')
+
+    def programs(self):
+        return sorted({t['program'] for t in self.tasks})
+
+    def variants(self):
+        """Every combination of the sweep axes, in file order: [dict]."""
+        keys = list(self.sweep)
+        if not keys:
+            return [{}]
+        return [dict(zip(keys, combo)) for combo in itertools.product(*(self.sweep[k] for k in keys))]
+
+    def options(self, variant, overrides=None, seed=None):
+        """Boot options for one variant: machine, boot, the variant's
+        values, then --set overrides, then --seed."""
+        opts = dict(self.machine)
+        opts.update(self.boot)
+        opts.update(variant)
+        opts.update(overrides or {})
+        if seed is not None:
+            opts['seed'] = seed
+        for k in SIZE_KEYS:
+            if k in opts and opts[k] is not None:
+                opts[k] = parse_size(opts[k], f'{self.path}: {k}')
+        return opts
+
+    def expectation(self, variant):
+        """(outcome, also, checks, not) for a variant: [expect] with the
+        first matching [[expect.case]] applied."""
+        e = self.expect
+        outcome, also, checks, nots = e.get('outcome', 'completed'), e.get('also', []), \
+            list(e.get('checks', [])), e.get('not', [])
+        for case in e.get('case', []):
+            if all(variant.get(k) == v for k, v in case['when'].items()):
+                outcome = case.get('outcome', outcome)
+                also = case.get('also', also)
+                checks = checks + list(case.get('checks', []))
+                nots = case.get('not', nots)
+                break
+        return outcome, also, checks, nots
+
+
+def find(name_or_path):
+    """A scenario name (scenarios/<name>.toml) or a path to a file."""
+    if os.path.sep in name_or_path or name_or_path.endswith('.toml'):
+        path = name_or_path
+    else:
+        path = os.path.join(SCENARIO_DIR, f'{name_or_path}.toml')
+    if not os.path.exists(path):
+        known = ', '.join(list_names())
+        raise ScenarioError(f'{name_or_path}: no such scenario (known: {known})')
+    return load(path)
+
+
+def list_names():
+    return sorted(f[:-5] for f in os.listdir(SCENARIO_DIR) if f.endswith('.toml'))
+
+
+def load(path):
+    try:
+        with open(path, 'rb') as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(f'{path}: not valid TOML: {e}') from None
+    except OSError as e:
+        raise ScenarioError(f'{path}: {e.strerror}') from None
+    validate(path, data)
+    return Scenario(path, data)
+
+
+def _check_keys(path, where, got, allowed):
+    for k in got:
+        if k not in allowed:
+            raise ScenarioError(f'{path}: {where}{k}: unknown key (allowed: {", ".join(sorted(allowed))})')
+
+
+def _check_option(path, where, key, value):
+    if key in MACHINE_KEYS - {'mem', 'highmem'} or key in BOOT_OPTIONS or key.startswith('cost.'):
+        if key in SIZE_KEYS:
+            parse_size(value, f'{path}: {where}{key}')
+            return
+        if key.startswith('cost.'):
+            if not isinstance(value, int):
+                raise ScenarioError(f'{path}: {where}{key}: a cost is a number of cycles')
+            return
+        default, kind = BOOT_OPTIONS[key]
+        if isinstance(kind, tuple) and value not in kind:
+            raise ScenarioError(f'{path}: {where}{key}: {value!r} is not allowed '
+                                f'(allowed: {", ".join(map(str, kind))})')
+        if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ScenarioError(f'{path}: {where}{key}: {value!r} is not an integer')
+        if kind is bool and not isinstance(value, bool):
+            raise ScenarioError(f'{path}: {where}{key}: {value!r} is not true/false')
+        return
+    if key in SIZE_KEYS:
+        parse_size(value, f'{path}: {where}{key}')
+        return
+    raise ScenarioError(f'{path}: {where}{key}: unknown option (allowed: '
+                        f'{", ".join(sorted(set(BOOT_OPTIONS) | MACHINE_KEYS))}, cost.NAME)')
+
+
+def validate(path, data):
+    _check_keys(path, '', data, TOP_KEYS)
+    if not isinstance(data.get('name'), str):
+        raise ScenarioError(f'{path}: name: missing or not a string')
+    for section in ('machine', 'boot'):
+        for k, v in data.get(section, {}).items():
+            _check_option(path, f'{section}.', k, v)
+    tasks = data.get('task', [])
+    if not tasks:
+        raise ScenarioError(f'{path}: task: a scenario needs at least one [[task]]')
+    names = set()
+    for i, t in enumerate(tasks):
+        where = f'task[{i}].'
+        _check_keys(path, where, t, TASK_KEYS)
+        if not isinstance(t.get('program'), str):
+            raise ScenarioError(f'{path}: {where}program: missing or not a string')
+        cpu = t.get('cpu', 0)
+        if not (cpu == 'each' or isinstance(cpu, int) and not isinstance(cpu, bool) and cpu >= 0):
+            raise ScenarioError(f'{path}: {where}cpu: {cpu!r} (allowed: a CPU number or "each")')
+        if t.get('thread_of') is not None and t['thread_of'] not in names:
+            raise ScenarioError(f'{path}: {where}thread_of: {t["thread_of"]!r} is not an earlier task')
+        for a in t.get('args', []):
+            if not isinstance(a, (int, str)) or isinstance(a, bool):
+                raise ScenarioError(f'{path}: {where}args: {a!r} (allowed: integers and strings)')
+        names.add(t.get('name', t['program']))
+    for k, vals in data.get('sweep', {}).items():
+        if not isinstance(vals, list) or not vals:
+            raise ScenarioError(f'{path}: sweep.{k}: must be a non-empty list')
+        for v in vals:
+            _check_option(path, 'sweep.', k, v)
+    e = data.get('expect', {})
+    _check_keys(path, 'expect.', e, EXPECT_KEYS)
+    _check_expect(path, 'expect.', e)
+    for i, case in enumerate(e.get('case', [])):
+        _check_keys(path, f'expect.case[{i}].', case, CASE_KEYS)
+        if not isinstance(case.get('when'), dict):
+            raise ScenarioError(f'{path}: expect.case[{i}].when: missing (a table of sweep values)')
+        _check_expect(path, f'expect.case[{i}].', case)
+
+
+def _check_expect(path, where, e):
+    o = e.get('outcome')
+    if o is not None and o not in OUTCOMES:
+        raise ScenarioError(f'{path}: {where}outcome: {o!r} (allowed: {", ".join(OUTCOMES)})')
+    for a in e.get('also', []) + e.get('not', []):
+        if a not in OUTCOMES:
+            raise ScenarioError(f'{path}: {where}also: {a!r} (allowed: {", ".join(OUTCOMES)})')
+    for c in e.get('checks', []):
+        if not isinstance(c, str):
+            raise ScenarioError(f'{path}: {where}checks: {c!r} is not a string')
+        try:
+            compile(c, '<check>', 'eval')
+        except SyntaxError:
+            raise ScenarioError(f'{path}: {where}checks: {c!r} is not a valid expression') from None

@@ -1,0 +1,47 @@
+"""The time model: what Python kernel steps cost, in cycles.
+
+Guest instructions count one cycle each (vm/_native.c counts them exactly).
+Kernel work done in Python is charged from this one table, so that a design
+that takes more kernel steps (a page-table walk in get_user_pages, a swap-in)
+costs simulated time the way it would cost real time.  The numbers are
+orders of magnitude for a 2002 PIII/P4 (about 1 GHz, so 1 cycle ~ 1 ns), not
+measurements; every scenario reports them beside its counters, and any of
+them can be overridden with the boot option cost.NAME=N.
+
+Device latencies are machine settings, not kernel costs: disk_latency and
+ipi_latency (boot options of the same names).
+"""
+COSTS = {
+    'syscall_entry': 100,       # int 0x80 + SAVE_ALL + dispatch (guest stubs add their own)
+    'fault_entry': 150,         # #PF delivery, error code, do_page_fault prologue
+    'irq_entry': 100,           # interrupt delivery + do_IRQ
+    'find_vma': 40,             # rb-tree walk
+    'pte_walk': 30,             # one pgd/pte lookup in Python kernel code
+    'pte_update': 20,           # set_pte / ptep_get_and_clear
+    'page_alloc': 200,          # __alloc_pages fast path
+    'page_free': 100,
+    'schedule': 300,            # pick next + bookkeeping (switch_to's guest code is extra)
+    'wake_up': 100,
+    'rwsem_op': 50,             # down_read / up_read uncontended
+    'page_cache_lookup': 80,    # find_get_page
+    'lock_page': 40,
+    'rmap_add': 60,             # page_add_rmap: pte_chain insert
+    'rmap_remove': 60,
+    'scan_page': 50,            # one page on an LRU list looked at by reclaim
+    'scan_pte': 20,             # one PTE looked at by swap_out's virtual scan
+    'swap_slot': 80,            # get_swap_page / swap_free
+    'gup_page': 400,            # get_user_pages per page: follow_page under page_table_lock
+    'oom_select': 2000,         # select_bad_process over the task list
+    'exec': 5000,               # loading a program image
+    'fork': 5000,
+}
+
+
+def make_costs(overrides=None):
+    """The cost table with boot-option overrides applied."""
+    costs = dict(COSTS)
+    for name, value in (overrides or {}).items():
+        if name not in costs:
+            raise ValueError(f"unknown cost {name!r} (known: {', '.join(sorted(costs))})")
+        costs[name] = int(value)
+    return costs

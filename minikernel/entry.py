@@ -1,0 +1,236 @@
+"""The engine: runs tasks on CPUs, turns traps into kernel frames.
+
+Mirrors arch/i386/kernel/entry.S and traps.c in role: system_call,
+page_fault, the interrupt entry, ret_from_intr / ret_from_sys_call,
+restore_all.  It is the machine's driver: vm.Machine calls step(cpu, budget).
+
+Invariants
+  - A task is in exactly one of: user mode (no frames, task.in_user), kernel
+    guest code (top frame has .guest set and is the one running), or kernel
+    Python code (top frame ready to be resumed with .value/.throw).
+  - A guest context that a trap interrupted is saved in the new frame's
+    .saved and restored, exactly, when that frame returns: nothing else
+    writes the CPU's registers.
+  - User registers live in task.uregs while the task is in the kernel; the
+    way back to user mode is the guest `restore_all` stub (pop + iretd).
+  - Only schedule() switches tasks (SwitchTo), so every switch goes through
+    the guest __switch_to and switch_mm code.
+"""
+from .bug import KernelBug
+from .task import Charge, Frame, Guest, SwitchTo, TASK_ZOMBIE
+
+# pt_regs, as on i386 2.4 (include/asm-i386/ptrace.h); restore_all pops it.
+PT_REGS = ('ebx', 'ecx', 'edx', 'esi', 'edi', 'ebp', 'eax', 'ds', 'es', 'orig_eax',
+           'eip', 'cs', 'eflags', 'esp', 'ss')
+PT_REGS_SIZE = 4 * len(PT_REGS)
+RED_ZONE = 64          # room for the "hardware" frame under an interrupted context
+
+KRET_VECTOR = 0x82     # `int 0x82` in ret_to_python: a Guest() routine returned
+KSVC_VECTOR = 0x81     # `int 0x81`: a kernel service call from guest asm
+SYSCALL_VECTOR = 0x80
+
+USER_CS, USER_DS = 0x23, 0x2B
+
+
+class Engine:
+    def __init__(self, kernel):
+        self.k = kernel
+        self.m = kernel.machine
+
+    # ---- the driver interface (vm.Machine.run) --------------------------
+
+    def step(self, cpu, budget):
+        """Run `cpu` for up to `budget` cycles of simulated time."""
+        m, i = self.m, cpu.index
+        end = m.time(i) + budget
+        while m.stopped is None:
+            now = m.time(i)
+            if now >= end:
+                return
+            task = self.k.sched.current[i]
+            top = task.frames[-1] if task.frames else None
+            if task.in_user or (top is not None and top.guest):
+                if not self._run_guest(cpu, task, end - now):
+                    return
+            elif top is None:
+                raise KernelBug(f'{task} has no kernel frame and is not in user mode')
+            else:
+                self._maybe_interrupt(cpu, task)
+                self._advance(cpu, task)
+
+    # ---- guest execution and traps ---------------------------------------
+
+    def _run_guest(self, cpu, task, budget):
+        """Run guest code; returns False when this CPU's step should end."""
+        trap = cpu.run(budget)
+        kind = trap.kind
+        if kind == 'quantum':
+            return False
+        if kind == 'hlt':
+            return False
+        if kind == 'irq':
+            self._take_irq(cpu, task)
+            return True
+        if kind == 'int' and not trap.user:
+            if trap.vector == KRET_VECTOR:
+                top = task.frames[-1]
+                top.guest = False
+                top.value = cpu.regs['eax']
+                return True
+            if trap.vector == KSVC_VECTOR:
+                regs = dict(cpu.regs)
+                self._push(task, self.k.services.dispatch(task, regs), 'service', regs, trap.eip)
+                return True
+        if trap.user:
+            self._enter_from_user(cpu, task, trap)
+        else:
+            self._kernel_trap(cpu, task, trap)
+        return True
+
+    def _enter_from_user(self, cpu, task, trap):
+        """A trap from ring 3: save pt_regs, push the handler's frame."""
+        task.uregs = dict(cpu.regs)
+        task.in_user = False
+        k = self.k
+        if trap.kind == 'int' and trap.vector == SYSCALL_VECTOR:
+            task.counters['syscalls'] += 1
+            cpu.counters['syscalls'] += 1
+            gen = k.syscalls.system_call(task, task.uregs)
+            kind = 'syscall'
+        elif trap.kind == 'pf':
+            task.counters['faults'] += 1
+            gen = k.mm.do_page_fault(task, trap.cr2, trap.error, trap.eip)
+            kind = 'fault'
+        else:
+            gen = k.traps.user_trap(task, trap)
+            kind = 'fault'
+        self._push(task, k.traps.from_user(task, gen, kind), kind, None, trap.eip)
+
+    def _kernel_trap(self, cpu, task, trap):
+        """A trap in kernel guest code: a fault to handle, or a kernel bug."""
+        regs = dict(cpu.regs)
+        if trap.kind == 'pf':
+            gen = self.k.mm.do_page_fault(task, trap.cr2, trap.error, trap.eip, regs)
+            self._push(task, gen, 'kfault', regs, trap.eip)
+        else:
+            self._push(task, self.k.traps.kernel_trap(task, trap, regs), 'kfault', regs, trap.eip)
+
+    def _take_irq(self, cpu, task):
+        """Deliver the highest pending vector: from user mode, from kernel
+        guest code (its registers saved in the frame), or at a yield of
+        kernel Python code (nothing to save)."""
+        vector = self.m.next_irq(cpu.index)
+        if vector is None:
+            return
+        irq = self.k.irq
+        if task.in_user:
+            task.uregs = dict(cpu.regs)
+            task.in_user = False
+            gen = self.k.traps.from_user(task, irq.do_IRQ(task, vector), 'irq')
+            self._push(task, gen, 'irq', None, cpu.regs['eip'])
+        elif task.frames[-1].guest:
+            regs = dict(cpu.regs)
+            self._push(task, irq.irq_frame(task, vector, regs), 'irq', regs, regs['eip'])
+        else:
+            self._push(task, irq.irq_frame(task, vector, None), 'irq', None, None)
+
+    def _maybe_interrupt(self, cpu, task):
+        """Kernel Python code runs with the interrupt flag of the context it
+        came from: take a pending interrupt at this yield boundary if that
+        flag is set (as the guest would at a block boundary)."""
+        if not self.m.pending[cpu.index] or task.frames[-1].kind == 'irq':
+            return
+        for f in reversed(task.frames):
+            if f.saved is not None:
+                if not f.saved['eflags'] & 0x200:
+                    return
+                break
+        self._take_irq(cpu, task)
+
+    def _push(self, task, gen, kind, saved, where):
+        f = Frame(gen, kind, where)
+        f.saved = saved
+        task.frames.append(f)
+
+    # ---- advancing kernel Python code -------------------------------------
+
+    def _advance(self, cpu, task):
+        f = task.frames[-1]
+        value, exc = f.value, f.throw
+        f.value = f.throw = None
+        try:
+            req = f.gen.throw(exc) if exc is not None else f.gen.send(value)
+        except StopIteration as stop:
+            task.frames.pop()
+            self._frame_done(cpu, task, f, stop.value)
+            return
+        if isinstance(req, Guest):
+            self._call_guest(cpu, task, f, req)
+        elif isinstance(req, Charge):
+            self.m.charge(cpu.index, req.cycles)
+        elif isinstance(req, SwitchTo):
+            self._switch(cpu, task, req.next)
+        else:
+            code = f.gen.gi_code
+            raise KernelBug(f'{code.co_filename}:{f.gen.gi_frame.f_lineno if f.gen.gi_frame else "?"}: '
+                            f'kernel code yielded {req!r}, not a request')
+
+    def _call_guest(self, cpu, task, frame, req):
+        k = self.k
+        addr = k.symbol(req.routine) if isinstance(req.routine, str) else req.routine
+        esp = self._guest_esp(task) - 4
+        self.m.write32(esp - k.PAGE_OFFSET, k.symbol('ret_to_python'))
+        eflags = 0x202 if req.irqs else 0x002
+        cpu.enter(addr, esp, eflags, eax=req.eax, edx=req.edx, ecx=req.ecx)
+        frame.guest = True
+
+    def _guest_esp(self, task):
+        """Where a new guest call's stack starts: under the innermost
+        interrupted guest context, else under pt_regs."""
+        for f in reversed(task.frames):
+            if f.saved is not None:
+                esp = f.saved['esp'] - RED_ZONE
+                break
+        else:
+            esp = task.kstack_top - PT_REGS_SIZE - 16
+        if esp - task.thread_info < 1024:
+            raise KernelBug(f'kernel stack overflow in {task}')
+        return esp & ~3
+
+    def _switch(self, cpu, prev, next_task):
+        sched = self.k.sched
+        sched.current[cpu.index] = next_task
+        next_task.counters['switches'] += 1
+
+    def _frame_done(self, cpu, task, f, value):
+        kind = f.kind
+        if kind == 'main':
+            raise KernelBug(f'{task}: the main frame returned (it must end in do_exit)')
+        if task.state == TASK_ZOMBIE:
+            return
+        if f.saved is not None:                # back into interrupted guest code
+            regs = f.saved
+            if kind == 'kfault' and value is not None:
+                regs = dict(regs, eip=value)
+            elif kind == 'service':
+                regs = dict(regs, eax=(value or 0) & 0xFFFFFFFF)
+            cpu.resume(regs)
+            return
+        if task.frames:                        # an interrupt taken at a Python yield
+            if kind != 'irq':
+                raise KernelBug(f'{task}: a {kind} frame returned into Python kernel code')
+            return
+        if kind == 'syscall':
+            task.uregs['eax'] = (value or 0) & 0xFFFFFFFF
+        self.return_to_user(cpu, task)
+
+    def return_to_user(self, cpu, task):
+        """restore_all: write pt_regs under the stack top and iret through
+        the guest stub."""
+        u = task.uregs
+        regs = dict(u, ds=USER_DS, es=USER_DS, cs=USER_CS, ss=USER_DS, orig_eax=u.get('eax', 0))
+        base = task.kstack_top - PT_REGS_SIZE
+        words = b''.join((regs[r] & 0xFFFFFFFF).to_bytes(4, 'little') for r in PT_REGS)
+        self.m.write(base - self.k.PAGE_OFFSET, words)
+        cpu.enter(self.k.symbol('restore_all'), base, 0x002)
+        task.in_user = True

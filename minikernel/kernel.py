@@ -1,0 +1,554 @@
+"""The kernel object: boot (init/main.c + arch/i386/kernel/setup.c), the
+subsystems, and the glue the machine drives.
+
+Boot sequence (boot())
+  1. Split RAM into lowmem/highmem (mem=, highmem=), build the physical
+     layout: GDT at 0x1000, the kernel image at 1 MiB (at most 1 MiB),
+     then a boot allocator from 2 MiB for swapper_pg_dir, the fixmap and
+     PKMAP page tables, mem_map, the zero page.
+  2. swapper_pg_dir maps lowmem 1:1 at PAGE_OFFSET with 4 MiB pages (PSE,
+     as 2.4 does on a PPro+), plus the PKMAP and fixmap page tables that
+     every mm shares.
+  3. Assemble asm/kernel/*.S with this boot's constants (NR_CPUS,
+     LAST_PKMAP, struct offsets ...), copy the image in, turn paging on
+     on every CPU, count every invlpg / mov cr3 of the image.
+  4. The buddy allocator over what is left, kmalloc, the idle tasks, the
+     timers and the disk.
+
+The kernel is the machine's driver: step() runs the engine, finished() says
+whether the workload is done, stalled() runs the deadlock detector when no
+CPU has anything to do.
+"""
+import os
+
+from vm import x86
+from vm.asm import assemble_files, AsmError
+from vm.machine import Machine
+from vm.policy import make_policy
+from vm.symbols import Symbolizer
+
+from . import layout, page_alloc as gfp
+from .binfmt import Binfmt
+from .blockdev import BlockDev
+from .bug import KernelBug
+from .checks import Checks
+from .costs import make_costs
+from .entry import Engine, KRET_VECTOR, KSVC_VECTOR, PT_REGS_SIZE
+from .exit import Exit
+from .irq import (CALL_FUNCTION_VECTOR, DISK_VECTOR, INVALIDATE_TLB_VECTOR,
+                  Interrupts, LOCAL_TIMER_VECTOR)
+from .layout import PAGE_OFFSET, PAGE_SIZE
+from .memory import MM_CPU_VM_MASK, MM_PGD, MM_SIZE, MM_USERS, MemoryManager
+from .page_alloc import PageAlloc, memmap_extent
+from .rmap import Rmap
+from .sched import (Scheduler, TI_CPU, TI_FLAGS, TI_KMAP_IDX, TI_KMAP_PTEVAL,
+                    TI_PREEMPT_COUNT, WaitQueue)
+from .services import SERVICES, Services
+from .slab import Slab
+from .syscalls import Syscalls
+from .task import Frame, Guest, TASK_RUNNING, TASK_UNINTERRUPTIBLE
+from .traps import Traps
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ASM_DIR = os.path.join(ROOT, 'asm')
+KERNEL_SOURCES = ('entry.S', 'lib.S', 'tlb.S', 'highmem.S', 'uaccess.S', 'switch.S')
+KERNEL_MAX_SIZE = 1 << 20
+BOOT_ALLOC_START = 2 << 20
+KMAP_PROT = x86.PTE_P | x86.PTE_W | x86.PTE_A | x86.PTE_D     # PAGE_KERNEL, no PGE
+
+MiB = 1 << 20
+
+# Boot options: name -> (default, allowed values or a type).
+BOOT_OPTIONS = {
+    'cpus': (1, int), 'mem': (128 * MiB, int), 'highmem': (None, int), 'seed': (0, int),
+    'quantum': (1000, int), 'schedule': ('rr', ('rr', 'random')),
+    'pkmap': (1024, int), 'atomic_fault': ('fixup', ('fixup', 'sleep')),
+    'preempt': ('none', ('none', 'full')), 'debug_highmem': (False, bool),
+    'disk_latency': (100_000, int), 'ipi_latency': (200, int), 'tick': (1_000_000, int),
+    'swap': (64 * MiB, int), 'disk_blocks': (65536, int),
+    'write_path': ('atomic_fallback', ('kmap', 'dont_unmap', 'gup_pin', 'atomic_fallback',
+                                       'perform_write', 'kmap_local')),
+    'read_path': ('atomic', ('kmap', 'atomic')),
+    'mmap_sem_in_write': ('none', ('none', 'read')),
+    'reclaim': ('rmap', ('rmap', 'swap_out')),
+    'oom_policy': ('kill', ('kill', 'loop')),
+    'max_cycles': (None, int),
+}
+
+
+def parse_config(options):
+    """Boot options with defaults; ValueError (one line) on a bad one."""
+    cfg = {}
+    costs = {}
+    for name, value in (options or {}).items():
+        if name.startswith('cost.'):
+            costs[name[5:]] = value
+            continue
+        if name not in BOOT_OPTIONS:
+            raise ValueError(f"unknown boot option {name!r} (known: {', '.join(BOOT_OPTIONS)})")
+        default, kind = BOOT_OPTIONS[name]
+        if isinstance(kind, tuple):
+            if value not in kind:
+                raise ValueError(f"boot option {name}={value!r}: allowed {', '.join(map(str, kind))}")
+        elif value is not None and not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+            raise ValueError(f'boot option {name}={value!r}: expected {kind.__name__}')
+        cfg[name] = value
+    for name, (default, _) in BOOT_OPTIONS.items():
+        cfg.setdefault(name, default)
+    if cfg['pkmap'] not in (16, 32, 64, 128, 256, 512, 1024, 2048, 4096):
+        raise ValueError(f"boot option pkmap={cfg['pkmap']}: a power of two from 16 to 4096")
+    if not 1 <= cfg['cpus'] <= 32:
+        raise ValueError(f"boot option cpus={cfg['cpus']}: 1 to 32")
+    return cfg, make_costs(costs)
+
+
+class Kernel:
+    PAGE_OFFSET = PAGE_OFFSET
+
+    def __init__(self, options=None, programs=None):
+        self.config, self.costs = parse_config(options)
+        self.reports = []                 # what happened: bugs, oopses, kills, deadlocks
+        self.console = []                 # (time, cpu, pid, text)
+        self.events = []                  # trace events, when tracing is on
+        self.tracer = None
+        self.mms = []
+        self.mm_free_deferred = []
+        self.timers = []                  # (time, seq, task) sleeping with a timeout
+        self.workload = []                # the tasks whose exit ends the run
+        self.boot_log = []
+        self._boot(programs or {})
+
+    # ---- boot -------------------------------------------------------------
+
+    def _boot(self, programs):
+        c = self.config
+        self.machine = m = Machine(cpus=c['cpus'], ram=c['mem'], seed=c['seed'],
+                                   policy=make_policy(c['schedule'], c['quantum']),
+                                   ipi_latency=c['ipi_latency'])
+        low, high = layout.split_memory(c['mem'], highmem=c['highmem'])
+        low &= ~(4 * MiB - 1)               # the direct map uses 4 MiB pages
+        high = c['mem'] - low if c['highmem'] is not None or low < c['mem'] else high
+        high = min(high, c['mem'] - low)
+        self.lowmem, self.highmem = low, high
+        self._boot_next = BOOT_ALLOC_START
+        self.swapper_pg_dir_pa = self._boot_alloc(PAGE_SIZE)
+        self.fixmap_pt_pa = self._boot_alloc(PAGE_SIZE)
+        self.last_pkmap = c['pkmap']
+        self.pkmap_base = layout.pkmap_base(self.last_pkmap)
+        self.pkmap_pt_pa = self._boot_alloc(PAGE_SIZE * max(1, self.last_pkmap // 1024))
+        self.zero_page_pa = self._boot_alloc(PAGE_SIZE)
+        self.ti_boot_pa = self._boot_alloc(2 * PAGE_SIZE)       # the boot stack
+        nr_pages = (low + high) >> 12
+        memmap_pa, memmap_size = memmap_extent(nr_pages, low, self._boot_next)
+        if memmap_pa < self._boot_next:
+            raise ValueError('mem_map overlaps the boot allocations')
+        self._build_page_tables(low)
+        self._load_gdt()
+        self.image = self._assemble_kernel(memmap_pa + PAGE_OFFSET, low >> 12)
+        self.symbolizer = Symbolizer([self.image])
+        m.write(layout.KERNEL_PHYS, self.image.code)
+        self._boot_cpus()
+        reserved = [(0, self._boot_next >> 12)]
+        self.page_alloc = PageAlloc(m.ram, c['mem'], memmap_pa, low, high, reserved)
+        self.gfp = gfp
+        self.highstart_pfn = low >> 12
+        self._poke('highmem_start_page', self.page_alloc.memmap_virt + 32 * self.highstart_pfn)
+        self._poke('debug_highmem', 1 if c['debug_highmem'] else 0)
+        self._poke('cpu_online_map', (1 << c['cpus']) - 1)
+        self._poke('nr_online_cpus', c['cpus'])
+        self._init_subsystems()
+        self._init_idle_tasks()
+        self.tick_period = c['tick']
+        m.add_timers(c['tick'], LOCAL_TIMER_VECTOR)
+        self.disk = m.add_disk(c['disk_blocks'], c['disk_latency'], DISK_VECTOR)
+        self.blockdev = BlockDev(self, self.disk)
+        self._disk_next = 0
+        for name, image in programs.items():
+            self.binfmt.install(name, image)
+        self._banner()
+
+    def _boot_alloc(self, size):
+        pa = self._boot_next
+        self._boot_next += (size + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+        if self._boot_next > 16 * MiB:
+            raise ValueError('boot allocations do not fit in the first 16 MiB')
+        return pa
+
+    def _build_page_tables(self, low):
+        """swapper_pg_dir: lowmem with PSE pages, the PKMAP and fixmap PTs."""
+        m = self.machine
+        pgd = self.swapper_pg_dir_pa
+        for i in range(low // (4 * MiB)):
+            m.write32(pgd + (768 + i) * 4, (i * 4 * MiB) | x86.PTE_P | x86.PTE_W | x86.PTE_PS
+                      | x86.PTE_A | x86.PTE_D)
+        for i in range(max(1, self.last_pkmap // 1024)):
+            m.write32(pgd + x86.pde_index(self.pkmap_base + i * 4 * MiB) * 4,
+                      (self.pkmap_pt_pa + i * PAGE_SIZE) | x86.PTE_P | x86.PTE_W)
+        m.write32(pgd + x86.pde_index(layout.FIXMAP_PT_BASE) * 4,
+                  self.fixmap_pt_pa | x86.PTE_P | x86.PTE_W)
+
+    def _load_gdt(self):
+        self.machine.write(layout.GDT_PHYS, x86.flat_gdt())
+
+    def kernel_defines(self, memmap_va, highstart_pfn):
+        """The constants the kernel asm is assembled with (one boot's)."""
+        c = self.config
+        kmap_pte_va = PAGE_OFFSET + self.fixmap_pt_pa + (1023 - layout.FIX_KMAP_BEGIN) * 4
+        d = dict(PAGE_OFFSET=PAGE_OFFSET, NR_CPUS=c['cpus'], LAST_PKMAP=self.last_pkmap,
+                 LAST_PKMAP_MASK=self.last_pkmap - 1, PKMAP_BASE=self.pkmap_base,
+                 PKMAP_PTE=PAGE_OFFSET + self.pkmap_pt_pa, MEM_MAP_VA=memmap_va,
+                 FIXADDR_START=layout.FIXMAP_PT_BASE, KM_TYPE_NR=layout.KM_TYPE_NR,
+                 KM_USER0=layout.KM_USER0, KM_USER1=layout.KM_USER1, KM_MAX_IDX=layout.KM_MAX_IDX,
+                 KMAP_PTE=kmap_pte_va, KMAP_PROT=KMAP_PROT,
+                 KMAP_VADDR0=layout.fix_to_virt(layout.FIX_KMAP_BEGIN),
+                 SWAPPER_PG_DIR_PA=self.swapper_pg_dir_pa,
+                 TI_CPU=TI_CPU, TI_FLAGS=TI_FLAGS, TI_PREEMPT_COUNT=TI_PREEMPT_COUNT,
+                 TI_KMAP_IDX=TI_KMAP_IDX, TI_KMAP_PTEVAL=TI_KMAP_PTEVAL,
+                 MM_PGD=MM_PGD, MM_CPU_VM_MASK=MM_CPU_VM_MASK,
+                 KRET_VECTOR=KRET_VECTOR, KSVC_VECTOR=KSVC_VECTOR,
+                 INVALIDATE_TLB_VECTOR=INVALIDATE_TLB_VECTOR,
+                 CALL_FUNCTION_VECTOR=CALL_FUNCTION_VECTOR, PT_REGS_SIZE=PT_REGS_SIZE)
+        d.update(SERVICES)
+        return d
+
+    def _assemble_kernel(self, memmap_va, highstart_pfn):
+        paths = [os.path.join(ASM_DIR, 'kernel', f) for f in KERNEL_SOURCES]
+        image = assemble_files(paths, layout.KERNEL_VIRT,
+                               self.kernel_defines(memmap_va, highstart_pfn), root=ROOT)
+        if image.size > KERNEL_MAX_SIZE:
+            raise ValueError(f'kernel image is {image.size} bytes, more than {KERNEL_MAX_SIZE}')
+        return image
+
+    def _boot_cpus(self):
+        img = self.image
+        boot_esp = PAGE_OFFSET + self.ti_boot_pa + 2 * PAGE_SIZE - 16
+        for cpu in self.machine.cpus:
+            cpu.boot(self.swapper_pg_dir_pa, PAGE_OFFSET + layout.GDT_PHYS, 8 * x86.GDT_ENTRIES,
+                     boot_esp, cr4=x86.CR4_PSE)
+            cpu.set_code_region(0, img.base, img.size, img.insn_bitmap)
+            for kind in ('invlpg', 'mov_cr3'):
+                for addr in img.specials.get(kind, ()):
+                    cpu.count_at(addr, kind)
+            for name, (lo, hi) in img.ranges.items():
+                cpu.add_range(name, lo, hi)
+
+    def _poke(self, symbol, value):
+        self.machine.write32(self.image.symbols[symbol] - PAGE_OFFSET, value)
+
+    def _init_subsystems(self):
+        self.slab = Slab(self)
+        self.sched = Scheduler(self, self.config['cpus'])
+        self.engine = Engine(self)
+        self.mm = MemoryManager(self)
+        self.mm.zero_pfn = self.zero_page_pa >> 12
+        self.rmap = Rmap(self)
+        self.irq = Interrupts(self)
+        self.traps = Traps(self)
+        self.services = Services(self)
+        self.syscalls = Syscalls(self)
+        self.exit = Exit(self)
+        self.binfmt = Binfmt(self)
+        self.checks = Checks(self)
+        self.vfs = None
+        self.swap = None
+        self.init_mm_guest = self.slab.kmalloc(MM_SIZE, 'mm_struct')
+        self.machine.write(self.init_mm_guest - PAGE_OFFSET, bytes(MM_SIZE))
+        self.machine.write32(self.init_mm_guest - PAGE_OFFSET + MM_PGD,
+                             PAGE_OFFSET + self.swapper_pg_dir_pa)
+        self.machine.write32(self.init_mm_guest - PAGE_OFFSET + MM_USERS, 1)
+        tlbstate = self.image.symbols['cpu_tlbstate'] - PAGE_OFFSET
+        for i in range(self.config['cpus']):
+            self.machine.write32(tlbstate + 8 * i, self.init_mm_guest)
+            self.machine.write32(tlbstate + 8 * i + 4, 2)           # TLBSTATE_LAZY
+
+    def _init_idle_tasks(self):
+        sched = self.sched
+        for i in range(self.config['cpus']):
+            idle = sched.new_task(f'swapper/{i}', None, i, idle=True)
+            idle.active_mm = _InitMM(self.init_mm_guest)
+            idle.frames.append(Frame(self._cpu_idle(idle), 'main'))
+            sched.idle[i] = idle
+            sched.current[i] = idle
+
+    def _cpu_idle(self, task):
+        """cpu_idle(): halt until an interrupt; schedule when asked.  Never
+        returns."""
+        while True:
+            if self.sched.need_resched(task) or self.sched.rq[task.cpu]:
+                yield from self.sched.schedule(task)
+                continue
+            yield Guest('cpu_idle_halt')
+
+    def _banner(self):
+        c = self.config
+        self.boot_log = [f'kmaplab: Linux-2.5-like i386 SMP kernel, {c["cpus"]} CPU(s), '
+                         f'{c["mem"] >> 20} MB RAM, seed {c["seed"]}']
+        self.boot_log += self.page_alloc.describe()
+        self.boot_log.append(f'PKMAP: {self.last_pkmap} slots at {self.pkmap_base:#010x}, '
+                             f'fixmap kmap_atomic slots at {layout.fix_to_virt(layout.FIX_KMAP_BEGIN):#010x}')
+        self.boot_log.append(f'Kernel image: {self.image.size} bytes at {self.image.base:#010x}, '
+                             f'{len(self.image.extable)} exception table entries')
+        self.boot_log.append('Boot options: ' + ' '.join(f'{k}={v}' for k, v in sorted(c.items())
+                                                         if v is not None))
+
+    # ---- the driver interface -------------------------------------------
+
+    def step(self, cpu, budget):
+        self.engine.step(cpu, budget)
+
+    def finished(self):
+        return bool(self.workload) and all(not t.alive for t in self.workload)
+
+    def stalled(self):
+        """Every CPU idle and no event but the ticks: either a timer will
+        wake someone, or this is a deadlock (reported with the wait-for
+        graph)."""
+        if self.timers:
+            return None
+        return self.checks.deadlock()
+
+    def run(self, max_cycles=None):
+        """Run until the workload is done, a deadlock, or the cycle limit.
+        A broken kernel invariant (KernelBug) ends the run as a reported BUG."""
+        limit = max_cycles if max_cycles is not None else self.config['max_cycles']
+        try:
+            return self.machine.run(self, limit)
+        except KernelBug as e:
+            self.report('bug', f'kernel BUG: {e.message}')
+            return 'kernel bug'
+
+    def finish(self):
+        """End of run: the frame-accounting check (and, with files and swap,
+        writeback and the data oracle)."""
+        try:
+            self.page_alloc.check()
+        except KernelBug as e:
+            self.report('bug', f'frame accounting: {e.message}')
+
+    def subsystems(self):
+        return [s for s in (self.page_alloc, self.sched, self.mm, self.rmap, self.irq,
+                            self.services, self.slab, self.blockdev, self.checks, self.vfs,
+                            self.swap, self.vmscan, self.syscalls) if s is not None]
+
+    # ---- reporting and symbols -------------------------------------------
+
+    def report(self, kind, message, task=None, **extra):
+        cpu = task.cpu if task is not None else None
+        t = self.machine.time(cpu) if cpu is not None else self.machine.now()
+        rec = dict(kind=kind, message=message, time=t, cpu=cpu,
+                   task=f'{task.name}/{task.pid}' if task is not None else None, **extra)
+        self.reports.append(rec)
+        self.trace_event('report', task=task, kind=kind, message=message)
+        return rec
+
+    def oops(self, task, message, report=True):
+        return self.report('oops', f'Oops: {message} ({task.name}/{task.pid} on CPU{task.cpu})',
+                           task=task)
+
+    def kill_task(self, task, sig, message):
+        """force_sig(): the task dies at its next return to user mode."""
+        if task.killed_by is None:
+            task.killed_by = (sig, message)
+            self.report('kill', f'{task.name}/{task.pid} killed: {message}', task=task, signal=sig)
+            if task.state == TASK_UNINTERRUPTIBLE and sig == 'SIGKILL':
+                pass
+
+    def symbol(self, name):
+        try:
+            return self.image.symbols[name]
+        except KeyError:
+            raise KernelBug(f'no kernel symbol {name!r}') from None
+
+    def describe(self, addr):
+        if addr is None:
+            return '?'
+        if addr >= PAGE_OFFSET:
+            return self.symbolizer.describe(addr)
+        return f'user {addr:#010x}'
+
+    def describe_user(self, task, eip):
+        prog = task.mm.program if task.mm is not None else None
+        if prog is not None and prog.image.contains(eip):
+            return Symbolizer([prog.image]).describe(eip)
+        return f'{eip:#010x}'
+
+    def search_exception_tables(self, eip):
+        return self.image.extable.get(eip)
+
+    def trace_event(self, kind, task=None, **fields):
+        if self.tracer is not None:
+            self.tracer.event(kind, task, fields)
+
+    def console_write(self, task, data):
+        task.console += data
+        self.console.append((self.machine.time(task.cpu), task.cpu, task.pid,
+                             bytes(data).decode('latin-1')))
+
+    # ---- pages ------------------------------------------------------------
+
+    def page_to_guest(self, pfn):
+        """struct page * (the kernel virtual address of its mem_map entry)."""
+        return self.page_alloc.pfn_to_page(pfn)
+
+    def page_ref(self, pfn):
+        self.page_alloc.get_page(pfn)
+
+    def put_page(self, pfn):
+        self.page_alloc.put_page(pfn)
+
+    def alloc_page(self, task, gfp_mask, order=0):
+        """alloc_pages(): the fast path, then (with reclaim) the slow path.
+        Generator -> pfn or None."""
+        from .task import Charge
+        yield Charge(self.costs['page_alloc'])
+        pfn = self.page_alloc.alloc_pages_fast(gfp_mask, order)
+        if pfn is None and self.vmscan is not None:
+            pfn = yield from self.vmscan.alloc_pages_slow(task, gfp_mask, order)
+        return pfn
+
+    vmscan = None
+
+    def page_add_anon(self, pfn, mm, va, pte_pa):
+        self.rmap.page_add_rmap(pfn, mm, va, pte_pa, anon=True)
+
+    def page_add_file(self, pfn, mm, va, pte_pa, vma):
+        self.rmap.page_add_rmap(pfn, mm, va, pte_pa, anon=False)
+
+    def unmap_page_pte(self, mm, va, pte):
+        """A PTE mapping a page went away: page_remove_rmap + the reference
+        the PTE held."""
+        pfn = pte >> 12
+        if pfn == self.mm.zero_pfn:
+            return
+        if pte & x86.PTE_D:
+            self.rmap.pte_dirty(pfn)
+        self.rmap.page_remove_rmap(pfn, mm, va)
+        self.put_page(pfn)
+
+    def can_reuse_page(self, pfn):
+        """do_wp_page's test: only we map it and nobody else holds it."""
+        return self.page_alloc.page_count(pfn) == 1 and not self.rmap.in_swap_cache(pfn)
+
+    def swap_pte_dropped(self, pte):
+        if self.swap is not None:
+            self.swap.swap_free_entry(pte)
+
+    def code_page_mapped(self, pfn):
+        """A frame now holds user code: drop stale translations of it on
+        every CPU (each Unicorn instance has its own code cache)."""
+        for cpu in self.machine.cpus:
+            cpu.flush_code_cache()
+
+    # ---- tasks ------------------------------------------------------------
+
+    def task_kbuf(self, task):
+        """A lowmem page for copying syscall arguments (kernel data)."""
+        if task.kbuf_pfn is None:
+            task.kbuf_pfn = self.page_alloc.alloc_pages_fast(gfp.GFP_KERNEL, 0)
+            if task.kbuf_pfn is None:
+                raise KernelBug('out of lowmem for a syscall buffer')
+        return PAGE_OFFSET + (task.kbuf_pfn << 12)
+
+    def spawn(self, name, program, args=(), cpu=0, start=0, share_mm_with=None, workload=True):
+        """Create a user task running `program` (installed on the disk) on
+        `cpu`, made runnable at simulated time `start`.  With share_mm_with,
+        it is a thread of that task (CLONE_VM) starting at _start."""
+        prog = self.binfmt.programs[program]
+        if share_mm_with is not None:
+            mm = share_mm_with.mm
+            mm.users += 1
+        else:
+            mm = self.mm.mm_alloc()
+            if mm is None:
+                raise ValueError('out of lowmem at spawn')
+            self.binfmt.setup_mm(mm, prog)
+        task = self.sched.new_task(name, mm, cpu)
+        if share_mm_with is not None:
+            task.tgid = share_mm_with.tgid
+        task.program = prog
+        task.frames.append(Frame(self.traps.from_user(task, self.binfmt.start_user(task, list(args)),
+                                                      'exec'), 'exec'))
+        if workload:
+            self.workload.append(task)
+        self.machine.schedule(start, self.sched.start, task)
+        return task
+
+    def clone_thread(self, parent, newsp):
+        """clone(CLONE_VM): a thread on the parent's CPU that returns 0."""
+        child = self.sched.new_task(parent.name + '-thread', parent.mm, parent.cpu)
+        parent.mm.users += 1
+        child.tgid = parent.tgid
+        child.program = parent.program
+        regs = dict(parent.uregs, eax=0)
+        if newsp:
+            regs['esp'] = newsp
+        child.uregs = regs
+
+        def ret_from_fork():
+            return 0
+            yield
+        child.frames.append(Frame(self.traps.from_user(child, ret_from_fork(), 'syscall'), 'syscall'))
+        if parent in self.workload:
+            self.workload.append(child)
+        self.sched.start(child)
+        return child
+
+    def task_exited(self, task):
+        self.reap_mms()
+
+    def reap_mms(self):
+        """mmdrop(): free guest mm_structs no CPU refers to any more."""
+        tlbstate = self.image.symbols['cpu_tlbstate'] - PAGE_OFFSET
+        live = {self.machine.read32(tlbstate + 8 * i) for i in range(self.config['cpus'])}
+        keep = []
+        for mm in self.mm_free_deferred:
+            if mm.guest in live or mm.cpu_vm_mask:
+                keep.append(mm)
+            else:
+                self.slab.kfree(mm.guest)
+                self.page_alloc.free_pages(mm.pgd_pfn, 0)
+        self.mm_free_deferred = keep
+
+    def set_user_code(self, cpu, task):
+        """Point the CPU's instruction counter at the task's program image."""
+        prog = task.program
+        if prog is not None:
+            cpu.set_code_region(1, prog.image.base, prog.image.size, prog.image.insn_bitmap)
+        else:
+            cpu.clear_code_region(1)
+
+    def sleep_for(self, task, cycles):
+        """schedule_timeout(): sleep `cycles` of simulated time.  Generator."""
+        wq = WaitQueue(f'timer {task.pid}')
+        state = {'fired': False}
+        entry = (self.machine.time(task.cpu) + cycles, task)
+        self.timers.append(entry)
+
+        def fire():
+            state['fired'] = True
+            if entry in self.timers:
+                self.timers.remove(entry)
+            self.sched.wake_up(wq)
+        self.machine.schedule(entry[0], fire)
+        yield from self.sched.wait_event(task, wq, lambda: state['fired'], what=('timer', entry[0]))
+
+    def run_timers(self):
+        """Timers are machine events (they fire on time whatever the CPU
+        does); the tick has nothing more to run."""
+
+    def alloc_boot_blocks(self, n):
+        block = self._disk_next
+        self._disk_next += n
+        return block
+
+    def files_exit(self, task):
+        if self.vfs is not None:
+            yield from self.vfs.files_exit(task)
+
+
+class _InitMM:
+    """init_mm as an idle task's active_mm: only its guest address matters."""
+
+    def __init__(self, guest):
+        self.guest = guest
+        self.program = None

@@ -1,0 +1,145 @@
+"""Spinlocks shared with guest asm, and the rw-semaphore behind mmap_sem.
+
+Spinlock: a u32 word in lowmem, 0 = unlocked, 1 = locked, taken by guest asm
+with `lock xchg` (asm/kernel/lib.S: _spin_lock).  Python kernel code takes
+the same word: if it is free, the Python step takes it atomically (no guest
+instruction runs during a Python step); if not, it runs the guest spin loop,
+so time spent spinning is real guest instructions on that CPU.
+
+RWSemaphore: lib/rwsem-spinlock.c (2.5) semantics, which the munmap-race
+scenario depends on:
+  - down_read succeeds at once only if no writer holds it AND nobody is
+    queued; otherwise the reader queues (FIFO).  So with a writer queued, a
+    second down_read by a task that already holds the lock for reading
+    sleeps forever: the rwsem is not recursive.
+  - down_write succeeds only if nobody holds it and nobody is queued.
+  - On release, the head of the queue is granted: one writer, or every
+    reader up to the next writer.
+Holders are tracked per task for the deadlock detector's wait-for graph.
+"""
+from .bug import KernelBug
+from .sched import WaitQueue
+from .task import Charge, Guest
+
+
+class SpinLock:
+    def __init__(self, kernel, name, va):
+        self.k = kernel
+        self.name = name
+        self.va = va                     # kernel virtual address of the word
+        self.pa = va - kernel.PAGE_OFFSET
+        self.owner = None                # task that took it from Python (None if guest)
+
+    def locked(self):
+        return self.k.machine.read32(self.pa) != 0
+
+    def trylock(self, task):
+        """spin_trylock(): take it if free.  Never sleeps, never spins."""
+        if self.locked():
+            return False
+        self.k.machine.write32(self.pa, 1)
+        self.owner = task
+        return True
+
+    def lock(self, task):
+        """spin_lock(): generator; spins in guest code while it is held."""
+        if not self.trylock(task):
+            yield Guest('_spin_lock', self.va)
+            self.owner = task
+
+    def unlock(self, task):
+        if not self.locked():
+            raise KernelBug(f'spin_unlock: {self.name} is not locked')
+        self.owner = None
+        self.k.machine.write32(self.pa, 0)
+
+
+class RWSemaphore:
+    """struct rw_semaphore (rwsem-spinlock flavour)."""
+
+    def __init__(self, kernel, name):
+        self.k = kernel
+        self.name = name
+        self.activity = 0                # >0 readers, -1 writer, 0 free
+        self.readers = []                # tasks holding it for reading
+        self.writer = None
+        self.queue = []                  # (task, 'read'|'write'), FIFO
+        self.wq = None
+
+    def __repr__(self):
+        return f'<rwsem {self.name} activity={self.activity} queued={len(self.queue)}>'
+
+    def holders(self):
+        return list(self.readers) + ([self.writer] if self.writer else [])
+
+    def down_read(self, task):
+        """Generator.  May sleep."""
+        yield from self._charge()
+        if self.activity >= 0 and not self.queue:
+            self.activity += 1
+            self.readers.append(task)
+            return
+        yield from self._wait(task, 'read')
+
+    def down_write(self, task):
+        """Generator.  May sleep."""
+        yield from self._charge()
+        if self.activity == 0 and not self.queue:
+            self.activity = -1
+            self.writer = task
+            return
+        yield from self._wait(task, 'write')
+
+    def up_read(self, task):
+        if task not in self.readers:
+            raise KernelBug(f'up_read: {task} does not hold {self.name} for reading')
+        self.readers.remove(task)
+        self.activity -= 1
+        if self.activity == 0:
+            self._grant()
+
+    def up_write(self, task):
+        if self.writer is not task:
+            raise KernelBug(f'up_write: {task} does not hold {self.name} for writing')
+        self.writer = None
+        self.activity = 0
+        self._grant()
+
+    def _charge(self):
+        yield Charge(self.k.costs['rwsem_op'])
+
+    def _wait(self, task, mode):
+        entry = [task, mode, False]          # granted flag set by _grant
+        self.queue.append(entry)
+        sched = self.k.sched
+        wq = self._waitqueue()
+        yield from sched.wait_event(task, wq, lambda: entry[2], what=('rwsem', self, mode))
+
+    def _waitqueue(self):
+        if self.wq is None:
+            self.wq = WaitQueue(self.name)
+        return self.wq
+
+    def _grant(self):
+        """__rwsem_do_wake: a writer at the head gets it alone; otherwise
+        every reader up to the next writer."""
+        if not self.queue:
+            return
+        woken = []
+        if self.queue[0][1] == 'write':
+            entry = self.queue.pop(0)
+            self.activity, self.writer = -1, entry[0]
+            entry[2] = True
+            woken.append(entry[0])
+        else:
+            while self.queue and self.queue[0][1] == 'read':
+                entry = self.queue.pop(0)
+                self.activity += 1
+                self.readers.append(entry[0])
+                entry[2] = True
+                woken.append(entry[0])
+        for t in woken:
+            self.k.sched.wake_up_process(t)
+
+    def waiting(self, task):
+        return any(e[0] is task for e in self.queue)

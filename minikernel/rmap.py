@@ -1,0 +1,105 @@
+"""Reverse mappings: which PTEs map a page.
+
+Mirrors mm/rmap.c of 2.5.27 (the first rmap, Rik van Riel's): each mapped
+page has a chain of `struct pte_chain { struct pte_chain *next; pte_t *ptep; }`,
+8 bytes of lowmem per mapping PTE (kmalloc from ZONE_NORMAL), with its head
+in page->pte_chain.  That memory is the cost Andrea Arcangeli pointed at:
+many tasks mapping one big shared region exhaust ZONE_NORMAL.
+
+With reclaim=swap_out (2.4) there are no pte_chains: reclaim finds PTEs by
+walking page tables, and this module only keeps page->_mapcount.  The
+Python-side map (pfn -> [(mm, va)]) exists in both modes for the checkers
+and for rmap's try_to_unmap; swap_out never looks at it.
+
+Rules
+  - page_add_rmap / page_remove_rmap run with the PTE change (the caller
+    holds what Linux would: mm->page_table_lock); they never sleep.
+  - A page whose _mapcount goes below -1 is a KernelBug.
+"""
+from .bug import KernelBug
+from .page_alloc import PG_dirty, PG_swapcache
+
+PTE_CHAIN_SIZE = 8
+
+
+class Rmap:
+    def __init__(self, kernel):
+        self.k = kernel
+        self.use_chains = kernel.config['reclaim'] == 'rmap'
+        self.maps = {}              # pfn -> list of [mm, va, chain_va]
+        self.counters = dict(pte_chains=0, pte_chain_bytes=0, pte_chain_alloc_failed=0,
+                             rmap_add=0, rmap_remove=0)
+
+    def _mem_map(self, pfn):
+        return self.k.page_alloc.mem_map[pfn]
+
+    def page_add_rmap(self, pfn, mm, va, pte_pa, anon):
+        """page_add_rmap(): one more PTE maps the page."""
+        k = self.k
+        self.counters['rmap_add'] += 1
+        page = self._mem_map(pfn)
+        page['_mapcount'] += 1
+        chain = 0
+        if self.use_chains:
+            chain = k.slab.kmalloc(PTE_CHAIN_SIZE, 'pte_chain')
+            if chain is None:
+                self.counters['pte_chain_alloc_failed'] += 1
+                k.report('warning', 'pte_chain allocation failed: ZONE_NORMAL exhausted')
+                chain = 0
+            else:
+                k.machine.write32(chain - k.PAGE_OFFSET, int(page['pte_chain']))
+                k.machine.write32(chain - k.PAGE_OFFSET + 4, pte_pa + k.PAGE_OFFSET)
+                page['pte_chain'] = chain
+                self.counters['pte_chains'] += 1
+                self.counters['pte_chain_bytes'] += PTE_CHAIN_SIZE
+        self.maps.setdefault(pfn, []).append([mm, va, chain])
+
+    def page_remove_rmap(self, pfn, mm, va):
+        """page_remove_rmap(): a PTE that mapped the page is gone."""
+        k = self.k
+        self.counters['rmap_remove'] += 1
+        page = self._mem_map(pfn)
+        entries = self.maps.get(pfn, [])
+        for i, (m, v, chain) in enumerate(entries):
+            if m is mm and v == va:
+                del entries[i]
+                if chain:
+                    self._unlink_chain(page, chain)
+                break
+        else:
+            raise KernelBug(f'page_remove_rmap: pfn {pfn:#x} is not mapped at {va:#x}')
+        if not entries:
+            self.maps.pop(pfn, None)
+        page['_mapcount'] -= 1
+        if page['_mapcount'] < -1:
+            raise KernelBug(f'page_remove_rmap: pfn {pfn:#x} mapcount went below zero')
+
+    def _unlink_chain(self, page, chain):
+        k = self.k
+        prev, cur = None, int(page['pte_chain'])
+        while cur and cur != chain:
+            prev, cur = cur, k.machine.read32(cur - k.PAGE_OFFSET)
+        if cur != chain:
+            raise KernelBug('page_remove_rmap: pte_chain entry not on the page\'s chain')
+        nxt = k.machine.read32(chain - k.PAGE_OFFSET)
+        if prev is None:
+            page['pte_chain'] = nxt
+        else:
+            k.machine.write32(prev - k.PAGE_OFFSET, nxt)
+        k.slab.kfree(chain)
+        self.counters['pte_chains'] -= 1
+        self.counters['pte_chain_bytes'] -= PTE_CHAIN_SIZE
+
+    def mappers(self, pfn):
+        """[(mm, va)] of the PTEs that map the page (rmap's pte_chain walk)."""
+        return [(m, v) for m, v, _ in self.maps.get(pfn, [])]
+
+    def mapcount(self, pfn):
+        return int(self._mem_map(pfn)['_mapcount']) + 1
+
+    def pte_dirty(self, pfn):
+        """The hardware dirty bit of a PTE being dropped moves to the page."""
+        self._mem_map(pfn)['flags'] |= 1 << PG_dirty
+
+    def in_swap_cache(self, pfn):
+        return bool(int(self._mem_map(pfn)['flags']) & (1 << PG_swapcache))

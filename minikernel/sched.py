@@ -1,0 +1,267 @@
+"""Tasks, per-CPU run queues, schedule(), wait queues, preemption.
+
+Mirrors kernel/sched.c of 2.5 (O(1) era) in shape, kept simple: one FIFO run
+queue per CPU, a fixed time slice, no load balancing (a task stays on the
+CPU it was created on; scenarios pin tasks with `cpu=`).
+
+thread_info (include/asm-i386/thread_info.h, 2.5), at the bottom of each
+8 KiB kernel stack, read and written by guest asm (GET_THREAD_INFO is
+`esp & ~8191`); offsets are also in the kernel image's defines:
+    0  task           pid of the owning task
+    4  exec_domain    (unused, 0)
+    8  flags          TIF_* bits (TIF_NEED_RESCHED = 3)
+   12  status
+   16  cpu
+   20  preempt_count  >0: atomic context (kmap_atomic raises it, 2.5.34)
+   24  addr_limit     (unused: access_ok uses PAGE_OFFSET)
+   28  kmap_idx       kmap_local stack depth (v5.11 kmap_ctrl.idx)
+   32  kmap_pteval[16]  the PTEs of this task's local mappings
+   96  (end)
+
+Rules
+  - schedule() is the only place a task switch happens; it runs the guest's
+    switch_mm and __switch_to, then yields SwitchTo.
+  - "BUG: scheduling while atomic" is checked on every schedule() from a
+    context with preempt_count > 0 and reported (with the guest EIP that got
+    us here), then the switch happens anyway, as in 2.5/2.6.
+  - Sleeping: prepare_to_wait (task on the queue, state D), re-check the
+    condition, schedule(), finish_wait.  Python steps are atomic, so no
+    wake-up can be lost between the check and the sleep.
+"""
+from collections import deque
+
+from .bug import KernelBug
+from .task import Charge, Guest, SwitchTo, Task, TASK_RUNNING, TASK_UNINTERRUPTIBLE, TASK_ZOMBIE
+
+TI_TASK = 0
+TI_FLAGS = 8
+TI_CPU = 16
+TI_PREEMPT_COUNT = 20
+TI_KMAP_IDX = 28
+TI_KMAP_PTEVAL = 32
+TI_SIZE = 96
+TIF_NEED_RESCHED = 3
+
+TIMESLICE = 100_000            # cycles of CPU before a task is preempted (timer-driven)
+
+
+class WaitQueue:
+    """wait_queue_head_t.  `guest_word`, if given, is the physical address of
+    a u32 kept equal to the number of waiters, so guest asm can test
+    waitqueue_active() without a service call."""
+
+    def __init__(self, name, kernel=None, guest_word=None):
+        self.name = name
+        self.tasks = []
+        self.k = kernel
+        self.guest_word = guest_word
+
+    def add(self, task):
+        if task not in self.tasks:
+            self.tasks.append(task)
+            self._sync()
+
+    def remove(self, task):
+        if task in self.tasks:
+            self.tasks.remove(task)
+            self._sync()
+
+    def _sync(self):
+        if self.guest_word is not None:
+            self.k.machine.write32(self.guest_word, len(self.tasks))
+
+    def __repr__(self):
+        return f'<wq {self.name}: {len(self.tasks)} waiting>'
+
+
+class Scheduler:
+    def __init__(self, kernel, ncpus):
+        self.k = kernel
+        self.rq = [deque() for _ in range(ncpus)]
+        self.current = [None] * ncpus
+        self.idle = [None] * ncpus
+        self.tasks = {}               # pid -> Task
+        self.next_pid = 1
+        self.counters = dict(context_switches=0, wakeups=0, preemptions=0,
+                             sleep_in_atomic_bugs=0)
+
+    # ---- task creation ------------------------------------------------
+
+    def new_task(self, name, mm, cpu, idle=False):
+        """Allocate the kernel stack (order 1, lowmem) and thread_info."""
+        k = self.k
+        pfn = k.page_alloc.alloc_pages_fast(k.gfp.GFP_KERNEL, 1)
+        if pfn is None:
+            raise KernelBug('out of lowmem for a kernel stack')
+        ti_va = k.PAGE_OFFSET + (pfn << 12)
+        k.machine.write((pfn << 12), bytes(8192))
+        if idle:
+            pid = 0
+        else:
+            pid = self.next_pid
+            self.next_pid += 1
+        task = Task(pid, name, mm, cpu, pfn, ti_va)
+        task.idle = idle
+        task.timeslice = TIMESLICE
+        self.write_ti(task, TI_TASK, pid)
+        self.write_ti(task, TI_CPU, cpu)
+        if not idle:
+            self.tasks[pid] = task
+        return task
+
+    def write_ti(self, task, off, value):
+        self.k.machine.write32(task.thread_info - self.k.PAGE_OFFSET + off, value)
+
+    def read_ti(self, task, off):
+        return self.k.machine.read32(task.thread_info - self.k.PAGE_OFFSET + off)
+
+    def need_resched(self, task):
+        return bool(self.read_ti(task, TI_FLAGS) & (1 << TIF_NEED_RESCHED))
+
+    def set_need_resched(self, task):
+        self.write_ti(task, TI_FLAGS, self.read_ti(task, TI_FLAGS) | (1 << TIF_NEED_RESCHED))
+
+    def clear_need_resched(self, task):
+        self.write_ti(task, TI_FLAGS, self.read_ti(task, TI_FLAGS) & ~(1 << TIF_NEED_RESCHED))
+
+    def preempt_count(self, task):
+        v = self.read_ti(task, TI_PREEMPT_COUNT)
+        return v - (1 << 32) if v & 0x80000000 else v
+
+    def start(self, task):
+        """Make a new task runnable on its CPU."""
+        task.state = TASK_RUNNING
+        self._enqueue(task)
+        self._kick(task.cpu)
+
+    # ---- wake-ups -------------------------------------------------------
+
+    def wake_up(self, wq):
+        """wake_up(): every task sleeping on `wq` becomes runnable."""
+        for t in list(wq.tasks):
+            self.wake_up_process(t)
+
+    def wake_up_process(self, task):
+        """try_to_wake_up(): runnable again, on its own CPU's queue; that CPU
+        is told to reschedule (an IPI if it is another CPU)."""
+        if task.state != TASK_UNINTERRUPTIBLE:
+            return
+        task.state = TASK_RUNNING
+        task.waiting_on = None
+        self.counters['wakeups'] += 1
+        if self.current[task.cpu] is not task:
+            self._enqueue(task)
+            self._kick(task.cpu)
+
+    def _enqueue(self, task):
+        if not task.on_rq and not task.idle:
+            self.rq[task.cpu].append(task)
+            task.on_rq = True
+
+    def _kick(self, cpu):
+        cur = self.current[cpu]
+        if cur is None:
+            return
+        if cur.idle or cur.state != TASK_RUNNING:
+            self.set_need_resched(cur)
+            self.k.irq.send_reschedule(cpu)
+
+    # ---- sleeping -------------------------------------------------------
+
+    def prepare_to_wait(self, task, wq, what=None):
+        wq.add(task)
+        task.state = TASK_UNINTERRUPTIBLE
+        task.waiting_on = what if what is not None else wq
+
+    def finish_wait(self, task, wq):
+        task.state = TASK_RUNNING
+        task.waiting_on = None
+        wq.remove(task)
+
+    def wait_event(self, task, wq, cond, what=None):
+        """wait_event(): sleep on `wq` until cond() holds.  Generator."""
+        while not cond():
+            self.prepare_to_wait(task, wq, what)
+            if cond():
+                self.finish_wait(task, wq)
+                break
+            task.counters['sleeps'] += 1
+            yield from self.schedule(task)
+            self.finish_wait(task, wq)
+
+    # ---- schedule -------------------------------------------------------
+
+    def schedule(self, task):
+        """schedule(): pick the next task on this CPU and switch to it.
+        Generator; returns when `task` runs again (never, if it is dead)."""
+        cpu = task.cpu
+        if not task.idle and self.preempt_count(task) > 0 and task.state != TASK_ZOMBIE:
+            self._sleep_in_atomic(task)
+        yield Charge(self.k.costs['schedule'])
+        rq = self.rq[cpu]
+        self.clear_need_resched(task)
+        if task.state == TASK_RUNNING and not task.idle and not task.on_rq:
+            rq.append(task)
+            task.on_rq = True
+        nxt = rq.popleft() if rq else self.idle[cpu]
+        nxt.on_rq = False
+        if nxt is task:
+            return
+        yield from self.context_switch(task, nxt)
+
+    def context_switch(self, prev, nxt):
+        """switch_mm (lazy TLB for kernel threads) + __switch_to, in guest code."""
+        k = self.k
+        cpu = prev.cpu
+        self.counters['context_switches'] += 1
+        prev_mm = prev.active_mm
+        if nxt.mm is None:
+            nxt.active_mm = prev_mm               # enter_lazy_tlb
+            if prev_mm is not None:
+                yield Guest('enter_lazy_tlb', prev_mm.guest, 0, cpu)
+        else:
+            nxt.active_mm = nxt.mm
+            yield Guest('switch_mm', prev_mm.guest if prev_mm else 0, nxt.mm.guest, cpu)
+        yield Guest('__switch_to', prev.thread_info, nxt.thread_info)
+        # Atomic from here to the switch.  prev may have been woken while the
+        # guest code above ran (it was current, so not queued): queue it now.
+        if prev.state == TASK_RUNNING and not prev.idle and not prev.on_rq:
+            self._enqueue(prev)
+            if nxt.idle:
+                self.set_need_resched(nxt)
+        if prev.state == TASK_ZOMBIE:
+            k.exit.release_task_stack(prev)
+        yield SwitchTo(nxt)
+
+    def _sleep_in_atomic(self, task):
+        """2.6's "BUG: scheduling while atomic: comm/pid/0x%08x", reported with
+        the guest context that led here and the CPU."""
+        self.counters['sleep_in_atomic_bugs'] += 1
+        eip = None
+        for f in reversed(task.frames):
+            if f.saved is not None:
+                eip = f.saved['eip']
+                break
+        where = self.k.describe(eip) if eip is not None else 'kernel Python code'
+        self.k.report('bug', f'BUG: scheduling while atomic: {task.name}/{task.pid}/'
+                      f'0x{self.preempt_count(task) & 0xFFFFFFFF:08x} on CPU{task.cpu}, '
+                      f'at {where}', task=task)
+
+    # ---- timer ----------------------------------------------------------
+
+    def scheduler_tick(self, task, period):
+        """Charge the tick to the running task's slice; when it runs out,
+        need_resched (acted on at return to user, or in the kernel with
+        preempt=full when preempt_count is 0)."""
+        if task.idle:
+            if self.rq[task.cpu]:
+                self.set_need_resched(task)
+            return
+        task.timeslice -= period
+        if task.timeslice <= 0:
+            task.timeslice = TIMESLICE
+            if self.rq[task.cpu]:
+                self.set_need_resched(task)
+
+    def runnable(self):
+        return [t for t in self.tasks.values() if t.state == TASK_RUNNING]

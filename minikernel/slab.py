@@ -1,0 +1,83 @@
+"""kmalloc: small kernel objects carved out of lowmem pages.
+
+A deliberately plain slab allocator (mm/slab.c in role, not in detail):
+one cache per object size class (32, 64, ..., 2048 bytes), each growing by
+whole GFP_KERNEL pages from page_alloc, so that kernel metadata (mm_structs,
+rmap pte_chains, ...) really consumes ZONE_NORMAL and shows up in its free
+counts.  Objects are kernel virtual addresses in lowmem.
+
+Rules
+  - kmalloc never sleeps here (GFP_ATOMIC-like): it returns None when no
+    lowmem page is left; callers handle that like -ENOMEM.
+  - kfree of an address that is not allocated is a KernelBug.
+  - A cache page whose objects are all free goes back to page_alloc.
+"""
+from .bug import KernelBug
+
+SIZE_CLASSES = (8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+PAGE = 4096
+
+
+class Slab:
+    def __init__(self, kernel):
+        self.k = kernel
+        self.free = {s: [] for s in SIZE_CLASSES}     # size -> free object vas
+        self.pages = {}                               # page va -> [size, in use count]
+        self.owner = {}                               # object va -> (size, tag)
+        self.counters = dict(slab_pages=0, kmalloc_calls=0, kfree_calls=0, kmalloc_failed=0)
+        self.bytes_by_tag = {}
+
+    def _size_class(self, size):
+        for s in SIZE_CLASSES:
+            if size <= s:
+                return s
+        raise KernelBug(f'kmalloc: {size} bytes is larger than the biggest size class')
+
+    def kmalloc(self, size, tag='kmalloc', gfp=None):
+        """kmalloc(): a lowmem object of at least `size` bytes, or None."""
+        s = self._size_class(size)
+        self.counters['kmalloc_calls'] += 1
+        if not self.free[s] and not self._grow(s, gfp):
+            self.counters['kmalloc_failed'] += 1
+            return None
+        va = self.free[s].pop()
+        self.pages[va & ~(PAGE - 1)][1] += 1
+        self.owner[va] = (s, tag)
+        self.bytes_by_tag[tag] = self.bytes_by_tag.get(tag, 0) + s
+        return va
+
+    def kfree(self, va):
+        if va not in self.owner:
+            raise KernelBug(f'kfree: {va:#x} was not allocated by kmalloc')
+        s, tag = self.owner.pop(va)
+        self.counters['kfree_calls'] += 1
+        self.bytes_by_tag[tag] -= s
+        page = va & ~(PAGE - 1)
+        info = self.pages[page]
+        info[1] -= 1
+        self.free[s].append(va)
+        if info[1] == 0:
+            self._shrink(page, s)
+
+    def _grow(self, s, gfp):
+        k = self.k
+        pfn = k.page_alloc.alloc_pages_fast(gfp if gfp is not None else k.gfp.GFP_KERNEL, 0)
+        if pfn is None:
+            return False
+        page = k.PAGE_OFFSET + (pfn << 12)
+        self.pages[page] = [s, 0]
+        self.free[s].extend(page + i for i in range(PAGE - s, -1, -s))
+        self.counters['slab_pages'] += 1
+        return True
+
+    def _shrink(self, page, s):
+        objs = set(range(page, page + PAGE, s))
+        self.free[s] = [v for v in self.free[s] if v not in objs]
+        del self.pages[page]
+        self.counters['slab_pages'] -= 1
+        self.k.page_alloc.free_pages((page - self.k.PAGE_OFFSET) >> 12, 0)
+
+    def bytes_in_use(self, tag=None):
+        if tag is None:
+            return sum(self.bytes_by_tag.values())
+        return self.bytes_by_tag.get(tag, 0)

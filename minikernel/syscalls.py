@@ -1,0 +1,199 @@
+"""System calls, with Linux i386 numbers (arch/i386/kernel/entry.S, 2.5).
+
+Arguments come in EBX, ECX, EDX, ESI, EDI, EBP; the result goes back in
+EAX (negative errno on failure).  Every user pointer is checked (access_ok)
+and copied with the guest's copy_*_user, so a bad pointer is -EFAULT, never
+a crash of the host or the kernel.
+
+Supported: exit 1, read 3, write 4, open 5, close 6, getpid 20,
+munmap 91, clone 120, sched_yield 158, nanosleep 162, mmap2 192,
+exit_group 252, getcpu 318.  Anything else: -ENOSYS.
+
+Rules: each sys_* is a generator taking (task, args) and returning EAX;
+it may sleep.
+"""
+import struct
+
+from .memory import MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, PROT_EXEC, PROT_READ, PROT_WRITE
+from .task import Charge, Guest
+
+EPERM, ENOENT, EBADF, EAGAIN, ENOMEM, EFAULT, EINVAL, ENOSYS = 1, 2, 9, 11, 12, 14, 22, 38
+
+CLONE_VM = 0x100
+NS_PER_CYCLE = 1                   # the time model's 1 GHz
+PAGE = 4096
+
+
+class Syscalls:
+    def __init__(self, kernel):
+        self.k = kernel
+        self.table = {
+            1: self.sys_exit, 3: self.sys_read, 4: self.sys_write, 5: self.sys_open,
+            6: self.sys_close, 20: self.sys_getpid, 91: self.sys_munmap,
+            120: self.sys_clone, 158: self.sys_sched_yield, 162: self.sys_nanosleep,
+            192: self.sys_mmap2, 252: self.sys_exit_group, 318: self.sys_getcpu,
+        }
+        self.counters = {}
+
+    def system_call(self, task, regs):
+        """system_call: dispatch on EAX.  Generator -> EAX."""
+        nr = regs['eax']
+        args = (regs['ebx'], regs['ecx'], regs['edx'], regs['esi'], regs['edi'], regs['ebp'])
+        fn = self.table.get(nr)
+        name = fn.__name__ if fn else f'sys_{nr}'
+        self.counters[name] = self.counters.get(name, 0) + 1
+        self.k.trace_event('syscall', task=task, nr=nr, name=name, args=args)
+        if fn is None:
+            return -ENOSYS
+        return (yield from fn(task, args))
+
+    # ---- helpers ----------------------------------------------------------
+
+    def copy_from_user(self, task, uaddr, n):
+        """Copy n (<= 4096) bytes from user space through the guest's
+        copy_from_user into the task's lowmem buffer.  Generator ->
+        bytes, or None on a fault."""
+        k = self.k
+        kbuf = k.task_kbuf(task)
+        left = yield Guest('copy_from_user', kbuf, uaddr, n)
+        if left:
+            return None
+        return k.machine.read(kbuf - k.PAGE_OFFSET, n)
+
+    def copy_to_user(self, task, uaddr, data):
+        k = self.k
+        kbuf = k.task_kbuf(task)
+        k.machine.write(kbuf - k.PAGE_OFFSET, data)
+        left = yield Guest('copy_to_user', uaddr, kbuf, len(data))
+        return -EFAULT if left else 0
+
+    # ---- process --------------------------------------------------------
+
+    def sys_exit(self, task, args):
+        yield from self.k.exit.do_exit(task, args[0] & 0xFF)
+
+    def sys_exit_group(self, task, args):
+        for t in self.k.sched.tasks.values():
+            if t is not task and t.tgid == task.tgid and t.alive:
+                self.k.kill_task(t, 'SIGKILL', 'exit_group')
+        yield from self.k.exit.do_exit(task, args[0] & 0xFF)
+
+    def sys_getpid(self, task, args):
+        return task.tgid
+        yield
+
+    def sys_getcpu(self, task, args):
+        """getcpu(unsigned *cpu, unsigned *node, ...) (2.6.19, nr 318)."""
+        cpu_p, node_p = args[0], args[1]
+        if cpu_p:
+            if (yield from self.copy_to_user(task, cpu_p, struct.pack('<I', task.cpu))):
+                return -EFAULT
+        if node_p:
+            if (yield from self.copy_to_user(task, node_p, struct.pack('<I', 0))):
+                return -EFAULT
+        return 0
+
+    def sys_sched_yield(self, task, args):
+        yield from self.k.sched.schedule(task)
+        return 0
+
+    def sys_nanosleep(self, task, args):
+        req = yield from self.copy_from_user(task, args[0], 8)
+        if req is None:
+            return -EFAULT
+        sec, nsec = struct.unpack('<ii', req)
+        if sec < 0 or not 0 <= nsec < 1_000_000_000:
+            return -EINVAL
+        cycles = (sec * 1_000_000_000 + nsec) // NS_PER_CYCLE
+        yield from self.k.sleep_for(task, cycles)
+        return 0
+
+    def sys_clone(self, task, args):
+        """clone(flags, newsp): threads only (CLONE_VM); the child runs on
+        the parent's CPU and returns 0 from the call."""
+        flags, newsp = args[0], args[1]
+        if not flags & CLONE_VM:
+            return -EINVAL
+        yield Charge(self.k.costs['fork'])
+        child = self.k.clone_thread(task, newsp)
+        return child.pid if child is not None else -ENOMEM
+
+    # ---- memory ---------------------------------------------------------
+
+    def sys_mmap2(self, task, args):
+        """mmap2(addr, len, prot, flags, fd, pgoff)."""
+        addr, length, prot, flags, fd, pgoff = args
+        k, mm = self.k, task.mm
+        if length == 0 or prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC):
+            return -EINVAL
+        if not flags & (MAP_SHARED | MAP_PRIVATE):
+            return -EINVAL
+        file = None
+        if not flags & MAP_ANONYMOUS:
+            file = k.vfs.mmap_file(task, fd) if k.vfs else None
+            if file is None:
+                return -EBADF
+        yield from mm.mmap_sem.down_write(task)
+        try:
+            r = yield from k.mm.do_mmap(task, mm, addr, length, prot, flags, file, pgoff,
+                                        name=getattr(file, 'name', '[anon]'))
+        finally:
+            mm.mmap_sem.up_write(task)
+        return r
+
+    def sys_munmap(self, task, args):
+        addr, length = args[0], args[1]
+        k, mm = self.k, task.mm
+        if addr & (PAGE - 1) or addr >= k.PAGE_OFFSET or length == 0:
+            return -EINVAL
+        yield from mm.mmap_sem.down_write(task)
+        try:
+            r = yield from k.mm.do_munmap(task, mm, addr, length)
+        finally:
+            mm.mmap_sem.up_write(task)
+        return r
+
+    # ---- files ----------------------------------------------------------
+
+    def sys_write(self, task, args):
+        fd, buf, count = args[0], args[1], args[2]
+        if fd in (1, 2):
+            return (yield from self._console_write(task, buf, count))
+        if self.k.vfs is None:
+            return -EBADF
+        return (yield from self.k.vfs.sys_write(task, fd, buf, count))
+
+    def _console_write(self, task, buf, count):
+        done = 0
+        while done < count:
+            n = min(PAGE, count - done)
+            data = yield from self.copy_from_user(task, buf + done, n)
+            if data is None:
+                return done if done else -EFAULT
+            self.k.console_write(task, data)
+            done += n
+        return done
+
+    def sys_read(self, task, args):
+        fd, buf, count = args[0], args[1], args[2]
+        if fd == 0:
+            return 0
+        if self.k.vfs is None:
+            return -EBADF
+        return (yield from self.k.vfs.sys_read(task, fd, buf, count))
+
+    def sys_open(self, task, args):
+        if self.k.vfs is None:
+            return -ENOENT
+        k = self.k
+        kbuf = k.task_kbuf(task)
+        n = yield Guest('strncpy_from_user', kbuf, args[0], 255)
+        if n >= 0x80000000:
+            return -EFAULT
+        path = k.machine.read(kbuf - k.PAGE_OFFSET, n).decode('latin-1')
+        return (yield from k.vfs.sys_open(task, path, args[1], args[2]))
+
+    def sys_close(self, task, args):
+        if self.k.vfs is None:
+            return -EBADF
+        return (yield from self.k.vfs.sys_close(task, args[0]))

@@ -1,0 +1,116 @@
+"""task_struct, kernel frames, and the requests kernel code yields.
+
+Execution model (SimPy-style, see docs/architecture.md)
+  A task's kernel-side control flow is a stack of Python generators
+  (`Task.frames`).  Between two yields, Python kernel code runs atomically:
+  no guest instruction executes anywhere.  It yields requests to the engine
+  (minikernel/entry.py):
+
+    Guest(routine, eax, edx, ecx)   run a guest routine (regparm(3) arguments)
+                                    on this task's kernel stack; resumes the
+                                    generator with the routine's EAX.
+    Charge(cycles)                  the kernel spends `cycles` on this CPU.
+    SwitchTo(next)                  only from schedule(): leave this task
+                                    suspended here and run `next`.
+
+  A guest routine may trap (page fault, service call, interrupt): the engine
+  saves its registers in the frame and pushes the handler's generator on
+  top; when the handler returns, the routine continues (or jumps to its
+  exception-table fixup).  So a fault that sleeps for swap I/O in the middle
+  of a guest `rep movsl` is just a generator that yields.
+
+Frame kinds and what their return value means
+  'syscall'  (from user)   EAX for the user
+  'fault'    (from user)   ignored: the instruction is retried
+  'kfault'   (kernel guest) None: retry; an int: continue at that fixup EIP
+  'service'  (kernel guest) EAX for the guest, which continues after `int`
+  'irq'      (any)          ignored: the interrupted context continues
+  'main'     (kernel thread body / first entry) the task exits when it returns
+
+Task states (Linux names): TASK_RUNNING, TASK_UNINTERRUPTIBLE, TASK_ZOMBIE.
+"""
+
+TASK_RUNNING = 'R'
+TASK_UNINTERRUPTIBLE = 'D'
+TASK_ZOMBIE = 'Z'
+
+
+class Guest:
+    """Request: run the guest routine at `routine` (a symbol name or an
+    address) with EAX, EDX, ECX = the arguments (Linux's regparm(3));
+    `irqs` is the EFLAGS.IF the routine starts with."""
+    __slots__ = ('routine', 'eax', 'edx', 'ecx', 'irqs')
+
+    def __init__(self, routine, eax=0, edx=0, ecx=0, irqs=True):
+        self.routine, self.eax, self.edx, self.ecx, self.irqs = routine, eax, edx, ecx, irqs
+
+    def __repr__(self):
+        return f'Guest({self.routine}, {self.eax:#x}, {self.edx:#x}, {self.ecx:#x})'
+
+
+class Charge:
+    """Request: spend `cycles` of kernel time on this CPU (from costs.py)."""
+    __slots__ = ('cycles', 'what')
+
+    def __init__(self, cycles, what=''):
+        self.cycles, self.what = cycles, what
+
+
+class SwitchTo:
+    """Request (schedule() only): suspend the current task here, run `next`."""
+    __slots__ = ('next',)
+
+    def __init__(self, next_task):
+        self.next = next_task
+
+
+class Frame:
+    """One level of a task's kernel control flow."""
+    __slots__ = ('gen', 'kind', 'saved', 'guest', 'value', 'throw', 'where')
+
+    def __init__(self, gen, kind, where=None):
+        self.gen = gen          # the generator
+        self.kind = kind        # see module docstring
+        self.saved = None       # guest registers of the context this frame interrupted
+        self.guest = False      # True while this frame's Guest request is running
+        self.value = None       # value to send at the next resume
+        self.throw = None       # exception to throw in at the next resume
+        self.where = where      # trap eip (for reports)
+
+
+class Task:
+    """A task_struct.  The guest-visible part is thread_info at the bottom of
+    the 8 KiB kernel stack (see minikernel/sched.py for its layout)."""
+
+    def __init__(self, pid, name, mm, cpu, kstack_pfn, kstack_va):
+        self.pid = pid
+        self.tgid = pid
+        self.name = name
+        self.mm = mm                # MM or None (kernel thread)
+        self.active_mm = mm
+        self.cpu = cpu              # the CPU it runs on (per-CPU run queues, no migration)
+        self.kstack_pfn = kstack_pfn
+        self.thread_info = kstack_va        # bottom of the stack
+        self.kstack_top = kstack_va + 8192  # stacks grow down from here
+        self.state = TASK_RUNNING
+        self.frames = []            # kernel frames, innermost last
+        self.uregs = None           # user registers while in the kernel (pt_regs)
+        self.in_user = False        # running (or about to run) user code
+        self.on_rq = False
+        self.timeslice = 0
+        self.exit_code = None
+        self.killed_by = None       # e.g. ('SIGSEGV', detail) once killed
+        self.waiting_on = None      # what it sleeps on (for the wait-for graph)
+        self.console = bytearray()  # write(1/2, ...) output
+        self.files = None           # open file table
+        self.kbuf_pfn = None        # a lowmem bounce page for syscall arguments
+        self.program = None         # the user image it runs (for symbolizing)
+        self.idle = False
+        self.counters = dict(syscalls=0, faults=0, sleeps=0, switches=0)
+
+    def __repr__(self):
+        return f'<Task {self.pid} {self.name} {self.state}>'
+
+    @property
+    def alive(self):
+        return self.state != TASK_ZOMBIE

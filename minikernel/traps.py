@@ -1,0 +1,60 @@
+"""Traps that are not page faults, and the way back to user mode.
+
+Mirrors arch/i386/kernel/traps.c (do_general_protection, do_invalid_op,
+die) and the ret_from_sys_call / ret_from_intr path of entry.S.
+
+Rules
+  - A trap from user mode is the task's fault: it gets a signal (SIGSEGV,
+    SIGILL, SIGFPE), which kills it at the return to user mode, and the
+    machine goes on.  The same trap from kernel code is the kernel's bug:
+    `ud2` at a BUG() site reports "kernel BUG at file:line", anything else
+    an Oops; both kill the task (do_exit), as Linux does.
+  - Every path back to user mode goes through from_user(): pending kill ->
+    do_exit; need_resched -> schedule(); then restore_all.
+"""
+from .task import Charge
+
+_USER_SIGNAL = {'gp': 'SIGSEGV', 'ud': 'SIGILL', 'de': 'SIGFPE', 'int': 'SIGSEGV',
+                'exception': 'SIGSEGV', 'df': 'SIGSEGV', 'error': 'SIGSEGV'}
+
+
+class Traps:
+    def __init__(self, kernel):
+        self.k = kernel
+
+    def from_user(self, task, handler, kind):
+        """Run a handler entered from user mode, then ret_from_sys_call:
+        deliver a fatal signal, reschedule if asked.  Generator; returns the
+        handler's value (EAX for a system call)."""
+        k = self.k
+        yield Charge(k.costs['syscall_entry' if kind == 'syscall' else 'irq_entry'])
+        value = yield from handler
+        while True:
+            if task.killed_by is not None:
+                yield from k.exit.do_exit(task, -1)
+            if k.sched.need_resched(task):
+                yield from k.sched.schedule(task)
+                continue
+            return value
+
+    def user_trap(self, task, trap):
+        """An exception from user mode (not a page fault): a signal."""
+        sig = _USER_SIGNAL.get(trap.kind, 'SIGSEGV')
+        what = {'int': f'int {trap.vector:#x} (no such gate for user mode)',
+                'error': f'unemulatable state: {trap.detail}'}.get(trap.kind, trap.kind.upper())
+        self.k.kill_task(task, sig, f'{sig} ({what}) at {self.k.describe_user(task, trap.eip)}')
+        return None
+        yield
+
+    def kernel_trap(self, task, trap, regs):
+        """An exception in kernel guest code: BUG() or an Oops; the task dies."""
+        k = self.k
+        if trap.kind == 'ud' and trap.eip in k.image.bugs:
+            f, line = k.image.bugs[trap.eip]
+            k.report('bug', f'kernel BUG at {f}:{line}! ({k.describe(trap.eip)}, '
+                            f'{task.name}/{task.pid} on CPU{task.cpu})', task=task)
+        elif trap.kind == 'error':
+            k.report('crash', f'machine check: {trap.detail} at {k.describe(trap.eip)}', task=task)
+        else:
+            k.oops(task, f'{trap.kind} in kernel at {k.describe(trap.eip)}', report=True)
+        yield from k.exit.do_exit(task, -1)

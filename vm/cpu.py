@@ -1,0 +1,369 @@
+"""One emulated x86-32 CPU: a Unicorn instance sharing the machine's RAM.
+
+What this file owns
+  - The Unicorn instance, its C hooks (vm/_native.c) and the per-CPU
+    counters they keep.
+  - Turning whatever stopped a run into a decoded Trap: the page-fault error
+    code is rebuilt here (Unicorn does not expose it), the #1883 double-fault
+    bug is worked around here, and nothing above this file sees a Unicorn
+    quirk.
+  - The ring-0 template context saved at boot, the only way back from ring 3
+    (Unicorn refuses privilege changes through reg_write).
+
+Rules
+  - Nothing here writes CR3 through reg_write after boot: that would flush
+    the TLB behind the guest's back.  CR3 changes only by a guest `mov cr3`;
+    the template's CR3 is patched to the current value before each restore
+    (context_restore copies state and does not flush, as on a trap).
+  - Guest time on this CPU is `instructions` (exact, see _native.c).
+"""
+import ctypes
+import struct
+
+import capstone
+from capstone import x86_const as cx
+from unicorn import Uc, UcError, UC_ARCH_X86, UC_MODE_32, UC_PROT_ALL
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_INTR, UC_HOOK_CODE
+from unicorn import x86_const as ux
+
+from . import native, x86
+
+# Registers read at every stop and written at every entry, in this order.
+GPRS = ('eax', 'ebx', 'ecx', 'edx', 'esi', 'edi', 'ebp', 'esp')
+_REG_IDS = {
+    'eax': ux.UC_X86_REG_EAX, 'ebx': ux.UC_X86_REG_EBX, 'ecx': ux.UC_X86_REG_ECX,
+    'edx': ux.UC_X86_REG_EDX, 'esi': ux.UC_X86_REG_ESI, 'edi': ux.UC_X86_REG_EDI,
+    'ebp': ux.UC_X86_REG_EBP, 'esp': ux.UC_X86_REG_ESP, 'eip': ux.UC_X86_REG_EIP,
+    'eflags': ux.UC_X86_REG_EFLAGS, 'cs': ux.UC_X86_REG_CS, 'cr3': ux.UC_X86_REG_CR3,
+    'cr2': ux.UC_X86_REG_CR2, 'ds': ux.UC_X86_REG_DS, 'es': ux.UC_X86_REG_ES,
+    'ss': ux.UC_X86_REG_SS, 'fs': ux.UC_X86_REG_FS, 'gs': ux.UC_X86_REG_GS,
+}
+STATE_REGS = GPRS + ('eip', 'eflags', 'cs', 'cr3')
+ENTRY_REGS = GPRS + ('eip', 'eflags')
+
+
+class Trap:
+    """Why a run stopped, decoded.
+
+    kind: 'quantum'   budget used up (at a block boundary)
+          'irq'       an interrupt is pending and EFLAGS.IF is set
+          'pf'        page fault: cr2, error (PF_P|PF_W|PF_U rebuilt)
+          'int'       software interrupt `int vector` (eip is past it)
+          'hlt'       hlt executed (eip is past it)
+          'gp', 'ud', 'de', 'df', 'exception': other exceptions (eip at it)
+          'error'     Unicorn refused to go on (detail says why)
+    """
+    __slots__ = ('kind', 'vector', 'eip', 'cr2', 'error', 'cpl', 'detail')
+
+    def __init__(self, kind, vector=None, eip=0, cr2=0, error=0, cpl=0, detail=''):
+        self.kind, self.vector, self.eip = kind, vector, eip
+        self.cr2, self.error, self.cpl, self.detail = cr2, error, cpl, detail
+
+    @property
+    def user(self):
+        return self.cpl == 3
+
+    def __repr__(self):
+        extra = f' cr2={self.cr2:#x} err={self.error:#x}' if self.kind == 'pf' else ''
+        vec = f' vec={self.vector:#x}' if self.vector is not None else ''
+        return f'<Trap {self.kind}{vec} eip={self.eip:#x} cpl={self.cpl}{extra}>'
+
+
+_EXC_KIND = {x86.VEC_DE: 'de', x86.VEC_UD: 'ud', x86.VEC_DF: 'df', x86.VEC_GP: 'gp', x86.VEC_PF: 'pf'}
+
+
+def _ctx_bytes(ctx):
+    return ctypes.string_at(ctx.context, ctx.size)
+
+
+def _find_context_offsets():
+    """Offsets inside a uc_context of CR3 and of `old_exception` (#1883).
+
+    Found on a private scratch instance: CR3 by writing two values with
+    paging off; old_exception as the 32-bit field that goes from -1 to 13
+    when a #GP is taken.  Returns (cr3_off, old_exc_off).
+    """
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc.mem_map(0, 0x10000, UC_PROT_ALL)
+    uc.reg_write(ux.UC_X86_REG_CR3, 0x12345000)
+    a = _ctx_bytes(uc.context_save())
+    uc.reg_write(ux.UC_X86_REG_CR3, 0x54321000)
+    b = _ctx_bytes(uc.context_save())
+    cr3 = [i for i in range(0, len(a) - 3, 4)
+           if struct.unpack_from('<I', a, i)[0] == 0x12345000
+           and struct.unpack_from('<I', b, i)[0] == 0x54321000]
+    # mov ax, 0xfff8 ; mov ds, ax  -> #GP (selector beyond the GDT limit)
+    uc.mem_write(0x1000, b'\x66\xb8\xf8\xff\x8e\xd8')
+    seen = {}
+
+    def intr(u, intno, _):
+        seen['after'] = _ctx_bytes(u.context_save())
+        seen['intno'] = intno
+        u.emu_stop()
+    before = b
+    uc.hook_add(UC_HOOK_INTR, intr)
+    uc.emu_start(0x1000, 0x1006)
+    after = seen.get('after', b'')
+    old = [i for i in range(0, min(len(before), len(after)) - 3, 4)
+           if struct.unpack_from('<i', before, i)[0] == -1
+           and struct.unpack_from('<i', after, i)[0] == seen.get('intno')]
+    if len(cr3) != 1 or len(old) != 1:
+        raise RuntimeError(f'cannot locate CR3/old_exception in the Unicorn context '
+                           f'(candidates {cr3}, {old}); unicorn version not supported')
+    return cr3[0], old[0]
+
+
+_OFFSETS = None
+
+
+def context_offsets():
+    global _OFFSETS
+    if _OFFSETS is None:
+        _OFFSETS = _find_context_offsets()
+    return _OFFSETS
+
+
+class CPU:
+    """An emulated CPU.  Created and booted by vm.Machine."""
+
+    def __init__(self, machine, index):
+        self.machine = machine
+        self.index = index
+        self.ram = machine.ram
+        self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        self.uc.mem_map_ptr(0, machine.ram_size, UC_PROT_ALL, machine.ram_ptr)
+        self.k = native.KCpu()
+        self.kptr = ctypes.addressof(self.k)
+        self.k.trap = -1
+        self.k.limit = 0
+        self.cr3_off, self.k.old_exc_off = context_offsets()
+        self._scratch = self.uc.context_save()
+        self.k.ctx = ctypes.cast(self._scratch.context, ctypes.c_void_p).value
+        self.k.emu_stop = native.UC_EMU_STOP
+        self.k.ctx_save = native.UC_CTX_SAVE
+        self.k.ctx_restore = native.UC_CTX_RESTORE
+        self.k.reg_read = native.UC_REG_READ
+        native.hook_add(self.uc, UC_HOOK_BLOCK, native.BLOCK_HOOK, self.kptr)
+        native.hook_add(self.uc, UC_HOOK_INTR, native.INTR_HOOK, self.kptr)
+        self._state = native.RegFile(self.uc, [_REG_IDS[r] for r in STATE_REGS])
+        self._entry = native.RegFile(self.uc, [_REG_IDS[r] for r in ENTRY_REGS])
+        self._md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
+        self._md.detail = True
+        self._template = None
+        self._code_bitmaps = [None] * native.MAX_REGIONS   # keep the buffers alive
+        self.point_counters = {}   # address -> ctypes.c_uint64 (invlpg, mov cr3, ...)
+        self.point_kind = {}       # address -> 'invlpg' | 'cr3' | ...
+        self.ranges = {}           # name -> index into k.ranges
+        self.regs = dict.fromkeys(STATE_REGS, 0)   # as of the last stop
+        self.halted = False
+        self.counters = dict(interrupts=0, ipis_sent=0, ipis_received=0,
+                             faults_pf=0, faults_gp=0, faults_ud=0, faults_other=0,
+                             syscalls=0, service_calls=0, runs=0)
+
+    # ---- boot -------------------------------------------------------------
+
+    def boot(self, cr3, gdt_va, gdt_size, esp, cr4=0):
+        """Turn on paging with `cr3` (and `cr4`, e.g. PSE), load the GDT at
+        linear `gdt_va`, load the kernel segments, and save the ring-0
+        template context.  The page tables must already map `gdt_va`."""
+        uc = self.uc
+        uc.reg_write(ux.UC_X86_REG_CR3, cr3)
+        uc.reg_write(ux.UC_X86_REG_CR4, cr4)
+        uc.reg_write(ux.UC_X86_REG_CR0, x86.CR0_PE | x86.CR0_WP | x86.CR0_PG | 0x10)
+        uc.reg_write(ux.UC_X86_REG_GDTR, (0, gdt_va, gdt_size - 1, 0))
+        uc.reg_write(ux.UC_X86_REG_CS, x86.KERNEL_CS)
+        for seg in (ux.UC_X86_REG_DS, ux.UC_X86_REG_ES, ux.UC_X86_REG_SS):
+            uc.reg_write(seg, x86.KERNEL_DS)
+        uc.reg_write(ux.UC_X86_REG_FS, 0)
+        uc.reg_write(ux.UC_X86_REG_GS, 0)
+        uc.reg_write(ux.UC_X86_REG_ESP, esp)
+        uc.reg_write(ux.UC_X86_REG_EFLAGS, x86.EFLAGS_RESERVED)
+        self._template = uc.context_save()
+        self._tpl_addr = ctypes.cast(self._template.context, ctypes.c_void_p).value
+        self.regs.update(cr3=cr3, cs=x86.KERNEL_CS, esp=esp, eflags=x86.EFLAGS_RESERVED)
+
+    # ---- code maps and hooks ----------------------------------------------
+
+    def set_code_region(self, slot, base, size, bitmap):
+        """Tell the block counter where instructions start in [base, base+size):
+        bit i of `bitmap` (bytes) set means one starts at base+i."""
+        buf = ctypes.create_string_buffer(bytes(bitmap), max(len(bitmap), 1))
+        self._code_bitmaps[slot] = buf
+        r = self.k.regions[slot]
+        r.base, r.size, r.bits = base, size, ctypes.addressof(buf)
+        self.k.nregions = max(self.k.nregions, slot + 1)
+
+    def clear_code_region(self, slot):
+        r = self.k.regions[slot]
+        r.base, r.size = 0, 0
+
+    def count_at(self, address, kind):
+        """Count executions of the instruction at `address` (a one-address C
+        hook: costs nothing elsewhere)."""
+        ctr = ctypes.c_uint64(0)
+        native.hook_add(self.uc, UC_HOOK_CODE, native.COUNT_HOOK, ctypes.addressof(ctr),
+                        address, address)
+        self.point_counters[address] = ctr
+        self.point_kind[address] = kind
+        return ctr
+
+    def add_range(self, name, lo, hi):
+        """Count instructions retired in [lo, hi) (e.g. a spin loop)."""
+        i = self.k.nranges
+        if i >= native.MAX_RANGES:
+            raise RuntimeError('too many instruction ranges')
+        self.k.ranges[i].lo, self.k.ranges[i].hi, self.k.ranges[i].count = lo, hi, 0
+        self.k.nranges = i + 1
+        self.ranges[name] = i
+
+    def range_count(self, name):
+        return self.k.ranges[self.ranges[name]].count
+
+    def flush_code_cache(self):
+        """Drop all translated code (after a frame that held code is reused).
+        The TLB is not touched."""
+        self.uc.ctl_flush_tb()
+
+    # ---- time -----------------------------------------------------------
+
+    @property
+    def instructions(self):
+        return self.k.executed
+
+    # ---- register access ------------------------------------------------
+
+    def read_state(self):
+        vals = self._state.read()
+        self.regs = dict(zip(STATE_REGS, vals))
+        return self.regs
+
+    def enter(self, eip, esp, eflags=x86.EFLAGS_RESERVED | x86.EFLAGS_IF, **gprs):
+        """Start ring-0 code at `eip` with `esp` (and any GPRs given).  If the
+        CPU is in ring 3, come back to ring 0 through the template first."""
+        if self.regs.get('cs', 0) & 3:
+            self._to_ring0()
+        vals = [gprs.get(r, 0) for r in GPRS[:-1]] + [esp, eip, eflags]
+        self._entry.write(vals)
+        self.regs.update(gprs, esp=esp, eip=eip, eflags=eflags)
+
+    def resume(self, state):
+        """Continue a ring-0 context saved by read_state (GPRs, EIP, EFLAGS)."""
+        if self.regs.get('cs', 0) & 3:
+            self._to_ring0()
+        self._entry.write([state[r] for r in ENTRY_REGS])
+        self.regs.update({r: state[r] for r in ENTRY_REGS})
+
+    def set_reg(self, name, value):
+        self.uc.reg_write(_REG_IDS[name], value)
+        self.regs[name] = value
+
+    def get_reg(self, name):
+        return self.uc.reg_read(_REG_IDS[name])
+
+    def _to_ring0(self):
+        cr3 = self.regs['cr3']
+        ctypes.memmove(self._tpl_addr + self.cr3_off, struct.pack('<I', cr3), 4)
+        self.uc.context_restore(self._template)
+        self.regs['cs'] = x86.KERNEL_CS
+
+    # ---- running ----------------------------------------------------------
+
+    def run(self, budget):
+        """Run guest code from the current EIP for up to `budget` instructions
+        (stopping at a block boundary) and return the Trap that stopped it."""
+        k = self.k
+        k.limit = k.executed + budget
+        k.trap = -1
+        k.stop_reason = native.STOP_NONE
+        k.blk_count = 0
+        self.counters['runs'] += 1
+        try:
+            self.uc.emu_start(self.regs['eip'], 0)
+        except UcError as e:
+            regs = self.read_state()
+            return Trap('error', eip=regs['eip'], cpl=regs['cs'] & 3, detail=str(e))
+        regs = self.read_state()
+        eip, cpl = regs['eip'], regs['cs'] & 3
+        reason = k.stop_reason
+        if reason == native.STOP_LIMIT:
+            return Trap('quantum', eip=eip, cpl=cpl)
+        if reason == native.STOP_IRQ:
+            return Trap('irq', eip=eip, cpl=cpl)
+        native.settle(self.kptr, eip)
+        if reason == native.STOP_NONE:
+            self.halted = True
+            return Trap('hlt', eip=eip, cpl=cpl)
+        vec = k.trap
+        if vec == x86.VEC_PF:
+            self.counters['faults_pf'] += 1
+            cr2 = self.uc.reg_read(ux.UC_X86_REG_CR2)
+            return Trap('pf', vec, eip, cr2, self.pf_error_code(cr2, regs), cpl)
+        if vec >= 32:
+            return Trap('int', vec, eip, cpl=cpl)
+        kind = _EXC_KIND.get(vec, 'exception')
+        key = 'faults_' + kind if 'faults_' + kind in self.counters else 'faults_other'
+        self.counters[key] += 1
+        return Trap(kind, vec, eip, cpl=cpl)
+
+    # ---- the page-fault error code Unicorn does not give ------------------
+
+    def pf_error_code(self, cr2, regs):
+        """Rebuild the #PF error code: P from a walk of the page tables, U from
+        CPL, W from decoding the faulting instruction (which of its memory
+        operands lies on CR2's page, and does it write there)."""
+        err = 0
+        pde, pte, _ = x86.walk(self.ram, regs['cr3'], cr2)
+        if pde & x86.PTE_P and pte & x86.PTE_P:
+            err |= x86.PF_P
+        if regs['cs'] & 3:
+            err |= x86.PF_U
+        if self._faulting_access_is_write(cr2, regs):
+            err |= x86.PF_W
+        return err
+
+    def _faulting_access_is_write(self, cr2, regs):
+        eip = regs['eip']
+        code = self.read_virt(regs['cr3'], eip, 16)
+        insn = next(self._md.disasm(code, eip), None) if code else None
+        if insn is None:          # the fetch itself faulted: a read
+            return False
+        page = cr2 >> 12
+        for op in insn.operands:
+            if op.type != cx.X86_OP_MEM:
+                continue
+            ea = self._effective_address(insn, op, regs)
+            if ea is not None and (ea >> 12 == page or ((ea + op.size - 1) & 0xFFFFFFFF) >> 12 == page):
+                if op.access & capstone.CS_AC_WRITE:
+                    return True
+        # push/call/implicit stack writes
+        if insn.id in (cx.X86_INS_PUSH, cx.X86_INS_CALL, cx.X86_INS_PUSHAL, cx.X86_INS_PUSHFD):
+            return ((regs['esp'] - 4) & 0xFFFFFFFF) >> 12 == page
+        return False
+
+    def _effective_address(self, insn, op, regs):
+        m = op.mem
+        ea = m.disp
+        if m.base:
+            name = insn.reg_name(m.base)
+            if name not in regs:
+                return None
+            ea += regs[name]
+        if m.index:
+            name = insn.reg_name(m.index)
+            if name not in regs:
+                return None
+            ea += regs[name] * m.scale
+        return ea & 0xFFFFFFFF
+
+    def read_virt(self, cr3, va, size):
+        """Read guest virtual memory through the page tables (no A/D side
+        effects); None where unmapped.  For decoding and tracing only."""
+        out = bytearray()
+        while size > 0:
+            pa = x86.translate(self.ram, cr3, va)
+            if pa is None or pa >= len(self.ram):
+                return bytes(out) if out else None
+            n = min(size, x86.PAGE_SIZE - (va & 0xFFF))
+            out += self.ram[pa:pa + n]
+            va, size = va + n, size - n
+        return bytes(out)

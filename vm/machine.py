@@ -1,0 +1,204 @@
+"""The emulated SMP machine: RAM, CPUs, the clock, interrupts, devices.
+
+What this file owns
+  - Guest RAM: one anonymous, lazily backed host mapping (MAP_NORESERVE),
+    mapped into every CPU's Unicorn instance with mem_map_ptr.  Untouched
+    guest memory costs the host nothing.
+  - Simulated time.  Each CPU has its own clock in cycles: instructions it
+    retired plus cycles charged to it (kernel costs, idle time).  "Now" for
+    the machine is the smallest CPU clock; an event scheduled at time T fires
+    once every CPU has reached T.
+  - Interrupt lines: per-CPU pending vectors.  A pending vector is taken only
+    at a block boundary while EFLAGS.IF=1 (the C block hook checks), so a CPU
+    spinning with interrupts off really does not take an IPI.
+  - The run loop: the interleaving policy (vm/policy.py) picks the CPU and its
+    budget; the driver (the kernel) runs that CPU for the budget.
+
+Rules
+  - Single host thread, so every guest instruction is atomic and a run is a
+    function of (seed, config): the one random generator is `self.rng`.
+  - vm/ knows x86 and devices, never Linux: vectors, costs and what a trap
+    means are the driver's business.
+"""
+import ctypes
+import heapq
+import mmap
+import random
+
+from .cpu import CPU
+from .devices import Disk, Timer
+from .policy import RoundRobin
+
+MAX_CPUS = 32
+MAX_RAM = 3 << 30
+MAP_NORESERVE = getattr(mmap, 'MAP_NORESERVE', 0x4000)   # Linux value; Python < 3.13 lacks it
+
+
+def anonymous_ram(size):
+    """A lazily backed host mapping of `size` bytes: pages cost host memory
+    only once touched, so a 3 GiB guest is free until it is used."""
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE)
+
+
+class Machine:
+    """An SMP x86-32 machine.
+
+    cpus: 1..32.  ram: bytes of guest physical memory (<= 3 GiB, page aligned).
+    seed: the seed of the one random generator.  policy: the interleaving.
+    ipi_latency: cycles from an IPI being sent to it being pending at the target.
+    """
+
+    def __init__(self, cpus=1, ram=64 << 20, seed=0, policy=None, ipi_latency=200):
+        if not 1 <= cpus <= MAX_CPUS:
+            raise ValueError(f'cpus must be 1..{MAX_CPUS}, not {cpus}')
+        if ram % 4096 or not 1 << 20 <= ram <= MAX_RAM:
+            raise ValueError(f'ram must be a multiple of 4 KiB between 1 MiB and 3 GiB, not {ram}')
+        self.ram_size = ram
+        self.ram = anonymous_ram(ram)
+        self._ram_c = (ctypes.c_char * ram).from_buffer(self.ram)
+        self.ram_ptr = ctypes.addressof(self._ram_c)
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.policy = policy or RoundRobin()
+        self.ipi_latency = ipi_latency
+        self.cpus = [CPU(self, i) for i in range(cpus)]
+        self.extra = [0] * cpus          # cycles charged to each CPU beyond instructions
+        self.pending = [set() for _ in range(cpus)]
+        self._events = []                # heap of (time, seq, periodic, fn, args)
+        self._seq = 0
+        self.devices = []
+        self.schedule_log = []           # (cpu, budget) picks, for replay and determinism tests
+        self.log_schedule = False
+        self.stopped = None              # set by stop(reason)
+
+    # ---- physical memory ----------------------------------------------
+
+    def read(self, pa, n):
+        return self.ram[pa:pa + n]
+
+    def write(self, pa, data):
+        self.ram[pa:pa + len(data)] = data
+
+    def read32(self, pa):
+        return int.from_bytes(self.ram[pa:pa + 4], 'little')
+
+    def write32(self, pa, value):
+        self.ram[pa:pa + 4] = (value & 0xFFFFFFFF).to_bytes(4, 'little')
+
+    # ---- time -----------------------------------------------------------
+
+    def time(self, cpu):
+        """Cycles elapsed on `cpu` (an index)."""
+        return self.cpus[cpu].k.executed + self.extra[cpu]
+
+    def now(self):
+        return min(self.time(i) for i in range(len(self.cpus)))
+
+    def charge(self, cpu, cycles):
+        """Charge `cycles` of non-instruction time to `cpu`."""
+        self.extra[cpu] += cycles
+
+    def schedule(self, at, fn, *args, periodic=False):
+        """Call fn(*args) once every CPU's clock has reached `at`."""
+        self._seq += 1
+        heapq.heappush(self._events, (at, self._seq, periodic, fn, args))
+
+    def next_event_time(self):
+        return self._events[0][0] if self._events else None
+
+    def only_periodic_events(self):
+        return all(e[2] for e in self._events)
+
+    def _fire_due(self, now):
+        while self._events and self._events[0][0] <= now:
+            _, _, _, fn, args = heapq.heappop(self._events)
+            fn(*args)
+
+    # ---- interrupts -----------------------------------------------------
+
+    def raise_irq(self, cpu, vector):
+        """Make `vector` pending on `cpu`; taken at its next block boundary
+        with IF=1 (or when it next halts with IF=1)."""
+        self.pending[cpu].add(vector)
+        c = self.cpus[cpu]
+        c.k.irq_pending = 1
+        c.halted = False
+
+    def next_irq(self, cpu):
+        """The highest pending vector on `cpu` (x86: higher vector, higher
+        priority), removed from the pending set; None if none."""
+        p = self.pending[cpu]
+        if not p:
+            return None
+        v = max(p)
+        p.discard(v)
+        if not p:
+            self.cpus[cpu].k.irq_pending = 0
+        self.cpus[cpu].counters['interrupts'] += 1
+        return v
+
+    def send_ipi(self, src, dests, vector):
+        """Inter-processor interrupt from `src` to each CPU in `dests`:
+        pending at the target `ipi_latency` cycles after the sender's now."""
+        at = self.time(src) + self.ipi_latency
+        for d in dests:
+            self.cpus[src].counters['ipis_sent'] += 1
+            self.schedule(at, self._deliver_ipi, d, vector)
+
+    def _deliver_ipi(self, cpu, vector):
+        self.cpus[cpu].counters['ipis_received'] += 1
+        self.raise_irq(cpu, vector)
+
+    # ---- devices --------------------------------------------------------
+
+    def add_disk(self, nblocks, latency, vector, irq_cpu=0):
+        disk = Disk(self, nblocks, latency, vector, irq_cpu)
+        self.devices.append(disk)
+        return disk
+
+    def add_timers(self, period, vector):
+        """A periodic local timer on every CPU, first tick after `period`."""
+        timers = [Timer(self, i, period, vector) for i in range(len(self.cpus))]
+        self.devices.extend(timers)
+        return timers
+
+    # ---- the run loop ---------------------------------------------------
+
+    def stop(self, reason):
+        """Ask run() to return after the current step."""
+        self.stopped = reason
+
+    def run(self, driver, max_cycles=None):
+        """Drive the machine until driver.finished(), stop(), or `max_cycles`
+        of simulated time.  Returns the stop reason (a string)."""
+        self.stopped = None
+        ncpu = len(self.cpus)
+        while self.stopped is None:
+            now = self.now()
+            self._fire_due(now)
+            if driver.finished():
+                return 'finished'
+            if max_cycles is not None and now >= max_cycles:
+                return 'time limit'
+            if all(c.halted for c in self.cpus) and self.only_periodic_events():
+                reason = driver.stalled()
+                if reason:
+                    return reason
+            cpu, budget = self.policy.pick(self)
+            nxt = self.next_event_time()
+            t = self.time(cpu)
+            if nxt is not None and nxt > t:
+                budget = min(budget, nxt - t)
+            budget = max(budget, 1)
+            if self.log_schedule:
+                self.schedule_log.append((cpu, budget))
+            c = self.cpus[cpu]
+            if c.halted and not self.pending[cpu]:
+                if nxt is not None and all(x.halted for x in self.cpus):
+                    for i in range(ncpu):          # everyone waits: skip to the event
+                        self.extra[i] += max(0, nxt - self.time(i))
+                else:
+                    self.extra[cpu] += budget
+                continue
+            driver.step(c, budget)
+        return self.stopped

@@ -1,0 +1,117 @@
+"""ctypes view of vm/_native.c: the per-CPU `kcpu` struct and the hooks.
+
+KCpu mirrors `kcpu` in vm/_native.c field by field; tests/test_native.py
+checks the layout against the C side's behaviour.  The hooks are registered
+with Unicorn's C API directly (uc_hook_add with a C function pointer), so no
+Python runs when they fire.
+"""
+import ctypes
+
+from unicorn.unicorn_py3.unicorn import uclib, uc_hook_h
+
+from . import _native
+
+_lib = ctypes.CDLL(_native.__file__)
+
+MAX_REGIONS = 8
+MAX_RANGES = 32
+
+STOP_NONE, STOP_LIMIT, STOP_IRQ, STOP_TRAP = 0, 1, 2, 3
+
+
+class CodeRegion(ctypes.Structure):
+    _fields_ = [('base', ctypes.c_uint32), ('size', ctypes.c_uint32), ('bits', ctypes.c_void_p)]
+
+
+class InsnRange(ctypes.Structure):
+    _fields_ = [('lo', ctypes.c_uint32), ('hi', ctypes.c_uint32), ('count', ctypes.c_uint64)]
+
+
+class KCpu(ctypes.Structure):
+    _fields_ = [
+        ('executed', ctypes.c_uint64),
+        ('limit', ctypes.c_uint64),
+        ('trap', ctypes.c_int32),
+        ('stop_reason', ctypes.c_int32),
+        ('blk_addr', ctypes.c_uint32),
+        ('blk_size', ctypes.c_uint32),
+        ('blk_count', ctypes.c_uint32),
+        ('old_exc_off', ctypes.c_int32),
+        ('irq_pending', ctypes.c_int32),
+        ('nregions', ctypes.c_uint32),
+        ('unknown_blocks', ctypes.c_uint64),
+        ('emu_stop', ctypes.c_void_p),
+        ('ctx_save', ctypes.c_void_p),
+        ('ctx_restore', ctypes.c_void_p),
+        ('reg_read', ctypes.c_void_p),
+        ('ctx', ctypes.c_void_p),
+        ('regions', CodeRegion * MAX_REGIONS),
+        ('nranges', ctypes.c_uint32),
+        ('pad', ctypes.c_uint32),
+        ('ranges', InsnRange * MAX_RANGES),
+    ]
+
+
+def _fn(name):
+    return ctypes.cast(getattr(_lib, name), ctypes.c_void_p).value
+
+
+BLOCK_HOOK = _fn('kcpu_block_hook')
+INTR_HOOK = _fn('kcpu_intr_hook')
+COUNT_HOOK = _fn('kcpu_count_hook')
+_settle = _lib.kcpu_settle
+_settle.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+_settle.restype = None
+
+UC_EMU_STOP = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value
+UC_CTX_SAVE = ctypes.cast(uclib.uc_context_save, ctypes.c_void_p).value
+UC_CTX_RESTORE = ctypes.cast(uclib.uc_context_restore, ctypes.c_void_p).value
+UC_REG_READ = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value
+
+
+def settle(kcpu_ptr, eip):
+    """Take back the current block's instructions from `eip` on."""
+    _settle(kcpu_ptr, eip)
+
+
+def hook_add(uc, htype, fn_addr, user_data, begin=1, end=0):
+    """Register a C hook `fn_addr` with `user_data` (an address) on `uc`."""
+    handle = uc_hook_h()
+    status = uclib.uc_hook_add(uc._uch, ctypes.byref(handle), htype,
+                               ctypes.c_void_p(fn_addr), ctypes.c_void_p(user_data),
+                               ctypes.c_uint64(begin), ctypes.c_uint64(end))
+    if status != 0:
+        raise RuntimeError(f'uc_hook_add failed: error {status}')
+    return handle.value
+
+
+def hook_del(uc, handle):
+    uclib.uc_hook_del(uc._uch, handle)
+
+
+class RegFile:
+    """Fast batch access to a fixed list of 32-bit registers of one Unicorn
+    instance: one ctypes call per read or write of the whole list."""
+
+    def __init__(self, uc, regids):
+        self._uch = uc._uch
+        self.n = len(regids)
+        self._ids = (ctypes.c_int32 * self.n)(*regids)
+        self._vals = (ctypes.c_uint64 * self.n)()
+        self._ptrs = (ctypes.c_void_p * self.n)(
+            *[ctypes.addressof(self._vals) + 8 * i for i in range(self.n)])
+
+    def read(self):
+        for i in range(self.n):
+            self._vals[i] = 0
+        status = uclib.uc_reg_read_batch(self._uch, self._ids, self._ptrs, self.n)
+        if status != 0:
+            raise RuntimeError(f'uc_reg_read_batch failed: error {status}')
+        return [v & 0xFFFFFFFF for v in self._vals]
+
+    def write(self, values):
+        for i, v in enumerate(values):
+            self._vals[i] = v & 0xFFFFFFFF
+        status = uclib.uc_reg_write_batch(self._uch, self._ids, self._ptrs, self.n)
+        if status != 0:
+            raise RuntimeError(f'uc_reg_write_batch failed: error {status}')
