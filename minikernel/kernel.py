@@ -41,8 +41,9 @@ from .layout import PAGE_OFFSET, PAGE_SIZE
 from .memory import MM_CPU_VM_MASK, MM_PGD, MM_SIZE, MM_USERS, MemoryManager
 from .page_alloc import PageAlloc, memmap_extent
 from .rmap import Rmap
+from .highmem import Highmem, PKMAP_WAIT_ID
 from .sched import (Scheduler, TI_CPU, TI_FLAGS, TI_KMAP_IDX, TI_KMAP_PTEVAL,
-                    TI_PREEMPT_COUNT, WaitQueue)
+                    TI_PREEMPT_COUNT, TIF_NEED_RESCHED, WaitQueue)
 from .services import SERVICES, Services
 from .slab import Slab
 from .syscalls import Syscalls
@@ -194,6 +195,9 @@ class Kernel:
         """The constants the kernel asm is assembled with (one boot's)."""
         c = self.config
         kmap_pte_va = PAGE_OFFSET + self.fixmap_pt_pa + (1023 - layout.FIX_KMAP_BEGIN) * 4
+        local_begin = layout.FIX_KMAP_BEGIN + layout.KM_TYPE_NR * c['cpus']
+        local_pte_va = PAGE_OFFSET + self.fixmap_pt_pa + (1023 - local_begin) * 4
+        local_last = local_begin + layout.KM_MAX_IDX * c['cpus'] - 1
         d = dict(PAGE_OFFSET=PAGE_OFFSET, NR_CPUS=c['cpus'], LAST_PKMAP=self.last_pkmap,
                  LAST_PKMAP_MASK=self.last_pkmap - 1, PKMAP_BASE=self.pkmap_base,
                  PKMAP_PTE=PAGE_OFFSET + self.pkmap_pt_pa, MEM_MAP_VA=memmap_va,
@@ -201,6 +205,10 @@ class Kernel:
                  KM_USER0=layout.KM_USER0, KM_USER1=layout.KM_USER1, KM_MAX_IDX=layout.KM_MAX_IDX,
                  KMAP_PTE=kmap_pte_va, KMAP_PROT=KMAP_PROT,
                  KMAP_VADDR0=layout.fix_to_virt(layout.FIX_KMAP_BEGIN),
+                 KMAP_LOCAL_PTE=local_pte_va, KMAP_LOCAL_VADDR0=layout.fix_to_virt(local_begin),
+                 KMAP_LOCAL_VADDR_LO=layout.fix_to_virt(local_last),
+                 PG_VIRTUAL=gfp.PG_VIRTUAL_OFF, PKMAP_WAIT_ID=PKMAP_WAIT_ID,
+                 _TIF_NEED_RESCHED=1 << TIF_NEED_RESCHED,
                  SWAPPER_PG_DIR_PA=self.swapper_pg_dir_pa,
                  TI_CPU=TI_CPU, TI_FLAGS=TI_FLAGS, TI_PREEMPT_COUNT=TI_PREEMPT_COUNT,
                  TI_KMAP_IDX=TI_KMAP_IDX, TI_KMAP_PTEVAL=TI_KMAP_PTEVAL,
@@ -249,6 +257,7 @@ class Kernel:
         self.exit = Exit(self)
         self.binfmt = Binfmt(self)
         self.checks = Checks(self)
+        self.highmem = Highmem(self)
         self.vfs = None
         self.swap = None
         self.init_mm_guest = self.slab.kmalloc(MM_SIZE, 'mm_struct')
@@ -326,7 +335,7 @@ class Kernel:
             self.report('bug', f'frame accounting: {e.message}')
 
     def subsystems(self):
-        return [s for s in (self.page_alloc, self.sched, self.mm, self.rmap, self.irq,
+        return [s for s in (self.page_alloc, self.sched, self.mm, self.rmap, self.irq, self.highmem,
                             self.services, self.slab, self.blockdev, self.checks, self.vfs,
                             self.swap, self.vmscan, self.syscalls) if s is not None]
 
@@ -375,9 +384,9 @@ class Kernel:
     def search_exception_tables(self, eip):
         return self.image.extable.get(eip)
 
-    def trace_event(self, kind, task=None, **fields):
+    def trace_event(self, event, task=None, **fields):
         if self.tracer is not None:
-            self.tracer.event(kind, task, fields)
+            self.tracer.event(event, task, fields)
 
     def console_write(self, task, data):
         task.console += data
@@ -468,6 +477,23 @@ class Kernel:
         task.program = prog
         task.frames.append(Frame(self.traps.from_user(task, self.binfmt.start_user(task, list(args)),
                                                       'exec'), 'exec'))
+        if workload:
+            self.workload.append(task)
+        self.machine.schedule(start, self.sched.start, task)
+        return task
+
+    def kernel_thread(self, name, cpu, body, mm=None, start=0, workload=True):
+        """A kernel thread on `cpu` running the generator function
+        body(task), then exiting.  With `mm`, it runs on that address space
+        (use_mm(), as AIO's kernel threads do), so it can touch user memory."""
+        task = self.sched.new_task(name, mm, cpu)
+        if mm is not None:
+            mm.users += 1
+
+        def main():
+            value = yield from body(task)
+            yield from self.exit.do_exit(task, value if isinstance(value, int) else 0)
+        task.frames.append(Frame(main(), 'main'))
         if workload:
             self.workload.append(task)
         self.machine.schedule(start, self.sched.start, task)

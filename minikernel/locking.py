@@ -23,6 +23,9 @@ from .task import Charge, Guest
 
 
 class SpinLock:
+    """spinlock_t shared with guest asm.  As in 2.5, holding one raises the
+    holder's preempt count (spin_lock = preempt_disable + the lock)."""
+
     def __init__(self, kernel, name, va):
         self.k = kernel
         self.name = name
@@ -38,6 +41,7 @@ class SpinLock:
         if self.locked():
             return False
         self.k.machine.write32(self.pa, 1)
+        self.k.sched.add_preempt_count(task, 1)
         self.owner = task
         return True
 
@@ -48,10 +52,12 @@ class SpinLock:
             self.owner = task
 
     def unlock(self, task):
+        """spin_unlock() (the preempt check happens at the next yield)."""
         if not self.locked():
             raise KernelBug(f'spin_unlock: {self.name} is not locked')
         self.owner = None
         self.k.machine.write32(self.pa, 0)
+        self.k.sched.add_preempt_count(task, -1)
 
 
 class RWSemaphore:

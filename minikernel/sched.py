@@ -124,6 +124,9 @@ class Scheduler:
     def clear_need_resched(self, task):
         self.write_ti(task, TI_FLAGS, self.read_ti(task, TI_FLAGS) & ~(1 << TIF_NEED_RESCHED))
 
+    def add_preempt_count(self, task, delta):
+        self.write_ti(task, TI_PREEMPT_COUNT, (self.preempt_count(task) + delta) & 0xFFFFFFFF)
+
     def preempt_count(self, task):
         v = self.read_ti(task, TI_PREEMPT_COUNT)
         return v - (1 << 32) if v & 0x80000000 else v
@@ -218,11 +221,11 @@ class Scheduler:
         if nxt.mm is None:
             nxt.active_mm = prev_mm               # enter_lazy_tlb
             if prev_mm is not None:
-                yield Guest('enter_lazy_tlb', prev_mm.guest, 0, cpu)
+                yield Guest('enter_lazy_tlb', prev_mm.guest, 0, cpu, irqs=False)
         else:
             nxt.active_mm = nxt.mm
-            yield Guest('switch_mm', prev_mm.guest if prev_mm else 0, nxt.mm.guest, cpu)
-        yield Guest('__switch_to', prev.thread_info, nxt.thread_info)
+            yield Guest('switch_mm', prev_mm.guest if prev_mm else 0, nxt.mm.guest, cpu, irqs=False)
+        yield Guest('__switch_to', prev.thread_info, nxt.thread_info, irqs=False)
         # Atomic from here to the switch.  prev may have been woken while the
         # guest code above ran (it was current, so not queued): queue it now.
         if prev.state == TASK_RUNNING and not prev.idle and not prev.on_rq:

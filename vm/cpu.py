@@ -22,7 +22,7 @@ import struct
 
 import capstone
 from capstone import x86_const as cx
-from unicorn import Uc, UcError, UC_ARCH_X86, UC_MODE_32, UC_PROT_ALL
+from unicorn import Uc, UcError, UC_ARCH_X86, UC_ERR_INSN_INVALID, UC_MODE_32, UC_PROT_ALL
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_INTR, UC_HOOK_CODE
 from unicorn import x86_const as ux
 
@@ -281,6 +281,10 @@ class CPU:
             self.uc.emu_start(self.regs['eip'], 0)
         except UcError as e:
             regs = self.read_state()
+            native.settle(self.kptr, regs['eip'])
+            if e.errno == UC_ERR_INSN_INVALID:       # Unicorn's way of saying #UD (ud2)
+                self.counters['faults_ud'] += 1
+                return Trap('ud', x86.VEC_UD, regs['eip'], cpl=regs['cs'] & 3)
             return Trap('error', eip=regs['eip'], cpl=regs['cs'] & 3, detail=str(e))
         regs = self.read_state()
         eip, cpl = regs['eip'], regs['cs'] & 3

@@ -67,9 +67,12 @@ class Machine:
         self._events = []                # heap of (time, seq, periodic, fn, args)
         self._seq = 0
         self.devices = []
+        self.counters = dict(ipis_dropped=0)
         self.schedule_log = []           # (cpu, budget) picks, for replay and determinism tests
         self.log_schedule = False
         self.stopped = None              # set by stop(reason)
+        self.ipi_filter = None           # fault injection: fn(src, dst, vector) -> delay
+                                         # in cycles, or None to drop the IPI
 
     # ---- physical memory ----------------------------------------------
 
@@ -143,7 +146,13 @@ class Machine:
         at = self.time(src) + self.ipi_latency
         for d in dests:
             self.cpus[src].counters['ipis_sent'] += 1
-            self.schedule(at, self._deliver_ipi, d, vector)
+            delay = 0
+            if self.ipi_filter is not None:
+                delay = self.ipi_filter(src, d, vector)
+                if delay is None:
+                    self.counters['ipis_dropped'] += 1
+                    continue
+            self.schedule(at + delay, self._deliver_ipi, d, vector)
 
     def _deliver_ipi(self, cpu, vector):
         self.cpus[cpu].counters['ipis_received'] += 1

@@ -4,8 +4,75 @@
 // switch itself is the engine's (it restores the next task's saved
 // context); what must run as guest code is what touches the MMU: switch_mm
 // (asm/kernel/tlb.S) and, for kmap_local, clearing the outgoing task's local
-// PTEs and restoring the incoming task's (v5.11 __kmap_local_sched_out/in).
+// PTEs and restoring the incoming task's (v5.11 __kmap_local_sched_out/in,
+// called from __switch_to via kmap_local_sched_out / kmap_local_sched_in).
+// Both tasks run on this CPU (no migration inside a kmap_local section).
 
 // void __switch_to(struct thread_info *prev, struct thread_info *next)  EAX, EDX.
+// Interrupts off.  Clobbers ECX, EDX.
 __switch_to:
+        push esi
+        push edi
+        mov esi, eax
+        mov edi, edx
+        mov eax, esi
+        call __kmap_local_sched_out
+        mov eax, edi
+        call __kmap_local_sched_in
+        pop edi
+        pop esi
+        ret
+
+// void __kmap_local_sched_out(struct thread_info *ti)   EAX.  pte_clear + flush
+// for each of the task's local mappings.
+__kmap_local_sched_out:
+        push ebx
+        mov ecx, dword ptr [eax + TI_KMAP_IDX]
+        test ecx, ecx
+        jz 2f
+        mov ebx, dword ptr [eax + TI_CPU]
+        shl ebx, 4                                  // KM_MAX_IDX * cpu
+1:      dec ecx
+        lea eax, [ebx + ecx]                        // idx of slot i
+        shl eax, 2
+        mov edx, KMAP_LOCAL_PTE
+        sub edx, eax
+        mov dword ptr [edx], 0                      // pte_clear
+        shl eax, 10
+        neg eax
+        add eax, KMAP_LOCAL_VADDR0
+        invlpg [eax]                                // arch_kmap_local_post_unmap
+        test ecx, ecx
+        jnz 1b
+2:      pop ebx
+        ret
+
+// void __kmap_local_sched_in(struct thread_info *ti)   EAX.  set_pte from the
+// saved pteval + flush for each of the task's local mappings.
+__kmap_local_sched_in:
+        push ebx
+        push esi
+        mov esi, eax
+        mov ecx, dword ptr [esi + TI_KMAP_IDX]
+        test ecx, ecx
+        jz 2f
+        mov ebx, dword ptr [esi + TI_CPU]
+        shl ebx, 4
+1:      dec ecx
+        lea eax, [ebx + ecx]
+        shl eax, 2
+        mov edx, KMAP_LOCAL_PTE
+        sub edx, eax
+        push eax
+        mov eax, dword ptr [esi + TI_KMAP_PTEVAL + ecx*4]
+        mov dword ptr [edx], eax                    // set_pte(kmap_pte - idx, pteval)
+        pop eax
+        shl eax, 10
+        neg eax
+        add eax, KMAP_LOCAL_VADDR0
+        invlpg [eax]                                // arch_kmap_local_post_map
+        test ecx, ecx
+        jnz 1b
+2:      pop esi
+        pop ebx
         ret
