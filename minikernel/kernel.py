@@ -35,9 +35,12 @@ from .checks import Checks
 from .costs import make_costs
 from .entry import Engine, KRET_VECTOR, KSVC_VECTOR, PT_REGS_SIZE
 from .exit import Exit
+from .filemap import Filemap
+from .fs import Vfs
 from .irq import (CALL_FUNCTION_VECTOR, DISK_VECTOR, INVALIDATE_TLB_VECTOR,
                   Interrupts, LOCAL_TIMER_VECTOR)
 from .layout import PAGE_OFFSET, PAGE_SIZE
+from .oracle import Oracle
 from .memory import MM_CPU_VM_MASK, MM_PGD, MM_SIZE, MM_USERS, MemoryManager
 from .page_alloc import PageAlloc, memmap_extent
 from .rmap import Rmap
@@ -46,9 +49,11 @@ from .sched import (Scheduler, TI_CPU, TI_FLAGS, TI_KMAP_IDX, TI_KMAP_PTEVAL,
                     TI_PREEMPT_COUNT, TIF_NEED_RESCHED, WaitQueue)
 from .services import SERVICES, Services
 from .slab import Slab
+from .swap import Swap
 from .syscalls import Syscalls
 from .task import Frame, Guest, TASK_RUNNING, TASK_UNINTERRUPTIBLE
 from .traps import Traps
+from .vmscan import VMScan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASM_DIR = os.path.join(ROOT, 'asm')
@@ -157,13 +162,13 @@ class Kernel:
         self._poke('debug_highmem', 1 if c['debug_highmem'] else 0)
         self._poke('cpu_online_map', (1 << c['cpus']) - 1)
         self._poke('nr_online_cpus', c['cpus'])
+        self.disk = m.add_disk(c['disk_blocks'], c['disk_latency'], DISK_VECTOR)
+        self._disk_next = 0
         self._init_subsystems()
         self._init_idle_tasks()
+        self.vmscan.start_kswapd(0)
         self.tick_period = c['tick']
         m.add_timers(c['tick'], LOCAL_TIMER_VECTOR)
-        self.disk = m.add_disk(c['disk_blocks'], c['disk_latency'], DISK_VECTOR)
-        self.blockdev = BlockDev(self, self.disk)
-        self._disk_next = 0
         for name, image in programs.items():
             self.binfmt.install(name, image)
         self._banner()
@@ -258,8 +263,12 @@ class Kernel:
         self.binfmt = Binfmt(self)
         self.checks = Checks(self)
         self.highmem = Highmem(self)
-        self.vfs = None
-        self.swap = None
+        self.blockdev = BlockDev(self, self.disk)
+        self.filemap = Filemap(self)
+        self.oracle = Oracle(self)
+        self.vfs = Vfs(self)
+        self.swap = Swap(self, self.config['swap'])
+        self.vmscan = VMScan(self)
         self.init_mm_guest = self.slab.kmalloc(MM_SIZE, 'mm_struct')
         self.machine.write(self.init_mm_guest - PAGE_OFFSET, bytes(MM_SIZE))
         self.machine.write32(self.init_mm_guest - PAGE_OFFSET + MM_PGD,
@@ -329,6 +338,7 @@ class Kernel:
     def finish(self):
         """End of run: the frame-accounting check (and, with files and swap,
         writeback and the data oracle)."""
+        self.vfs.finish()
         try:
             self.page_alloc.check()
         except KernelBug as e:
@@ -354,13 +364,12 @@ class Kernel:
         return self.report('oops', f'Oops: {message} ({task.name}/{task.pid} on CPU{task.cpu})',
                            task=task)
 
-    def kill_task(self, task, sig, message):
+    def kill_task(self, task, sig, message, oom=False):
         """force_sig(): the task dies at its next return to user mode."""
         if task.killed_by is None:
             task.killed_by = (sig, message)
-            self.report('kill', f'{task.name}/{task.pid} killed: {message}', task=task, signal=sig)
-            if task.state == TASK_UNINTERRUPTIBLE and sig == 'SIGKILL':
-                pass
+            self.report('kill', f'{task.name}/{task.pid} killed: {message}', task=task, signal=sig,
+                        oom=oom)
 
     def symbol(self, name):
         try:
@@ -403,7 +412,15 @@ class Kernel:
         self.page_alloc.get_page(pfn)
 
     def put_page(self, pfn):
+        """put_page(): the last reference takes the page off the LRU first
+        (2.5 __page_cache_release)."""
+        if self.page_alloc.page_count(pfn) == 1 and self.vmscan is not None:
+            self.vmscan.lru_del(pfn)
         self.page_alloc.put_page(pfn)
+
+    def lru_cache_add(self, pfn):
+        if self.vmscan is not None:
+            self.vmscan.lru_cache_add(pfn)
 
     def alloc_page(self, task, gfp_mask, order=0):
         """alloc_pages(): the fast path, then (with reclaim) the slow path.
@@ -415,13 +432,16 @@ class Kernel:
             pfn = yield from self.vmscan.alloc_pages_slow(task, gfp_mask, order)
         return pfn
 
-    vmscan = None
-
     def page_add_anon(self, pfn, mm, va, pte_pa):
+        """A PTE now maps an anonymous page: rmap, rss, and the LRU."""
         self.rmap.page_add_rmap(pfn, mm, va, pte_pa, anon=True)
+        mm.rss += 1
+        self.lru_cache_add(pfn)
 
     def page_add_file(self, pfn, mm, va, pte_pa, vma):
         self.rmap.page_add_rmap(pfn, mm, va, pte_pa, anon=False)
+        mm.rss += 1
+        self.lru_cache_add(pfn)
 
     def unmap_page_pte(self, mm, va, pte):
         """A PTE mapping a page went away: page_remove_rmap + the reference
@@ -432,11 +452,20 @@ class Kernel:
         if pte & x86.PTE_D:
             self.rmap.pte_dirty(pfn)
         self.rmap.page_remove_rmap(pfn, mm, va)
+        mm.rss -= 1
         self.put_page(pfn)
 
     def can_reuse_page(self, pfn):
-        """do_wp_page's test: only we map it and nobody else holds it."""
-        return self.page_alloc.page_count(pfn) == 1 and not self.rmap.in_swap_cache(pfn)
+        """do_wp_page's test (2.4 can_share_swap_page): only our PTE holds
+        the page; a swap-cache page whose slot nobody else uses leaves the
+        swap cache and is reused."""
+        count = self.page_alloc.page_count(pfn)
+        if not self.rmap.in_swap_cache(pfn):
+            return count == 1 and self.rmap.mapcount(pfn) == 1
+        if count == 2 and self.swap is not None and self.swap._exclusive(pfn):
+            self.swap.delete_from_swap_cache(pfn)
+            return True
+        return False
 
     def swap_pte_dropped(self, pte):
         if self.swap is not None:
@@ -472,6 +501,7 @@ class Kernel:
                 raise ValueError('out of lowmem at spawn')
             self.binfmt.setup_mm(mm, prog)
         task = self.sched.new_task(name, mm, cpu)
+        self.vfs.files_init(task, share_mm_with)
         if share_mm_with is not None:
             task.tgid = share_mm_with.tgid
         task.program = prog
@@ -505,6 +535,7 @@ class Kernel:
         parent.mm.users += 1
         child.tgid = parent.tgid
         child.program = parent.program
+        self.vfs.files_init(child, parent)
         regs = dict(parent.uregs, eax=0)
         if newsp:
             regs['esp'] = newsp

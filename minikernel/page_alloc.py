@@ -377,6 +377,18 @@ class PageAlloc:
     def page_count(self, pfn):
         return self._i32[pfn * _WORDS + _W_COUNT]
 
+    def set_page_flag(self, pfn, bit):
+        """SetPageX(): set bit PG_x of the page's flags."""
+        self._u32[pfn * _WORDS + _W_FLAGS] |= 1 << bit
+
+    def clear_page_flag(self, pfn, bit):
+        """ClearPageX()."""
+        self._u32[pfn * _WORDS + _W_FLAGS] &= ~(1 << bit) & 0xFFFFFFFF
+
+    def test_page_flag(self, pfn, bit):
+        """PageX()."""
+        return bool(self._u32[pfn * _WORDS + _W_FLAGS] >> bit & 1)
+
     def page_flags(self, pfn):
         return self._u32[pfn * _WORDS + _W_FLAGS]
 

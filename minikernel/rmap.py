@@ -99,7 +99,7 @@ class Rmap:
 
     def pte_dirty(self, pfn):
         """The hardware dirty bit of a PTE being dropped moves to the page."""
-        self._mem_map(pfn)['flags'] |= 1 << PG_dirty
+        self.k.page_alloc.set_page_flag(pfn, PG_dirty)
 
     def in_swap_cache(self, pfn):
-        return bool(int(self._mem_map(pfn)['flags']) & (1 << PG_swapcache))
+        return self.k.page_alloc.test_page_flag(pfn, PG_swapcache)

@@ -1,0 +1,470 @@
+"""Page reclaim: the LRU lists, kswapd, direct reclaim, swap_out (2.4) or
+rmap (2.5), and what the allocator does when nothing can be reclaimed.
+
+Mirrors mm/vmscan.c of 2.4.18 (Andrea Arcangeli's VM: shrink_cache,
+refill_inactive, swap_out -> swap_out_mm -> try_to_swap_out) and 2.5.27
+(Rik van Riel's rmap: page_referenced, try_to_unmap -> try_to_unmap_one),
+and the slow path of __alloc_pages with two answers to "no memory and
+nothing reclaimable" (boot option oom_policy):
+  kill   Andrea's VM: out_of_memory() kills the task with the worst
+         badness (SIGKILL), reporting how much swap was still free;
+  loop   2002 mainline: the allocator yields and retries forever; when no
+         page has been freed for a long time the no-progress detector
+         reports it (with what every task is doing) and stops the run.
+
+Reclaim modes (boot option reclaim):
+  swap_out  find mapped pages by walking every mm's page tables from a
+            cursor (mm->swap_address), aging on the hardware accessed bit
+            (test-and-clear), unmapping old ones into the swap cache.  Cost
+            grows with the virtual address space scanned (PTEs visited).
+  rmap      find a page's PTEs through its pte_chain (8 bytes of lowmem
+            each: rmap.py), test-and-clear their accessed bits, unmap with
+            try_to_unmap_one (trylock of mm->page_table_lock).
+Both honour Andrew Morton's mm->dont_unmap_pages: a pinned mm's pages are
+never unmapped (the dont_unmap write path).
+
+Locks and rules
+  - The LRU lists are guarded by pagemap_lru_lock in Linux; here Python
+    steps are atomic.  Reclaim sleeps for writeback I/O and runs guest TLB
+    shootdowns; it never holds a spinlock across a sleep.
+  - Every unmapping is followed by flush_tlb_page (guest code, IPIs to the
+    CPUs in mm->cpu_vm_mask).
+"""
+from collections import OrderedDict
+
+from vm import x86
+
+from . import page_alloc as pa
+from .page_alloc import __GFP_WAIT as GFP_WAIT
+from .sched import WaitQueue
+from .task import Charge
+
+DEF_PRIORITY = 6
+SWAP_CLUSTER_MAX = 32
+TASK_SIZE = 0xC0000000
+SWAP_SUCCESS, SWAP_AGAIN, SWAP_FAIL = 0, 1, 2
+NO_PROGRESS_ROUNDS = 400
+
+
+class VMScan:
+    def __init__(self, kernel):
+        self.k = kernel
+        self.mode = kernel.config['reclaim']
+        self.oom_policy = kernel.config['oom_policy']
+        self.active = OrderedDict()          # pfn -> None; oldest first
+        self.inactive = OrderedDict()
+        self.kswapd_wait = WaitQueue('kswapd_wait')
+        self.kswapd = None
+        self.swap_mm_index = 0               # swap_out's cursor into the mm list
+        self.fail_rounds = 0                 # allocator retries without progress
+        self.last_free = 0
+        self.counters = dict(pages_scanned=0, pages_reclaimed=0, ptes_visited=0,
+                             pages_unmapped=0, pages_activated=0, unmap_skipped_pinned=0,
+                             unmap_trylock_failed=0, writebacks=0, direct_reclaims=0,
+                             kswapd_runs=0, oom_kills=0, alloc_retries=0, alloc_failed=0,
+                             swap_full=0)
+
+    # ---- the LRU --------------------------------------------------------
+
+    def _flags(self, pfn):
+        return self.k.page_alloc.page_flags(pfn)
+
+    def _is_file_page(self, pfn):
+        """In a file's page cache (page->mapping set, not the swap cache)."""
+        page = self.k.page_alloc.mem_map[pfn]
+        return int(page['mapping']) != 0 and not int(page['flags']) & (1 << pa.PG_swapcache)
+
+    def _set(self, pfn, bit, on):
+        if on:
+            self.k.page_alloc.set_page_flag(pfn, bit)
+        else:
+            self.k.page_alloc.clear_page_flag(pfn, bit)
+
+    def lru_cache_add(self, pfn):
+        """lru_cache_add(): a new page goes to the inactive list's head."""
+        if self._flags(pfn) & (1 << pa.PG_lru):
+            return
+        self._set(pfn, pa.PG_lru, True)
+        self.inactive[pfn] = None
+
+    def lru_del(self, pfn):
+        """lru_cache_del(): off whichever list it is on."""
+        if not self._flags(pfn) & (1 << pa.PG_lru):
+            return
+        self.active.pop(pfn, None)
+        self.inactive.pop(pfn, None)
+        self._set(pfn, pa.PG_lru, False)
+        self._set(pfn, pa.PG_active, False)
+
+    def activate(self, pfn):
+        self.inactive.pop(pfn, None)
+        self.active[pfn] = None
+        self._set(pfn, pa.PG_active, True)
+        self.counters['pages_activated'] += 1
+
+    def _rotate(self, pfn):
+        """Back to the head of the inactive list (looked at last)."""
+        self.inactive.pop(pfn, None)
+        self.inactive[pfn] = None
+
+    def refill_inactive(self, nr):
+        """refill_inactive() (2.4.18): move pages from the active list's
+        tail to the inactive list; a referenced one gets another round."""
+        for _ in range(min(nr, len(self.active))):
+            pfn, _ = self.active.popitem(last=False)
+            if self._flags(pfn) & (1 << pa.PG_referenced):
+                self._set(pfn, pa.PG_referenced, False)
+                self.active[pfn] = None
+                continue
+            self._set(pfn, pa.PG_active, False)
+            self.inactive[pfn] = None
+
+    # ---- the allocator's slow path --------------------------------------
+
+    def wakeup_kswapd(self):
+        if self.kswapd is not None and self.kswapd_wait.tasks:
+            self.k.sched.wake_up(self.kswapd_wait)
+
+    def alloc_pages_slow(self, task, gfp, order):
+        """__alloc_pages after the fast path failed.  Generator -> pfn/None."""
+        k = self.k
+        self.wakeup_kswapd()
+        pfn = k.page_alloc.alloc_pages_pass(gfp, order, pa.WMARK_MIN)
+        if pfn is not None or not gfp & GFP_WAIT:
+            if pfn is None:
+                self.counters['alloc_failed'] += 1
+            return pfn
+        if task.killed_by is not None and task.mm is not None:
+            return k.page_alloc.alloc_pages_pass(gfp, order, pa.WMARK_NONE)   # PF_MEMDIE
+        while True:
+            self.counters['direct_reclaims'] += 1
+            progress = yield from self.try_to_free_pages(task, gfp)
+            pfn = k.page_alloc.alloc_pages_pass(gfp, order, pa.WMARK_MIN)
+            if pfn is not None:
+                self.fail_rounds = 0
+                return pfn
+            if task.killed_by is not None:
+                self.counters['alloc_failed'] += 1
+                return None
+            if progress:
+                continue
+            self.counters['alloc_retries'] += 1
+            if self.oom_policy == 'kill':
+                killed = yield from self.out_of_memory(task)
+                if not killed:
+                    self.counters['alloc_failed'] += 1
+                    return None
+                yield from k.sleep_for(task, 100_000)       # let the victim exit
+            else:
+                yield from self._loop_round(task)
+
+    def _loop_round(self, task):
+        """2002 mainline: yield the CPU and try again, forever.  Report no
+        progress when no page has been freed for NO_PROGRESS_ROUNDS rounds."""
+        k = self.k
+        free = k.page_alloc.nr_free_pages()
+        if free > self.last_free:
+            self.fail_rounds = 0
+        self.last_free = free
+        self.fail_rounds += 1
+        if self.fail_rounds == NO_PROGRESS_ROUNDS:
+            self._report_no_progress()
+        yield from k.sleep_for(task, 20_000)
+
+    def _report_no_progress(self):
+        k = self.k
+        lines = []
+        for t in k.sched.tasks.values():
+            if t.alive:
+                what = k.checks.waits_for(t)[0] if t.waiting_on else 'running (allocator retry loop)'
+                lines.append(f'{t.name}/{t.pid}: {what}')
+        k.report('no_progress', f'no progress: the allocator retried {NO_PROGRESS_ROUNDS} times '
+                                f'without a page freed; free swap {k.swap.free_bytes() >> 10} kB, '
+                                f'free pages {k.page_alloc.nr_free_pages()}',
+                 graph=lines, free_swap_kb=k.swap.free_bytes() >> 10)
+        k.machine.stop('no progress')
+
+    # ---- OOM ----------------------------------------------------------------
+
+    def badness(self, t):
+        """badness() (2.4 oom_kill.c), simplified: the task's virtual size in
+        pages; 0 for kernel threads and the already dying."""
+        if t.mm is None or t.killed_by is not None or not t.alive:
+            return 0
+        return sum((v.end - v.start) >> 12 for v in t.mm.vmas) + t.mm.rss
+
+    def out_of_memory(self, task):
+        """out_of_memory() -> oom_kill(): SIGKILL the worst task.  Generator
+        -> True if someone was killed."""
+        k = self.k
+        yield Charge(k.costs['oom_select'])
+        victims = sorted(k.sched.tasks.values(), key=lambda t: (-self.badness(t), t.pid))
+        if not victims or self.badness(victims[0]) == 0:
+            return False
+        v = victims[0]
+        self.counters['oom_kills'] += 1
+        free_swap = k.swap.free_bytes() >> 10 if k.swap else 0
+        total_swap = (k.swap.nslots - 1) * 4 if k.swap else 0
+        k.report('oom', f'Out of Memory: Killed process {v.pid} ({v.name}); free swap '
+                        f'{free_swap} kB of {total_swap} kB, free pages '
+                        f'{k.page_alloc.nr_free_pages()}', task=task,
+                 free_swap_kb=free_swap, victim=f'{v.name}/{v.pid}')
+        k.kill_task(v, 'SIGKILL', 'Out of Memory', oom=True)
+        return True
+
+    # ---- try_to_free_pages ----------------------------------------------------
+
+    def try_to_free_pages(self, task, gfp):
+        """try_to_free_pages_zone() (2.4.18): shrink the caches at
+        decreasing priority until SWAP_CLUSTER_MAX pages are free.
+        Generator -> True if that many were freed."""
+        nr = SWAP_CLUSTER_MAX
+        for priority in range(DEF_PRIORITY, 0, -1):
+            self.refill_inactive(nr * 2)
+            nr = yield from self.shrink_cache(task, nr, priority, gfp)
+            if nr <= 0:
+                return True
+        return False
+
+    def shrink_cache(self, task, nr_pages, priority, gfp):
+        """shrink_cache(): scan the inactive list from its tail.  Generator
+        -> the pages still to free."""
+        k = self.k
+        max_scan = max(len(self.inactive) // priority, nr_pages)
+        max_mapped = SWAP_CLUSTER_MAX << (DEF_PRIORITY - priority)
+        while max_scan > 0 and self.inactive and nr_pages > 0:
+            max_scan -= 1
+            pfn = next(iter(self.inactive))
+            self.counters['pages_scanned'] += 1
+            yield Charge(k.costs['scan_page'])
+            flags = self._flags(pfn)
+            if flags & ((1 << pa.PG_locked) | (1 << pa.PG_writeback)):
+                self._rotate(pfn)
+                continue
+            if k.rmap.mapcount(pfn) > 0:
+                if self.mode == 'rmap':
+                    done = yield from self._rmap_unmap(task, pfn)
+                    if not done:
+                        continue
+                else:
+                    max_mapped -= 1
+                    self._rotate(pfn)
+                    if max_mapped <= 0:
+                        yield from self.swap_out(task, priority)
+                        max_mapped = SWAP_CLUSTER_MAX << (DEF_PRIORITY - priority)
+                    continue
+            freed = yield from self._free_unmapped(task, pfn)
+            if freed:
+                nr_pages -= 1
+        return nr_pages
+
+    def _free_unmapped(self, task, pfn):
+        """An unmapped page on the inactive list: write it if dirty, drop it
+        from its cache if clean and nobody else holds it.  Generator ->
+        True if freed."""
+        k = self.k
+        flags = self._flags(pfn)
+        if flags & (1 << pa.PG_swapcache):
+            if flags & (1 << pa.PG_dirty):
+                self.counters['writebacks'] += 1
+                err = yield from k.swap.swap_writepage(task, pfn)
+                if err or k.rmap.mapcount(pfn) > 0:
+                    self._rotate(pfn)
+                    return False
+            if k.page_alloc.page_count(pfn) != 1:
+                self._rotate(pfn)
+                return False
+            self.lru_del(pfn)
+            k.swap.delete_from_swap_cache(pfn)
+            self.counters['pages_reclaimed'] += 1
+            return True
+        if self._is_file_page(pfn):
+            if flags & (1 << pa.PG_dirty):
+                self.counters['writebacks'] += 1
+                yield from k.vfs.writepage_for_reclaim(task, pfn)
+            if k.page_alloc.page_count(pfn) != 1 or self._flags(pfn) & (1 << pa.PG_dirty):
+                self._rotate(pfn)
+                return False
+            self.lru_del(pfn)
+            k.vfs.remove_from_page_cache(pfn)
+            self.counters['pages_reclaimed'] += 1
+            return True
+        self._rotate(pfn)
+        return False
+
+    # ---- rmap (2.5.27) ------------------------------------------------------
+
+    def page_referenced(self, pfn):
+        """page_referenced(): test-and-clear the accessed bit of every PTE
+        on the page's pte_chain (and PG_referenced)."""
+        k = self.k
+        refs = 0
+        if self._flags(pfn) & (1 << pa.PG_referenced):
+            self._set(pfn, pa.PG_referenced, False)
+            refs += 1
+        for mm, va in k.rmap.mappers(pfn):
+            self.counters['ptes_visited'] += 1
+            pte_pa = k.mm.pte_offset(mm, va)
+            pte = k.mm.read_pte(pte_pa)
+            if pte & x86.PTE_A:
+                k.mm.write_pte(pte_pa, pte & ~x86.PTE_A)       # ptep_test_and_clear_young
+                refs += 1
+        return refs
+
+    def _rmap_unmap(self, task, pfn):
+        """The rmap branch of shrink_cache for a mapped page.  Generator ->
+        True if it is now unmapped (and can be freed below)."""
+        k = self.k
+        if self.page_referenced(pfn):
+            self.activate(pfn)
+            return False
+        if not self._flags(pfn) & (1 << pa.PG_swapcache) and not self._is_file_page(pfn):
+            if not k.swap.add_to_swap(pfn):
+                self.counters['swap_full'] += 1
+                self.activate(pfn)
+                return False
+        result = yield from self.try_to_unmap(task, pfn)
+        if result != SWAP_SUCCESS:
+            self._rotate(pfn)
+            return False
+        return True
+
+    def try_to_unmap(self, task, pfn):
+        """try_to_unmap(): every PTE on the chain.  Generator -> SWAP_*."""
+        result = SWAP_SUCCESS
+        for mm, va in list(self.k.rmap.mappers(pfn)):
+            r = yield from self.try_to_unmap_one(task, pfn, mm, va)
+            if r != SWAP_SUCCESS:
+                result = r
+        return result
+
+    def try_to_unmap_one(self, task, pfn, mm, va):
+        """try_to_unmap_one() (2.5.27) + the dont_unmap_pages check of the
+        dont_unmap design.  Generator -> SWAP_*."""
+        k = self.k
+        self.counters['ptes_visited'] += 1
+        if mm.dont_unmap_pages:
+            self.counters['unmap_skipped_pinned'] += 1
+            return SWAP_AGAIN
+        if not mm.page_table_lock.trylock(task):
+            self.counters['unmap_trylock_failed'] += 1
+            return SWAP_AGAIN
+        vma = mm.find_vma(va)
+        if vma is None or vma.start > va or vma.flags & 0x2000:     # VM_LOCKED
+            mm.page_table_lock.unlock(task)
+            return SWAP_FAIL
+        yield from self._unmap_pte(task, mm, va, pfn)
+        mm.page_table_lock.unlock(task)
+        return SWAP_SUCCESS
+
+    def _unmap_pte(self, task, mm, va, pfn):
+        """ptep_get_and_clear + flush_tlb_page + the swap entry + dirty +
+        rss-- + page_cache_release: the common end of try_to_unmap_one and
+        try_to_swap_out."""
+        k = self.k
+        pte_pa = k.mm.pte_offset(mm, va)
+        pte = k.mm.read_pte(pte_pa)
+        k.mm.write_pte(pte_pa, 0)
+        yield Charge(k.costs['pte_update'])
+        yield from k.mm.flush_tlb_page(task, mm, va)
+        if self._flags(pfn) & (1 << pa.PG_swapcache):
+            entry = int(k.page_alloc.mem_map[pfn]['index'])
+            k.swap.swap_duplicate(entry)
+            k.mm.write_pte(pte_pa, entry)
+        self.counters['pages_unmapped'] += 1
+        k.trace_event('reclaim_unmap', task=task, pfn=pfn, va=va)
+        k.unmap_page_pte(mm, va, pte)
+
+    # ---- swap_out (2.4.18) ----------------------------------------------------
+
+    def swap_out(self, task, priority):
+        """swap_out(): walk the mm list from the cursor, each mm from its
+        swap_address.  Generator -> True if SWAP_CLUSTER_MAX pages went."""
+        k = self.k
+        mms = [mm for mm in k.mms if mm.vmas]
+        if not mms:
+            return False
+        count = SWAP_CLUSTER_MAX
+        for _ in range(len(mms)):
+            self.swap_mm_index %= len(mms)
+            mm = mms[self.swap_mm_index]
+            if mm.swap_address >= TASK_SIZE:
+                mm.swap_address = 0
+            if mm.dont_unmap_pages:
+                self.counters['unmap_skipped_pinned'] += 1
+                self.swap_mm_index += 1
+                continue
+            count = yield from self.swap_out_mm(task, mm, count)
+            if count <= 0:
+                return True
+            self.swap_mm_index += 1
+        return False
+
+    def swap_out_mm(self, task, mm, count):
+        """swap_out_mm() -> swap_out_vma -> pgd -> pmd -> pte."""
+        k = self.k
+        address = mm.swap_address
+        for vma in list(mm.vmas):
+            if vma.end <= address:
+                continue
+            va = max(address, vma.start)
+            while va < vma.end:
+                pte_pa = k.mm.pte_offset(mm, va)
+                if pte_pa is None:
+                    va = (va | 0x3FFFFF) + 1
+                    continue
+                self.counters['ptes_visited'] += 1
+                yield Charge(k.costs['scan_pte'])
+                pte = k.mm.read_pte(pte_pa)
+                if pte & x86.PTE_P and pte >> 12 != k.mm.zero_pfn:
+                    freeable = yield from self.try_to_swap_out(task, mm, vma, va, pte_pa, pte)
+                    count -= freeable
+                    if count <= 0:
+                        mm.swap_address = va + 4096
+                        return count
+                va += 4096
+        mm.swap_address = TASK_SIZE
+        return count
+
+    def try_to_swap_out(self, task, mm, vma, va, pte_pa, pte):
+        """try_to_swap_out() (2.4.18).  Generator -> 1 if the page may now
+        be freeable, else 0."""
+        k = self.k
+        pfn = pte >> 12
+        flags = self._flags(pfn)
+        if flags & ((1 << pa.PG_locked) | (1 << pa.PG_writeback)):
+            return 0
+        if vma.flags & 0x2000 or pte & x86.PTE_A:               # VM_LOCKED, or young
+            if pte & x86.PTE_A:
+                k.mm.write_pte(pte_pa, pte & ~x86.PTE_A)        # ptep_test_and_clear_young
+            self._set(pfn, pa.PG_referenced, True)                # mark_page_accessed
+            return 0
+        if not flags & (1 << pa.PG_swapcache) and not self._is_file_page(pfn):
+            if not k.swap.add_to_swap(pfn):
+                self.counters['swap_full'] += 1
+                return 0
+        if not mm.page_table_lock.trylock(task):
+            self.counters['unmap_trylock_failed'] += 1
+            return 0
+        yield from self._unmap_pte(task, mm, va, pfn)
+        mm.page_table_lock.unlock(task)
+        return 1 if k.page_alloc.page_count(pfn) <= 2 else 0
+
+    # ---- kswapd -----------------------------------------------------------------
+
+    def start_kswapd(self, cpu=0):
+        """kswapd: a kernel thread that balances the zones when woken."""
+        self.kswapd = self.k.kernel_thread('kswapd', cpu, self._kswapd_main, workload=False)
+
+    def _kswapd_main(self, task):
+        k = self.k
+        while True:
+            yield from k.sched.wait_event(task, self.kswapd_wait,
+                                          lambda: k.page_alloc.any_zone_below_low,
+                                          what=('kswapd_wait',))
+            self.counters['kswapd_runs'] += 1
+            for _ in range(8):
+                ok = yield from self.try_to_free_pages(task, pa.GFP_KSWAPD)
+                if not k.page_alloc.any_zone_below_low or not ok:
+                    break
+            yield from k.sleep_for(task, 200_000)
