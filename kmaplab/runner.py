@@ -138,9 +138,9 @@ def run_variant(scn, variant, seed=None, overrides=None, tracer=None):
     if tracer is not None:
         tracer.attach(k)
     end = k.run()
+    counters = collect_counters(k)          # the run itself, before the final writeback
     k.finish()
     outcome, findings = judge(k, end)
-    counters = collect_counters(k)
     ok, why = check_expectation(scn, variant, outcome, findings, counters, k.config)
     exp = scn.expectation(variant)
     return dict(scenario=scn.name, seed=k.config['seed'], variant=variant, outcome=outcome,

@@ -99,13 +99,22 @@ class Binfmt:
                           VM_READ | VM_WRITE, None, 0, '[stack]'))
         mm.program = prog
 
-    def start_user(self, task, args):
+    def thread_stack(self, mm):
+        """A stack VMA for one more thread of `mm`, under the ones it has
+        (what a thread library would mmap).  Returns its top."""
+        stacks = [v for v in mm.vmas if v.name.startswith('[stack')]
+        top = min(v.start for v in stacks)
+        mm.insert_vma(VMA(mm, top - USER_STACK_SIZE, top, VM_READ | VM_WRITE, None, 0,
+                          f'[stack:{len(stacks)}]'))
+        return top
+
+    def start_user(self, task, args, stack_top=USER_STACK_TOP):
         """The first kernel frame of a new process: copy the arguments onto
         the user stack (faulting it in), then return to user at _start.
         Generator."""
         k = self.k
         yield Charge(k.costs['exec'])
-        block, esp = build_arg_block(args, USER_STACK_TOP)
+        block, esp = build_arg_block(args, stack_top)
         kbuf = k.task_kbuf(task)
         k.machine.write(kbuf - k.PAGE_OFFSET, block)
         left = yield Guest('copy_to_user', esp, kbuf, len(block))

@@ -46,7 +46,7 @@ from .page_alloc import PageAlloc, memmap_extent
 from .rmap import Rmap
 from .highmem import Highmem, PKMAP_WAIT_ID
 from .sched import (Scheduler, TI_CPU, TI_FLAGS, TI_KMAP_IDX, TI_KMAP_PTEVAL,
-                    TI_PREEMPT_COUNT, TIF_NEED_RESCHED, WaitQueue)
+                    TI_PAGEFAULT_DISABLED, TI_PREEMPT_COUNT, TIF_NEED_RESCHED, WaitQueue)
 from .services import SERVICES, Services
 from .slab import Slab
 from .swap import Swap
@@ -54,6 +54,7 @@ from .syscalls import Syscalls
 from .task import Frame, Guest, TASK_RUNNING, TASK_UNINTERRUPTIBLE
 from .traps import Traps
 from .vmscan import VMScan
+from .write_paths import WritePaths
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASM_DIR = os.path.join(ROOT, 'asm')
@@ -216,6 +217,7 @@ class Kernel:
                  _TIF_NEED_RESCHED=1 << TIF_NEED_RESCHED,
                  SWAPPER_PG_DIR_PA=self.swapper_pg_dir_pa,
                  TI_CPU=TI_CPU, TI_FLAGS=TI_FLAGS, TI_PREEMPT_COUNT=TI_PREEMPT_COUNT,
+                 TI_PAGEFAULT_DISABLED=TI_PAGEFAULT_DISABLED,
                  TI_KMAP_IDX=TI_KMAP_IDX, TI_KMAP_PTEVAL=TI_KMAP_PTEVAL,
                  MM_PGD=MM_PGD, MM_CPU_VM_MASK=MM_CPU_VM_MASK,
                  KRET_VECTOR=KRET_VECTOR, KSVC_VECTOR=KSVC_VECTOR,
@@ -267,6 +269,7 @@ class Kernel:
         self.filemap = Filemap(self)
         self.oracle = Oracle(self)
         self.vfs = Vfs(self)
+        self.write_paths = WritePaths(self)
         self.swap = Swap(self, self.config['swap'])
         self.vmscan = VMScan(self)
         self.init_mm_guest = self.slab.kmalloc(MM_SIZE, 'mm_struct')
@@ -346,7 +349,7 @@ class Kernel:
 
     def subsystems(self):
         return [s for s in (self.page_alloc, self.sched, self.mm, self.rmap, self.irq, self.highmem,
-                            self.services, self.slab, self.blockdev, self.checks, self.vfs,
+                            self.services, self.slab, self.blockdev, self.checks, self.vfs, self.write_paths,
                             self.swap, self.vmscan, self.syscalls) if s is not None]
 
     # ---- reporting and symbols -------------------------------------------
@@ -492,9 +495,11 @@ class Kernel:
         `cpu`, made runnable at simulated time `start`.  With share_mm_with,
         it is a thread of that task (CLONE_VM) starting at _start."""
         prog = self.binfmt.programs[program]
+        stack_top = layout.USER_STACK_TOP
         if share_mm_with is not None:
             mm = share_mm_with.mm
             mm.users += 1
+            stack_top = self.binfmt.thread_stack(mm)
         else:
             mm = self.mm.mm_alloc()
             if mm is None:
@@ -505,7 +510,7 @@ class Kernel:
         if share_mm_with is not None:
             task.tgid = share_mm_with.tgid
         task.program = prog
-        task.frames.append(Frame(self.traps.from_user(task, self.binfmt.start_user(task, list(args)),
+        task.frames.append(Frame(self.traps.from_user(task, self.binfmt.start_user(task, list(args), stack_top),
                                                       'exec'), 'exec'))
         if workload:
             self.workload.append(task)

@@ -80,6 +80,7 @@ class RWSemaphore:
 
     def down_read(self, task):
         """Generator.  May sleep."""
+        self.k.sched.might_sleep(task, f'down_read({self.name})')
         yield from self._charge()
         if self.activity >= 0 and not self.queue:
             self.activity += 1
@@ -89,6 +90,7 @@ class RWSemaphore:
 
     def down_write(self, task):
         """Generator.  May sleep."""
+        self.k.sched.might_sleep(task, f'down_write({self.name})')
         yield from self._charge()
         if self.activity == 0 and not self.queue:
             self.activity = -1

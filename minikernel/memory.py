@@ -310,8 +310,8 @@ class MemoryManager:
         mm = task.mm
         if address >= k.PAGE_OFFSET:
             return (yield from self._bad_area(task, address, error, eip, user))
-        if not user and (mm is None or (k.config['atomic_fault'] == 'fixup'
-                                        and k.sched.preempt_count(task) > 0)):
+        if not user and (mm is None or k.sched.pagefault_disabled(task)
+                         or (k.config['atomic_fault'] == 'fixup' and k.sched.in_atomic(task))):
             return (yield from self._no_context(task, address, error, eip))
         yield from mm.mmap_sem.down_read(task)
         vma = mm.find_vma(address)
@@ -383,10 +383,15 @@ class MemoryManager:
         self.write_pte(pte_pa, pte | x86.PTE_A | (x86.PTE_D if write else 0))
         return VM_FAULT_MINOR
 
-    def _user_pte(self, pfn, vma, writable):
+    def _user_pte(self, pfn, writable, dirty):
+        """mk_pte(page, vm_page_prot), pte_mkyoung; pte_mkwrite(pte_mkdirty())
+        only on a write fault: a writable mapping faulted for reading gets W
+        without D, and the MMU sets D on the first store (2.4 do_no_page)."""
         flags = x86.PTE_P | x86.PTE_U | x86.PTE_A
         if writable:
-            flags |= x86.PTE_W | x86.PTE_D
+            flags |= x86.PTE_W
+        if dirty:
+            flags |= x86.PTE_D
         return (pfn << 12) | flags
 
     def do_anonymous_page(self, task, mm, vma, address, write, pte_pa):
@@ -407,7 +412,7 @@ class MemoryManager:
         if self.read_pte(pte_pa) != 0:           # raced while we slept
             k.put_page(pfn)
             return VM_FAULT_MINOR
-        self.write_pte(pte_pa, self._user_pte(pfn, vma, True))
+        self.write_pte(pte_pa, self._user_pte(pfn, True, True))
         k.page_add_anon(pfn, mm, va, pte_pa)
         self.counters['anon_pages'] += 1
         return VM_FAULT_MINOR
@@ -433,7 +438,7 @@ class MemoryManager:
             k.put_page(pfn)
             return VM_FAULT_MINOR
         writable = write or (vma.flags & VM_SHARED and vma.flags & VM_WRITE)
-        self.write_pte(pte_pa, self._user_pte(pfn, vma, writable))
+        self.write_pte(pte_pa, self._user_pte(pfn, writable, write))
         k.page_add_file(pfn, mm, va, pte_pa, vma)
         if vma.flags & VM_EXEC:
             k.code_page_mapped(pfn)
@@ -460,7 +465,7 @@ class MemoryManager:
         if self.read_pte(pte_pa) != pte:
             k.put_page(new)
             return VM_FAULT_MINOR
-        self.write_pte(pte_pa, self._user_pte(new, vma, True))
+        self.write_pte(pte_pa, self._user_pte(new, True, True))
         k.unmap_page_pte(mm, va, pte)
         k.page_add_anon(new, mm, va, pte_pa)
         yield from self.flush_tlb_page(task, mm, va)

@@ -13,7 +13,8 @@ thread_info (include/asm-i386/thread_info.h, 2.5), at the bottom of each
    12  status
    16  cpu
    20  preempt_count  >0: atomic context (kmap_atomic raises it, 2.5.34)
-   24  addr_limit     (unused: access_ok uses PAGE_OFFSET)
+   24  pagefault_disabled  >0: faults go to the fixup (2.6.20 pagefault_disable;
+                  access_ok uses PAGE_OFFSET, so addr_limit's slot is free)
    28  kmap_idx       kmap_local stack depth (v5.11 kmap_ctrl.idx)
    32  kmap_pteval[16]  the PTEs of this task's local mappings
    96  (end)
@@ -37,11 +38,13 @@ TI_TASK = 0
 TI_FLAGS = 8
 TI_CPU = 16
 TI_PREEMPT_COUNT = 20
+TI_PAGEFAULT_DISABLED = 24
 TI_KMAP_IDX = 28
 TI_KMAP_PTEVAL = 32
 TI_SIZE = 96
 TIF_NEED_RESCHED = 3
 
+MIGHT_SLEEP_REPORTS = 10       # reports filed for might_sleep violations (all are counted)
 TIMESLICE = 100_000            # cycles of CPU before a task is preempted (timer-driven)
 
 
@@ -83,7 +86,7 @@ class Scheduler:
         self.tasks = {}               # pid -> Task
         self.next_pid = 1
         self.counters = dict(context_switches=0, wakeups=0, preemptions=0,
-                             sleep_in_atomic_bugs=0)
+                             sleep_in_atomic_bugs=0, might_sleep_bugs=0)
 
     # ---- task creation ------------------------------------------------
 
@@ -126,6 +129,14 @@ class Scheduler:
 
     def add_preempt_count(self, task, delta):
         self.write_ti(task, TI_PREEMPT_COUNT, (self.preempt_count(task) + delta) & 0xFFFFFFFF)
+
+    def pagefault_disabled(self, task):
+        return self.read_ti(task, TI_PAGEFAULT_DISABLED) != 0
+
+    def in_atomic(self, task):
+        """in_atomic() || pagefault_disabled(): what do_page_fault checks
+        before it may sleep."""
+        return self.preempt_count(task) > 0 or self.pagefault_disabled(task)
 
     def preempt_count(self, task):
         v = self.read_ti(task, TI_PREEMPT_COUNT)
@@ -235,6 +246,23 @@ class Scheduler:
         if prev.state == TASK_ZOMBIE:
             k.exit.release_task_stack(prev)
         yield SwitchTo(nxt)
+
+    def might_sleep(self, task, where):
+        """__might_sleep() (2.5.x): a routine that may sleep was called with
+        the preempt count raised (inside kmap_atomic, under a spinlock).
+        Reported as "BUG: sleeping function called from invalid context";
+        execution goes on, as in Linux."""
+        count = self.preempt_count(task)
+        if count <= 0 or task.idle:
+            return
+        self.counters['might_sleep_bugs'] += 1
+        if self.counters['might_sleep_bugs'] > MIGHT_SLEEP_REPORTS:
+            return                                  # counted, not reported again
+        eip = next((f.saved['eip'] for f in reversed(task.frames) if f.saved is not None), None)
+        ctx = f' (guest context {self.k.describe(eip)})' if eip is not None else ''
+        self.k.report('bug', f'BUG: sleeping function called from invalid context at {where}: '
+                             f'in_atomic():1 (preempt_count {count:#x}), {task.name}/{task.pid} '
+                             f'on CPU{task.cpu}{ctx}', task=task)
 
     def _sleep_in_atomic(self, task):
         """2.6's "BUG: scheduling while atomic: comm/pid/0x%08x", reported with

@@ -5,7 +5,7 @@ EAX (negative errno on failure).  Every user pointer is checked (access_ok)
 and copied with the guest's copy_*_user, so a bad pointer is -EFAULT, never
 a crash of the host or the kernel.
 
-Supported: exit 1, read 3, write 4, open 5, close 6, getpid 20,
+Supported: exit 1, read 3, write 4, open 5, close 6, lseek 19, getpid 20,
 munmap 91, clone 120, sched_yield 158, nanosleep 162, mmap2 192,
 exit_group 252, getcpu 318.  Anything else: -ENOSYS.
 
@@ -29,7 +29,7 @@ class Syscalls:
         self.k = kernel
         self.table = {
             1: self.sys_exit, 3: self.sys_read, 4: self.sys_write, 5: self.sys_open,
-            6: self.sys_close, 20: self.sys_getpid, 91: self.sys_munmap,
+            6: self.sys_close, 19: self.sys_lseek, 20: self.sys_getpid, 91: self.sys_munmap,
             120: self.sys_clone, 158: self.sys_sched_yield, 162: self.sys_nanosleep,
             192: self.sys_mmap2, 252: self.sys_exit_group, 318: self.sys_getcpu,
         }
@@ -197,3 +197,8 @@ class Syscalls:
         if self.k.vfs is None:
             return -EBADF
         return (yield from self.k.vfs.sys_close(task, args[0]))
+
+    def sys_lseek(self, task, args):
+        if self.k.vfs is None:
+            return -EBADF
+        return (yield from self.k.vfs.sys_lseek(task, args[0], args[1], args[2]))

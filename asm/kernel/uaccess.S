@@ -95,14 +95,26 @@ cfui_fix_movsl:
 
 // unsigned long copy_to_user(void __user *to, const void *from, unsigned long n)
 copy_to_user:
-        push esi
-        push edi
         push ebx
         mov ebx, eax
         add ebx, ecx
         jc ctu_bad
         cmp ebx, PAGE_OFFSET
         ja ctu_bad
+        pop ebx
+        jmp __copy_to_user
+ctu_bad:                                // return n: nothing copied
+        pop ebx
+        mov eax, ecx
+        ret
+
+// unsigned long __copy_to_user(void __user *to, const void *from, unsigned long n)
+// __copy_user (2.4/2.5): no access_ok, the caller checked the range (e.g.
+// generic_file_read's access_ok at entry).  Used by file_read_actor.
+__copy_to_user:
+        push esi
+        push edi
+        push ebx
         mov edi, eax
         mov esi, edx
         mov ebx, ecx
@@ -121,8 +133,6 @@ ctu_done:
         ret
 ctu_fix_movsl:
         lea ecx, [ebx + ecx*4]
-        jmp ctu_done
-ctu_bad:
         jmp ctu_done
         .extable ctu_movsl, ctu_fix_movsl
         .extable ctu_movsb, ctu_done
@@ -175,13 +185,26 @@ pu4_fix:
 
 // unsigned long clear_user(void __user *to, unsigned long n)  EAX = bytes not cleared.
 clear_user:
-        push edi
         push ebx
         mov ebx, eax
         add ebx, edx
         jc cu_bad
         cmp ebx, PAGE_OFFSET
         ja cu_bad
+        pop ebx
+        jmp __clear_user
+cu_bad:                                 // return n: nothing cleared
+        pop ebx
+        mov eax, edx
+        ret
+
+// unsigned long __clear_user(void *to, unsigned long n)   EAX = bytes not cleared.
+// No access_ok.  Also the memset(kaddr + off, 0, n) of block_prepare_write
+// and block_write_full_page on a kmap_atomic'd page (fs/buffer.c, 2.5.34):
+// the same `rep stosl; rep stosb`, and a kmapped page cannot fault.
+__clear_user:
+        push edi
+        push ebx
         mov edi, eax
         mov ecx, edx
         mov ebx, ecx
@@ -200,9 +223,6 @@ cu_done:
         ret
 cu_fix_stosl:
         lea ecx, [ebx + ecx*4]
-        jmp cu_done
-cu_bad:
-        mov ecx, edx
         jmp cu_done
         .extable cu_stosl, cu_fix_stosl
         .extable cu_stosb, cu_done
@@ -272,4 +292,19 @@ fault_in_pages_writeable:
         xor edx, edx
         call __put_user_1
 1:      pop ebx
+        ret
+
+// void pagefault_disable(void) / pagefault_enable(void)   (2.6.20; v5.x's
+// current->pagefault_disabled).  While raised, a fault in kernel mode goes
+// straight to the exception-table fixup, whatever atomic_fault says, and
+// preemption stays allowed.  Clobber ECX.
+pagefault_disable:
+        mov ecx, esp
+        and ecx, 0xffffe000
+        inc dword ptr [ecx + TI_PAGEFAULT_DISABLED]
+        ret
+pagefault_enable:
+        mov ecx, esp
+        and ecx, 0xffffe000
+        dec dword ptr [ecx + TI_PAGEFAULT_DISABLED]
         ret

@@ -1,0 +1,292 @@
+"""The six write() designs from the 2002 thread and after: the per-page
+body of generic_file_write (filemap.py calls write_page for each piece).
+
+Boot option write_path picks one; mmap_sem_in_write=read additionally
+holds mm->mmap_sem for reading from the prefault to the end of the copy
+(the rwsem is not recursive: a fault in that window takes it again).
+
+  kmap             2.4.18: prefault the first and last byte with __get_user
+                   ("somewhat racily", Andrew), lock the page, kmap(page),
+                   __copy_from_user (may fault and sleep: not atomic),
+                   commit_write, kunmap.  Every new page takes a pkmap slot;
+                   the pool wraps and every wrap is a global TLB flush.
+  dont_unmap       Andrew Morton's proposal (July 2002): atomic_inc
+                   mm->dont_unmap_pages (reclaim skips the mm), prefault with
+                   __get_user, lock the page, kmap_atomic(KM_USER0) +
+                   __copy_from_user, kunmap_atomic, atomic_dec.  With the
+                   2002 fault handler (atomic_fault=sleep) a fault in the copy
+                   sleeps inside kmap_atomic; with 2.5.34's it comes back
+                   short and the write fails with -EFAULT.
+  gup_pin          Martin Bligh: get_user_pages pins the user pages (a walk
+                   of the page tables under mmap_sem, faulting them in), the
+                   copy goes through kernel mappings of both pages
+                   (kmap_atomic KM_USER1 for the user page, KM_USER0 for the
+                   cache page): no user access, so no fault, in the copy.
+  atomic_fallback  2.5.34 (merged): fault_in_pages_readable, lock the page,
+                   kmap_atomic + __copy_from_user with faults refused; on a
+                   short copy kmap() + __copy_from_user again, with the page
+                   still locked (the source may be an mmap of this very page:
+                   the fault then takes lock_page on it, self-deadlock).
+  perform_write    2.6.24 generic_perform_write (Morton, Piggin): fault in,
+                   write_begin (lock), copy with page faults disabled, write_end
+                   (unlock); if nothing was copied, retry with a single segment
+                   after faulting in again: no fault is ever taken with the
+                   page locked.
+  kmap_local       v5.11 (Gleixner): perform_write's structure with
+                   kmap_local_page: the mapping is the task's own (per-task
+                   slot stack, saved and restored at context switch), so
+                   preemption inside it is fine; faults are refused with
+                   pagefault_disable (not preempt_disable).
+
+Rules: write_page is a generator called with inode->i_sem held; it returns
+the bytes copied into the page cache (0 stops the write, a negative errno
+fails it) and leaves no page locked and no kmap held.
+"""
+from vm import x86
+
+from .layout import KM_USER0, KM_USER1
+from .memory import MM_DONT_UNMAP
+from .task import Charge, Guest
+
+EFAULT, ENOMEM = 14, 12
+PAGE = 4096
+DESIGNS = ('kmap', 'dont_unmap', 'gup_pin', 'atomic_fallback', 'perform_write', 'kmap_local')
+
+
+class WritePaths:
+    def __init__(self, kernel):
+        self.k = kernel
+        self.fm = kernel.filemap
+        self.design = kernel.config['write_path']
+        self.hold_mmap_sem = kernel.config['mmap_sem_in_write'] == 'read'
+        self._body = getattr(self, '_' + self.design)
+        self.counters = dict(write_pages=0, short_atomic_copies=0, fallback_copies=0,
+                             perform_write_retries=0, gup_pages=0, write_efault=0)
+
+    def write_page(self, task, file, index, offset, buf, nbytes):
+        """One piece of a write: `nbytes` from user `buf` into page `index`
+        of the file at `offset`.  Generator -> bytes copied or -errno."""
+        self.counters['write_pages'] += 1
+        mm = task.mm
+        if self.hold_mmap_sem:
+            yield from mm.mmap_sem.down_read(task)
+        try:
+            copied = yield from self._body(task, file, index, offset, buf, nbytes)
+        finally:
+            if self.hold_mmap_sem:
+                mm.mmap_sem.up_read(task)
+        if copied < 0 and copied == -EFAULT:
+            self.counters['write_efault'] += 1
+        return copied
+
+    # ---- shared steps -------------------------------------------------------
+
+    def _prefault_2_4(self, task, buf, nbytes):
+        """__get_user of the first and the last byte (2.4.18 / Andrew's
+        pseudocode; the result is ignored, as there)."""
+        yield Guest('__get_user_1', buf)
+        yield Guest('__get_user_1', buf + nbytes - 1)
+
+    def _begin(self, task, file, index, offset, nbytes):
+        """write_begin: __grab_cache_page (locked) + prepare_write.
+        Generator -> pfn, or -errno."""
+        fm = self.fm
+        pfn = yield from fm.grab_cache_page(task, file.inode.mapping, index)
+        if pfn is None:
+            return -ENOMEM
+        err = yield from fm.block_prepare_write(task, pfn, offset, offset + nbytes)
+        if err:
+            fm.unlock_page(task, pfn)
+            fm.page_cache_release(pfn)
+            return err
+        return pfn
+
+    def _end(self, task, pfn, offset, copied):
+        """commit_write + unlock_page + page_cache_release."""
+        fm = self.fm
+        if copied > 0:
+            yield from fm.generic_commit_write(task, pfn, offset, offset + copied)
+        fm.unlock_page(task, pfn)
+        fm.page_cache_release(pfn)
+
+    def _page(self, pfn):
+        return self.k.page_to_guest(pfn)
+
+    # ---- kmap (2.4.18) ------------------------------------------------------
+
+    def _kmap(self, task, file, index, offset, buf, nbytes):
+        fm = self.fm
+        yield from self._prefault_2_4(task, buf, nbytes)
+        pfn = yield from self._begin(task, file, index, offset, nbytes)
+        if pfn < 0:
+            return pfn
+        page = self._page(pfn)
+        kaddr = yield Guest('kmap', page)                   # 2.4's prepare_write kmaps
+        left = yield Guest('__copy_from_user', kaddr + offset, buf, nbytes)
+        if not left:
+            yield from fm.generic_commit_write(task, pfn, offset, offset + nbytes)
+        yield Guest('kunmap', page)                          # unlock: kunmap, UnlockPage
+        fm.unlock_page(task, pfn)
+        fm.page_cache_release(pfn)
+        return -EFAULT if left else nbytes
+
+    # ---- dont_unmap (Andrew Morton, July 2002) ---------------------------------
+
+    def _dont_unmap(self, task, file, index, offset, buf, nbytes):
+        k, mm = self.k, task.mm
+        self._pin(mm, +1)                          # atomic_inc(&mm->dont_unmap_pages)
+        try:
+            yield from self._prefault_2_4(task, buf, nbytes)
+            pfn = yield from self._begin(task, file, index, offset, nbytes)
+            if pfn < 0:
+                return pfn
+            kaddr = yield Guest('kmap_atomic', self._page(pfn), KM_USER0)
+            left = yield Guest('__copy_from_user', kaddr + offset, buf, nbytes)
+            yield Guest('kunmap_atomic', kaddr, KM_USER0)
+            if left:
+                self.counters['short_atomic_copies'] += 1
+            yield from self._end(task, pfn, offset, 0 if left else nbytes)
+        finally:
+            self._pin(mm, -1)                      # atomic_dec
+        return -EFAULT if left else nbytes
+
+    def _pin(self, mm, delta):
+        """atomic_inc/dec of the guest mm_struct's dont_unmap_pages."""
+        pa = mm.guest - self.k.PAGE_OFFSET + MM_DONT_UNMAP
+        self.k.machine.write32(pa, self.k.machine.read32(pa) + delta)
+
+    # ---- gup_pin (Martin Bligh) --------------------------------------------------
+
+    def _gup_pin(self, task, file, index, offset, buf, nbytes):
+        k, mm = self.k, task.mm
+        yield from mm.mmap_sem.down_read(task)
+        pinned = yield from self.get_user_pages(task, mm, buf, nbytes)
+        mm.mmap_sem.up_read(task)
+        if pinned is None:
+            return -EFAULT
+        try:
+            pfn = yield from self._begin(task, file, index, offset, nbytes)
+            if pfn < 0:
+                return pfn
+            dst = yield Guest('kmap_atomic', self._page(pfn), KM_USER0)
+            done = 0
+            for upfn in pinned:
+                uoff = (buf + done) & (PAGE - 1)
+                n = min(PAGE - uoff, nbytes - done)
+                src = yield Guest('kmap_atomic', self._page(upfn), KM_USER1)
+                yield Guest('memcpy', dst + offset + done, src + uoff, n)
+                yield Guest('kunmap_atomic', src, KM_USER1)
+                done += n
+            yield Guest('kunmap_atomic', dst, KM_USER0)
+            yield from self._end(task, pfn, offset, nbytes)
+        finally:
+            for upfn in pinned:
+                k.put_page(upfn)
+        return nbytes
+
+    def get_user_pages(self, task, mm, addr, nbytes):
+        """get_user_pages() (2.4/2.5 mm/memory.c): for each page of the
+        range, follow_page under page_table_lock; if it is not present (or
+        not readable), drop the lock and handle_mm_fault, then try again;
+        take a reference.  mmap_sem held for reading.  Generator -> [pfn]
+        (one reference each), or None if an address is bad."""
+        k = self.k
+        pages = []
+        va = addr & ~(PAGE - 1)
+        end = addr + nbytes
+        while va < end:
+            vma = mm.find_vma(va)
+            if vma is None or vma.start > va:
+                for p in pages:
+                    k.put_page(p)
+                return None
+            yield from mm.page_table_lock.lock(task)
+            yield Charge(k.costs['gup_page'])
+            pfn = self._follow_page(mm, va)
+            if pfn is not None:
+                k.page_ref(pfn)
+            mm.page_table_lock.unlock(task)
+            if pfn is None:
+                r = yield from k.mm.handle_mm_fault(task, mm, vma, va, False)
+                if r <= 0:
+                    for p in pages:
+                        k.put_page(p)
+                    return None
+                continue
+            self.counters['gup_pages'] += 1
+            pages.append(pfn)
+            va += PAGE
+        return pages
+
+    def _follow_page(self, mm, va):
+        pte_pa = self.k.mm.pte_offset(mm, va)
+        if pte_pa is None:
+            return None
+        pte = self.k.mm.read_pte(pte_pa)
+        if not pte & x86.PTE_P:
+            return None
+        return pte >> 12
+
+    # ---- atomic_fallback (2.5.34) ------------------------------------------------
+
+    def _atomic_fallback(self, task, file, index, offset, buf, nbytes):
+        yield Guest('fault_in_pages_readable', buf, nbytes)
+        pfn = yield from self._begin(task, file, index, offset, nbytes)
+        if pfn < 0:
+            return pfn
+        page = self._page(pfn)
+        kaddr = yield Guest('kmap_atomic', page, KM_USER0)          # filemap_copy_from_user
+        left = yield Guest('__copy_from_user', kaddr + offset, buf, nbytes)
+        yield Guest('kunmap_atomic', kaddr, KM_USER0)
+        if left:                                                     # do it the slow way
+            self.counters['short_atomic_copies'] += 1
+            self.counters['fallback_copies'] += 1
+            kaddr = yield Guest('kmap', page)
+            left = yield Guest('__copy_from_user', kaddr + offset, buf, nbytes)
+            yield Guest('kunmap', page)
+        yield from self._end(task, pfn, offset, 0 if left else nbytes)
+        return -EFAULT if left else nbytes
+
+    # ---- perform_write (2.6.24) and kmap_local (v5.11) -------------------------------
+
+    def _perform_write(self, task, file, index, offset, buf, nbytes):
+        return (yield from self._retry_loop(task, file, index, offset, buf, nbytes, self._copy_atomic))
+
+    def _kmap_local(self, task, file, index, offset, buf, nbytes):
+        return (yield from self._retry_loop(task, file, index, offset, buf, nbytes, self._copy_local))
+
+    def _retry_loop(self, task, file, index, offset, buf, nbytes, copy):
+        """generic_perform_write's loop for one page: fault in, write_begin,
+        copy with faults refused, write_end; on copied == 0 unlock and go
+        again (after faulting in again).  A partial copy into a page that
+        is not uptodate commits nothing (block_write_end)."""
+        while True:
+            if (yield Guest('fault_in_pages_readable', buf, nbytes)):
+                return -EFAULT
+            pfn = yield from self._begin(task, file, index, offset, nbytes)
+            if pfn < 0:
+                return pfn
+            copied = yield from copy(pfn, offset, buf, nbytes)
+            if copied < nbytes and not self.fm.PageUptodate(pfn):
+                copied = 0
+            yield from self._end(task, pfn, offset, copied)
+            if copied:
+                return copied
+            self.counters['perform_write_retries'] += 1
+            self.counters['short_atomic_copies'] += 1
+
+    def _copy_atomic(self, pfn, offset, buf, nbytes):
+        """iov_iter_copy_from_user_atomic: kmap_atomic + __copy_from_user_inatomic."""
+        kaddr = yield Guest('kmap_atomic', self._page(pfn), KM_USER0)
+        left = yield Guest('__copy_from_user_inatomic', kaddr + offset, buf, nbytes)
+        yield Guest('kunmap_atomic', kaddr, KM_USER0)
+        return nbytes - left
+
+    def _copy_local(self, pfn, offset, buf, nbytes):
+        """kmap_local_page + pagefault_disable + __copy_from_user_inatomic."""
+        kaddr = yield Guest('kmap_local_page', self._page(pfn))
+        yield Guest('pagefault_disable')
+        left = yield Guest('__copy_from_user_inatomic', kaddr + offset, buf, nbytes)
+        yield Guest('pagefault_enable')
+        yield Guest('kunmap_local', kaddr)
+        return nbytes - left
