@@ -58,7 +58,9 @@ def spawn_tasks(k, scn):
                 if spec.get('count', 1) > 1:
                     name += f'.{n}'
                 parent = by_name.get(spec.get('thread_of'))
-                t = k.spawn(name, spec['program'], spec.get('args', []), cpu=cpu,
+                args = [a.format(cpu=cpu, n=n) if isinstance(a, str) else a
+                        for a in spec.get('args', [])]
+                t = k.spawn(name, spec['program'], args, cpu=cpu,
                             start=spec.get('start', 0), share_mm_with=parent)
                 by_name.setdefault(base, t)
 
@@ -99,6 +101,9 @@ def collect_counters(k):
             c[key] = c.get(key, 0) + int(v)
     for key, v in k.disk.counters.items():
         c['disk_' + key] = v
+    written = c.get('file_write_bytes', 0)
+    c['insns_per_byte'] = round(c['instructions'] / written, 3) if written else 0
+    c['cycles_per_byte'] = round(c['cycles'] / written, 3) if written else 0
     c['console_lines'] = sum(bytes(t.console).count(b'\n') for t in k.sched.tasks.values())
     c['tasks_exited'] = len(k.exit.exited)
     c['reports'] = len(k.reports)

@@ -64,6 +64,24 @@ ADDRESS_SPACE_SIZE = 16          # the guest object page->mapping points at
 EIO, ENOMEM, EFAULT, EEXIST, EFBIG = 5, 12, 14, 17, 27
 
 
+def iov_slice(iov, skip, n):
+    """The segments [(addr, len)] of `n` bytes of the iovec `iov`, after the
+    first `skip` bytes (2.5's iov_base walk in generic_file_write)."""
+    out = []
+    for base, length in iov:
+        if skip >= length:
+            skip -= length
+            continue
+        take = min(length - skip, n)
+        if take:
+            out.append((base + skip, take))
+        n -= take
+        skip = 0
+        if not n:
+            break
+    return out
+
+
 class AddressSpace:
     """struct address_space: the page cache of one inode."""
 
@@ -322,12 +340,13 @@ class Filemap:
         self.unlock_page(task, pfn)
         return err
 
-    def writepage(self, task, pfn):
+    def writepage(self, task, pfn, wait=True):
         """a_ops->writepage = block_write_full_page (2.5.34): called with
         the page locked; clears PG_dirty, zeroes the part of the last page
-        beyond i_size ("it may be mmapped"), writes the block and unlocks.
-        A page wholly beyond i_size is not written.  Generator -> 0 or
-        -EIO (the page is dirty again); sleeps for the disk."""
+        beyond i_size ("it may be mmapped"), starts the write; the page is
+        unlocked when the I/O completes (end_buffer_async_write).  A page
+        wholly beyond i_size is not written.  With wait, sleeps until then.
+        Generator -> 0 or -EIO (the page is dirty again)."""
         k = self.k
         self._assert_locked(pfn, 'writepage')
         mapping = self.page_mapping(pfn)
@@ -340,14 +359,23 @@ class Filemap:
         if index == end_index:
             yield from self._zero_segments(task, pfn, [(tail, PAGE)])
         self.counters['writepage_io'] += 1
-        err = yield from k.blockdev.bio_rw(task, 'write', inode.block(index), pfn)
-        if err:
-            k.page_alloc.set_page_flag(pfn, PG_error)
-            self.set_page_dirty(pfn)
-        else:
-            inode.on_disk.add(index)
-        self.unlock_page(task, pfn)
-        return -EIO if err else 0
+        result = {}
+
+        def end_io(req):
+            result['err'] = req.error
+            if req.error:
+                k.page_alloc.set_page_flag(pfn, PG_error)
+                self.set_page_dirty(pfn)
+            else:
+                inode.on_disk.add(index)
+            self.unlock_page(task, pfn)
+
+        yield Charge(100)
+        k.blockdev.submit(task, 'write', inode.block(index), pfn, 1, end_io)
+        if not wait:
+            return 0
+        yield from self.wait_on_page_locked(task, pfn)
+        return -EIO if result.get('err') else 0
 
     def set_page_dirty(self, pfn):
         """set_page_dirty() (2.5 __set_page_dirty_nobuffers).  Never sleeps."""
@@ -572,21 +600,24 @@ class Filemap:
 
     # ---- write(): the frame; the per-page work is k.write_paths' -------------
 
-    def generic_file_write(self, task, file, buf, count):
-        """generic_file_write() (2.5.34), the loop without its body: take
-        inode->i_sem, walk the range page by page and let the boot's write
-        design (k.write_paths.write_page) copy each piece into the page
-        cache; release i_sem.  The caller did access_ok(buf, count).
-        Generator -> bytes written, or -errno if none were; may sleep.
+    def generic_file_write(self, task, file, iov, count):
+        """generic_file_write() (2.5.34, iovec flavour), the loop without
+        its body: take inode->i_sem, walk the range page by page and let the
+        boot's write design (k.write_paths.write_page) copy each piece into
+        the page cache; release i_sem.  `iov` is the user's segments
+        [(base, len)] (one for write(), several for writev()); the caller
+        did access_ok on each.  Generator -> bytes written, or -errno if
+        none were; may sleep.
 
-        write_page(task, file, index, offset, buf, bytes) returns the bytes
-        it copied (0: stop; negative: an error that stops the write).  The
-        data oracle snapshots the user buffer here, at entry, and learns
-        the result in the same Python step as up(i_sem)."""
+        write_page(task, file, index, offset, segs, bytes) gets the piece of
+        the iovec that goes into this page, as segments, and returns the
+        bytes it copied (0: stop; negative: an error that stops the write).
+        The data oracle snapshots the user buffers here, at entry, and
+        learns the result in the same Python step as up(i_sem)."""
         k = self.k
         inode = file.inode
         oracle = getattr(k, 'oracle', None)
-        rec = oracle.write_begin(task, inode, buf, count) if oracle is not None else None
+        rec = oracle.write_begin(task, inode, iov, count) if oracle is not None else None
         yield from inode.i_sem.down_write(task)
         pos = inode.size if file.append else file.pos
         written, status = 0, 0
@@ -599,7 +630,8 @@ class Filemap:
         while count:
             index, offset = pos >> PAGE_SHIFT, pos & (PAGE - 1)
             nbytes = min(PAGE - offset, count)
-            copied = yield from self._write_paths().write_page(task, file, index, offset, buf,
+            segs = iov_slice(iov, written, nbytes)
+            copied = yield from self._write_paths().write_page(task, file, index, offset, segs,
                                                                nbytes)
             if copied > nbytes:
                 raise KernelBug(f'write_page copied {copied} of {nbytes} bytes')
@@ -608,7 +640,6 @@ class Filemap:
                 break
             written += copied
             pos += copied
-            buf += copied
             count -= copied
             if k.sched.need_resched(task):                    # cond_resched()
                 yield from k.sched.schedule(task)
@@ -628,12 +659,13 @@ class Filemap:
     # ---- writeback ---------------------------------------------------------
 
     def sync_inodes(self, task):
-        """sync_inodes() / filemap_fdatawrite() for every file: write each
-        dirty page cache page (lock, writepage) in file and index order.
-        Pages dirtied only through a PTE are found once the PTE's dirty bit
-        moved to the page (at unmap), as in 2.5.  Generator -> pages
-        written; sleeps for the disk."""
-        written = 0
+        """sync_inodes() / filemap_fdatawrite() + filemap_fdatawait() for
+        every file: start the write of each dirty page cache page (lock,
+        writepage) in file and index order, then wait for them all.  Pages
+        dirtied only through a PTE are found once the PTE's dirty bit moved
+        to the page (at unmap), as in 2.5.  Generator -> pages written;
+        sleeps for the disk."""
+        started = []
         for mapping in sorted(self.mappings.values(), key=lambda m: m.seq):
             for index in sorted(mapping.pages):
                 pfn = mapping.pages.get(index)
@@ -642,11 +674,17 @@ class Filemap:
                 self.k.page_ref(pfn)
                 yield from self.lock_page(task, pfn)
                 if self.page_mapping(pfn) is mapping and self.PageDirty(pfn):
-                    if (yield from self.writepage(task, pfn)) == 0:
-                        written += 1
+                    yield from self.writepage(task, pfn, wait=False)
+                    started.append(pfn)
                 else:
                     self.unlock_page(task, pfn)
-                self.page_cache_release(pfn)
+                    self.page_cache_release(pfn)
+        written = 0
+        for pfn in started:
+            yield from self.wait_on_page_locked(task, pfn)
+            if not self.k.page_alloc.test_page_flag(pfn, PG_error):
+                written += 1
+            self.page_cache_release(pfn)
         self.counters['sync_pages_written'] += written
         return written
 

@@ -341,7 +341,24 @@ class Vfs:
         if not self._access_ok(buf, count):
             self._counters['fs_efaults'] += 1
             return -EFAULT
-        return (yield from self.k.filemap.generic_file_write(task, file, buf, count))
+        return (yield from self.k.filemap.generic_file_write(task, file, [(buf, count)], count))
+
+    def sys_writev(self, task, fd, iov):
+        """sys_writev() -> generic_file_writev (2.5.34): `iov` is the
+        already-copied-in iovec [(base, len)].  Generator."""
+        file = self.fget(task, fd)
+        if file is None or not file.writable:
+            return -EBADF
+        count = sum(n for _, n in iov)
+        if count >= 0x80000000:
+            return -EINVAL
+        if count == 0:
+            return 0
+        self._counters['fs_writes'] += 1
+        if not all(self._access_ok(b, n) for b, n in iov):
+            self._counters['fs_efaults'] += 1
+            return -EFAULT
+        return (yield from self.k.filemap.generic_file_write(task, file, iov, count))
 
     def sys_lseek(self, task, fd, offset, whence):
         """sys_lseek() (generic_file_llseek).  Generator -> new f_pos or -errno."""

@@ -77,10 +77,11 @@ class Oracle:
         may change it behind write()'s back."""
         self.unchecked.setdefault(inode, set()).add(index)
 
-    def write_begin(self, task, inode, buf, count):
-        """At write() entry: snapshot the user buffer (as much of it as the
-        file's extent could take)."""
-        rec = WriteRecord(task, inode, self.read_user(task, buf, min(count, inode.max_size)))
+    def write_begin(self, task, inode, iov, count):
+        """At write()/writev() entry: snapshot the user buffers [(base, len)]
+        (as much as the file's extent could take)."""
+        data = b''.join(self.read_user(task, base, n) for base, n in iov)
+        rec = WriteRecord(task, inode, data[:min(count, inode.max_size)])
         self.inflight.append(rec)
         return rec
 

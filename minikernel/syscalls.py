@@ -6,7 +6,7 @@ and copied with the guest's copy_*_user, so a bad pointer is -EFAULT, never
 a crash of the host or the kernel.
 
 Supported: exit 1, read 3, write 4, open 5, close 6, lseek 19, getpid 20,
-munmap 91, clone 120, sched_yield 158, nanosleep 162, mmap2 192,
+munmap 91, clone 120, writev 146, sched_yield 158, nanosleep 162, mmap2 192,
 exit_group 252, getcpu 318.  Anything else: -ENOSYS.
 
 Rules: each sys_* is a generator taking (task, args) and returning EAX;
@@ -20,6 +20,7 @@ from .task import Charge, Guest
 EPERM, ENOENT, EBADF, EAGAIN, ENOMEM, EFAULT, EINVAL, ENOSYS = 1, 2, 9, 11, 12, 14, 22, 38
 
 CLONE_VM = 0x100
+UIO_MAXIOV = 512                   # what fits the syscall buffer page (Linux: 1024)
 NS_PER_CYCLE = 1                   # the time model's 1 GHz
 PAGE = 4096
 
@@ -30,7 +31,7 @@ class Syscalls:
         self.table = {
             1: self.sys_exit, 3: self.sys_read, 4: self.sys_write, 5: self.sys_open,
             6: self.sys_close, 19: self.sys_lseek, 20: self.sys_getpid, 91: self.sys_munmap,
-            120: self.sys_clone, 158: self.sys_sched_yield, 162: self.sys_nanosleep,
+            120: self.sys_clone, 146: self.sys_writev, 158: self.sys_sched_yield, 162: self.sys_nanosleep,
             192: self.sys_mmap2, 252: self.sys_exit_group, 318: self.sys_getcpu,
         }
         self.counters = {}
@@ -173,6 +174,28 @@ class Syscalls:
             self.k.console_write(task, data)
             done += n
         return done
+
+    def sys_writev(self, task, args):
+        """writev(fd, iov, iovcnt): the iovec is copied in and each segment
+        checked (rw_copy_check_uvector), then generic_file_write walks it."""
+        fd, iov_addr, iovcnt = args[0], args[1], args[2]
+        if not 0 < iovcnt <= UIO_MAXIOV:
+            return -EINVAL if iovcnt else 0
+        raw = yield from self.copy_from_user(task, iov_addr, 8 * iovcnt)
+        if raw is None:
+            return -EFAULT
+        iov = list(struct.iter_unpack('<II', raw))
+        if fd in (1, 2):
+            total = 0
+            for base, n in iov:
+                r = yield from self._console_write(task, base, n)
+                if r < 0:
+                    return total if total else r
+                total += r
+            return total
+        if self.k.vfs is None:
+            return -EBADF
+        return (yield from self.k.vfs.sys_writev(task, fd, iov))
 
     def sys_read(self, task, args):
         fd, buf, count = args[0], args[1], args[2]

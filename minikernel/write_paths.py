@@ -38,9 +38,14 @@ holds mm->mmap_sem for reading from the prefault to the end of the copy
                    preemption inside it is fine; faults are refused with
                    pagefault_disable (not preempt_disable).
 
-Rules: write_page is a generator called with inode->i_sem held; it returns
-the bytes copied into the page cache (0 stops the write, a negative errno
-fails it) and leaves no page locked and no kmap held.
+Rules: write_page is a generator called with inode->i_sem held; it gets
+the piece of the user's iovec for one page as segments [(addr, len)] (one
+for write(), maybe several for writev()) and returns the bytes copied into
+the page cache (0 stops the write, a negative errno fails it); it leaves no
+page locked and no kmap held.  As in 2.5.34 and 2.6.24, the prefault covers
+only the FIRST segment (fault_in_pages_readable(buf, bytes) on the current
+iov_base; iov_iter_fault_in_readable): a later segment that is not present
+faults inside the copy, i.e. inside kmap_atomic.
 """
 from vm import x86
 
@@ -63,15 +68,16 @@ class WritePaths:
         self.counters = dict(write_pages=0, short_atomic_copies=0, fallback_copies=0,
                              perform_write_retries=0, gup_pages=0, write_efault=0)
 
-    def write_page(self, task, file, index, offset, buf, nbytes):
-        """One piece of a write: `nbytes` from user `buf` into page `index`
-        of the file at `offset`.  Generator -> bytes copied or -errno."""
+    def write_page(self, task, file, index, offset, segs, nbytes):
+        """One piece of a write: `nbytes` from the user segments `segs` into
+        page `index` of the file at `offset`.  Generator -> bytes copied or
+        -errno."""
         self.counters['write_pages'] += 1
         mm = task.mm
         if self.hold_mmap_sem:
             yield from mm.mmap_sem.down_read(task)
         try:
-            copied = yield from self._body(task, file, index, offset, buf, nbytes)
+            copied = yield from self._body(task, file, index, offset, segs, nbytes)
         finally:
             if self.hold_mmap_sem:
                 mm.mmap_sem.up_read(task)
@@ -81,11 +87,31 @@ class WritePaths:
 
     # ---- shared steps -------------------------------------------------------
 
-    def _prefault_2_4(self, task, buf, nbytes):
-        """__get_user of the first and the last byte (2.4.18 / Andrew's
-        pseudocode; the result is ignored, as there)."""
+    def _prefault_2_4(self, task, segs):
+        """__get_user of the first and the last byte of the first segment
+        (2.4.18 / Andrew's pseudocode; the result is ignored, as there)."""
+        buf, n = segs[0]
         yield Guest('__get_user_1', buf)
-        yield Guest('__get_user_1', buf + nbytes - 1)
+        yield Guest('__get_user_1', buf + n - 1)
+
+    def _fault_in(self, segs):
+        """fault_in_pages_readable(buf, bytes) of the first segment (2.5.34);
+        iov_iter_fault_in_readable (2.6.24) does the same.  -> 0/-EFAULT."""
+        buf, n = segs[0]
+        r = yield Guest('fault_in_pages_readable', buf, n)
+        return -EFAULT if r else 0
+
+    def _copy_segs(self, routine, dst, segs):
+        """filemap_copy_from_user_iovec: copy segment after segment with
+        `routine` (a __copy_from_user flavour) into kernel address `dst`,
+        stopping at the first short copy.  Generator -> bytes copied."""
+        done = 0
+        for addr, n in segs:
+            left = yield Guest(routine, dst + done, addr, n)
+            done += n - left
+            if left:
+                break
+        return done
 
     def _begin(self, task, file, index, offset, nbytes):
         """write_begin: __grab_cache_page (locked) + prepare_write.
@@ -114,15 +140,15 @@ class WritePaths:
 
     # ---- kmap (2.4.18) ------------------------------------------------------
 
-    def _kmap(self, task, file, index, offset, buf, nbytes):
+    def _kmap(self, task, file, index, offset, segs, nbytes):
         fm = self.fm
-        yield from self._prefault_2_4(task, buf, nbytes)
+        yield from self._prefault_2_4(task, segs)
         pfn = yield from self._begin(task, file, index, offset, nbytes)
         if pfn < 0:
             return pfn
         page = self._page(pfn)
         kaddr = yield Guest('kmap', page)                   # 2.4's prepare_write kmaps
-        left = yield Guest('__copy_from_user', kaddr + offset, buf, nbytes)
+        left = nbytes - (yield from self._copy_segs('__copy_from_user', kaddr + offset, segs))
         if not left:
             yield from fm.generic_commit_write(task, pfn, offset, offset + nbytes)
         yield Guest('kunmap', page)                          # unlock: kunmap, UnlockPage
@@ -132,16 +158,17 @@ class WritePaths:
 
     # ---- dont_unmap (Andrew Morton, July 2002) ---------------------------------
 
-    def _dont_unmap(self, task, file, index, offset, buf, nbytes):
-        k, mm = self.k, task.mm
+    def _dont_unmap(self, task, file, index, offset, segs, nbytes):
+        mm = task.mm
         self._pin(mm, +1)                          # atomic_inc(&mm->dont_unmap_pages)
         try:
-            yield from self._prefault_2_4(task, buf, nbytes)
+            yield from self._prefault_2_4(task, segs)
             pfn = yield from self._begin(task, file, index, offset, nbytes)
             if pfn < 0:
                 return pfn
             kaddr = yield Guest('kmap_atomic', self._page(pfn), KM_USER0)
-            left = yield Guest('__copy_from_user', kaddr + offset, buf, nbytes)
+            copied = yield from self._copy_segs('__copy_from_user', kaddr + offset, segs)
+            left = nbytes - copied
             yield Guest('kunmap_atomic', kaddr, KM_USER0)
             if left:
                 self.counters['short_atomic_copies'] += 1
@@ -157,12 +184,20 @@ class WritePaths:
 
     # ---- gup_pin (Martin Bligh) --------------------------------------------------
 
-    def _gup_pin(self, task, file, index, offset, buf, nbytes):
+    def _gup_pin(self, task, file, index, offset, segs, nbytes):
         k, mm = self.k, task.mm
+        pinned = []
         yield from mm.mmap_sem.down_read(task)
-        pinned = yield from self.get_user_pages(task, mm, buf, nbytes)
+        for addr, n in segs:
+            pages = yield from self.get_user_pages(task, mm, addr, n)
+            if pages is None:
+                break
+            pinned.append((addr, n, pages))
         mm.mmap_sem.up_read(task)
-        if pinned is None:
+        if len(pinned) < len(segs):
+            for _, _, pages in pinned:
+                for p in pages:
+                    k.put_page(p)
             return -EFAULT
         try:
             pfn = yield from self._begin(task, file, index, offset, nbytes)
@@ -170,19 +205,27 @@ class WritePaths:
                 return pfn
             dst = yield Guest('kmap_atomic', self._page(pfn), KM_USER0)
             done = 0
-            for upfn in pinned:
-                uoff = (buf + done) & (PAGE - 1)
-                n = min(PAGE - uoff, nbytes - done)
-                src = yield Guest('kmap_atomic', self._page(upfn), KM_USER1)
-                yield Guest('memcpy', dst + offset + done, src + uoff, n)
-                yield Guest('kunmap_atomic', src, KM_USER1)
+            for addr, n, pages in pinned:
+                yield from self._copy_pinned(dst + offset + done, addr, n, pages)
                 done += n
             yield Guest('kunmap_atomic', dst, KM_USER0)
             yield from self._end(task, pfn, offset, nbytes)
         finally:
-            for upfn in pinned:
-                k.put_page(upfn)
+            for _, _, pages in pinned:
+                for p in pages:
+                    k.put_page(p)
         return nbytes
+
+    def _copy_pinned(self, dst, addr, n, pages):
+        """memcpy from pinned user pages through KM_USER1 kmap_atomics."""
+        done = 0
+        for upfn in pages:
+            uoff = (addr + done) & (PAGE - 1)
+            m = min(PAGE - uoff, n - done)
+            src = yield Guest('kmap_atomic', self._page(upfn), KM_USER1)
+            yield Guest('memcpy', dst + done, src + uoff, m)
+            yield Guest('kunmap_atomic', src, KM_USER1)
+            done += m
 
     def get_user_pages(self, task, mm, addr, nbytes):
         """get_user_pages() (2.4/2.5 mm/memory.c): for each page of the
@@ -229,44 +272,49 @@ class WritePaths:
 
     # ---- atomic_fallback (2.5.34) ------------------------------------------------
 
-    def _atomic_fallback(self, task, file, index, offset, buf, nbytes):
-        yield Guest('fault_in_pages_readable', buf, nbytes)
+    def _atomic_fallback(self, task, file, index, offset, segs, nbytes):
+        yield from self._fault_in(segs)                              # result ignored (2.5.34)
         pfn = yield from self._begin(task, file, index, offset, nbytes)
         if pfn < 0:
             return pfn
         page = self._page(pfn)
         kaddr = yield Guest('kmap_atomic', page, KM_USER0)          # filemap_copy_from_user
-        left = yield Guest('__copy_from_user', kaddr + offset, buf, nbytes)
+        copied = yield from self._copy_segs('__copy_from_user', kaddr + offset, segs)
         yield Guest('kunmap_atomic', kaddr, KM_USER0)
+        left = nbytes - copied
         if left:                                                     # do it the slow way
             self.counters['short_atomic_copies'] += 1
             self.counters['fallback_copies'] += 1
             kaddr = yield Guest('kmap', page)
-            left = yield Guest('__copy_from_user', kaddr + offset, buf, nbytes)
+            copied = yield from self._copy_segs('__copy_from_user', kaddr + offset, segs)
+            left = nbytes - copied
             yield Guest('kunmap', page)
         yield from self._end(task, pfn, offset, 0 if left else nbytes)
         return -EFAULT if left else nbytes
 
     # ---- perform_write (2.6.24) and kmap_local (v5.11) -------------------------------
 
-    def _perform_write(self, task, file, index, offset, buf, nbytes):
-        return (yield from self._retry_loop(task, file, index, offset, buf, nbytes, self._copy_atomic))
+    def _perform_write(self, task, file, index, offset, segs, nbytes):
+        return (yield from self._retry_loop(task, file, index, offset, segs, nbytes,
+                                            self._copy_atomic))
 
-    def _kmap_local(self, task, file, index, offset, buf, nbytes):
-        return (yield from self._retry_loop(task, file, index, offset, buf, nbytes, self._copy_local))
+    def _kmap_local(self, task, file, index, offset, segs, nbytes):
+        return (yield from self._retry_loop(task, file, index, offset, segs, nbytes,
+                                            self._copy_local))
 
-    def _retry_loop(self, task, file, index, offset, buf, nbytes, copy):
+    def _retry_loop(self, task, file, index, offset, segs, nbytes, copy):
         """generic_perform_write's loop for one page: fault in, write_begin,
         copy with faults refused, write_end; on copied == 0 unlock and go
-        again (after faulting in again).  A partial copy into a page that
-        is not uptodate commits nothing (block_write_end)."""
+        again with a single segment (after faulting it in again).  A partial
+        copy into a page that is not uptodate commits nothing
+        (block_write_end)."""
         while True:
-            if (yield Guest('fault_in_pages_readable', buf, nbytes)):
+            if (yield from self._fault_in(segs)):
                 return -EFAULT
             pfn = yield from self._begin(task, file, index, offset, nbytes)
             if pfn < 0:
                 return pfn
-            copied = yield from copy(pfn, offset, buf, nbytes)
+            copied = yield from copy(pfn, offset, segs)
             if copied < nbytes and not self.fm.PageUptodate(pfn):
                 copied = 0
             yield from self._end(task, pfn, offset, copied)
@@ -274,19 +322,21 @@ class WritePaths:
                 return copied
             self.counters['perform_write_retries'] += 1
             self.counters['short_atomic_copies'] += 1
+            segs = segs[:1]                          # iov_iter_single_seg_count
+            nbytes = segs[0][1]
 
-    def _copy_atomic(self, pfn, offset, buf, nbytes):
+    def _copy_atomic(self, pfn, offset, segs):
         """iov_iter_copy_from_user_atomic: kmap_atomic + __copy_from_user_inatomic."""
         kaddr = yield Guest('kmap_atomic', self._page(pfn), KM_USER0)
-        left = yield Guest('__copy_from_user_inatomic', kaddr + offset, buf, nbytes)
+        copied = yield from self._copy_segs('__copy_from_user_inatomic', kaddr + offset, segs)
         yield Guest('kunmap_atomic', kaddr, KM_USER0)
-        return nbytes - left
+        return copied
 
-    def _copy_local(self, pfn, offset, buf, nbytes):
+    def _copy_local(self, pfn, offset, segs):
         """kmap_local_page + pagefault_disable + __copy_from_user_inatomic."""
         kaddr = yield Guest('kmap_local_page', self._page(pfn))
         yield Guest('pagefault_disable')
-        left = yield Guest('__copy_from_user_inatomic', kaddr + offset, buf, nbytes)
+        copied = yield from self._copy_segs('__copy_from_user_inatomic', kaddr + offset, segs)
         yield Guest('pagefault_enable')
         yield Guest('kunmap_local', kaddr)
-        return nbytes - left
+        return copied

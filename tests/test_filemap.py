@@ -49,7 +49,8 @@ class AtomicWritePath:
         self.k = k
         self.skew = skew
 
-    def write_page(self, task, file, index, offset, buf, nbytes):
+    def write_page(self, task, file, index, offset, segs, nbytes):
+        buf = segs[0][0]
         k, fm = self.k, self.k.filemap
         if (yield Guest('fault_in_pages_readable', buf, nbytes)) != 0:
             return -14
@@ -301,7 +302,8 @@ class KmapFallbackWritePath(AtomicWritePath):
     page still locked.  `first` is the atomic copy's routine."""
     first = '__copy_from_user'
 
-    def write_page(self, task, file, index, offset, buf, nbytes):
+    def write_page(self, task, file, index, offset, segs, nbytes):
+        buf = segs[0][0]
         k, fm = self.k, self.k.filemap
         pfn = yield from fm.grab_cache_page(task, file.mapping, index)
         yield from fm.block_prepare_write(task, pfn, offset, offset + nbytes)

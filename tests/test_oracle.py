@@ -108,9 +108,9 @@ def test_user_memory_is_read_through_the_page_tables():
 def test_a_write_in_flight_at_the_check_may_hold_old_or_new_bytes():
     class StuckAfterOnePage(AtomicWritePath):
         """Copies the first page, then sleeps forever inside write()."""
-        def write_page(self, task, file, index, offset, buf, nbytes):
+        def write_page(self, task, file, index, offset, segs, nbytes):
             if index == 0:
-                return (yield from super().write_page(task, file, index, offset, buf, nbytes))
+                return (yield from super().write_page(task, file, index, offset, segs, nbytes))
             never = WaitQueue('never')
             yield from self.k.sched.wait_event(task, never, lambda: False, what=('never',))
     k = boot(write_path=StuckAfterOnePage)

@@ -26,6 +26,8 @@ from unicorn import Uc, UcError, UC_ARCH_X86, UC_ERR_INSN_INVALID, UC_MODE_32, U
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_INTR, UC_HOOK_CODE
 from unicorn import x86_const as ux
 
+from unicorn.unicorn_py3.unicorn import uclib
+
 from . import native, x86
 
 # Registers read at every stop and written at every entry, in this order.
@@ -145,8 +147,11 @@ class CPU:
         self.k.reg_read = native.UC_REG_READ
         native.hook_add(self.uc, UC_HOOK_BLOCK, native.BLOCK_HOOK, self.kptr)
         native.hook_add(self.uc, UC_HOOK_INTR, native.INTR_HOOK, self.kptr)
-        self._state = native.RegFile(self.uc, [_REG_IDS[r] for r in STATE_REGS])
+        self._state = native.RegFile(self.uc, [_REG_IDS[r] for r in STATE_REGS],
+                                     narrow={ux.UC_X86_REG_CS})
         self._entry = native.RegFile(self.uc, [_REG_IDS[r] for r in ENTRY_REGS])
+        self._uch = self.uc._uch
+        self._emu_start = uclib.uc_emu_start       # no Python hooks: skip the wrapper
         self._md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
         self._md.detail = True
         self._template = None
@@ -278,7 +283,9 @@ class CPU:
         k.blk_count = 0
         self.counters['runs'] += 1
         try:
-            self.uc.emu_start(self.regs['eip'], 0)
+            status = self._emu_start(self._uch, self.regs['eip'], 0, 0, 0)
+            if status != 0:
+                raise UcError(status)
         except UcError as e:
             regs = self.read_state()
             native.settle(self.kptr, regs['eip'])

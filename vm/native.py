@@ -91,27 +91,33 @@ def hook_del(uc, handle):
 
 class RegFile:
     """Fast batch access to a fixed list of 32-bit registers of one Unicorn
-    instance: one ctypes call per read or write of the whole list."""
+    instance: one ctypes call per read or write of the whole list.  Segment
+    registers are read as 16 bits by Unicorn: their slots are cleared first."""
 
-    def __init__(self, uc, regids):
+    def __init__(self, uc, regids, narrow=()):
         self._uch = uc._uch
         self.n = len(regids)
         self._ids = (ctypes.c_int32 * self.n)(*regids)
-        self._vals = (ctypes.c_uint64 * self.n)()
+        self._vals = (ctypes.c_uint32 * self.n)()
         self._ptrs = (ctypes.c_void_p * self.n)(
-            *[ctypes.addressof(self._vals) + 8 * i for i in range(self.n)])
+            *[ctypes.addressof(self._vals) + 4 * i for i in range(self.n)])
+        self._narrow = [i for i, r in enumerate(regids) if r in narrow]
+        self._read_batch = uclib.uc_reg_read_batch
+        self._write_batch = uclib.uc_reg_write_batch
 
     def read(self):
-        for i in range(self.n):
-            self._vals[i] = 0
-        status = uclib.uc_reg_read_batch(self._uch, self._ids, self._ptrs, self.n)
+        vals = self._vals
+        for i in self._narrow:
+            vals[i] = 0
+        status = self._read_batch(self._uch, self._ids, self._ptrs, self.n)
         if status != 0:
             raise RuntimeError(f'uc_reg_read_batch failed: error {status}')
-        return [v & 0xFFFFFFFF for v in self._vals]
+        return list(vals)
 
     def write(self, values):
+        vals = self._vals
         for i, v in enumerate(values):
-            self._vals[i] = v & 0xFFFFFFFF
-        status = uclib.uc_reg_write_batch(self._uch, self._ids, self._ptrs, self.n)
+            vals[i] = v & 0xFFFFFFFF
+        status = self._write_batch(self._uch, self._ids, self._ptrs, self.n)
         if status != 0:
             raise RuntimeError(f'uc_reg_write_batch failed: error {status}')

@@ -1,10 +1,11 @@
 // asm/user/writer.S: write a file with a known pattern, piece by piece.
 //
-//   writer PATH NPAGES CHUNK TAG
+//   writer PATH NPAGES CHUNK TAG [ROUNDS]
 // open(PATH, O_CREAT|O_WRONLY|O_TRUNC); fill a CHUNK-byte anonymous buffer
 // with pattern(TAG); write it again and again until NPAGES * 4096 bytes are
 // in the file (every write lands on fresh page-cache pages: the kmap path
-// takes a new pkmap slot for each); close.
+// takes a new pkmap slot for each); ROUNDS times (default 1), going back to
+// offset 0 with lseek between rounds; close.
 // pattern(i) = (i * 31 + TAG) & 0xff
 // Exit code: 0 ok; 20 open, 21 mmap, 22 a write returned less than CHUNK.
 
@@ -23,6 +24,12 @@ _start:
         mov dword ptr [chunk], eax
         mov eax, dword ptr [esp + 16]
         mov dword ptr [tag], eax
+        mov dword ptr [rounds], 1
+        cmp dword ptr [esp], 5
+        jb 5f
+        mov eax, dword ptr [esp + 20]
+        mov dword ptr [rounds], eax
+5:
 
         xor ebx, ebx                            // buf = mmap2(0, CHUNK, RW, PRIVATE|ANON)
         mov ecx, dword ptr [chunk]
@@ -48,7 +55,16 @@ _start:
 
 2:      xor esi, esi                            // bytes written
 3:      cmp esi, dword ptr [total]
-        jae 4f
+        jb 6f
+        dec dword ptr [rounds]
+        jz 4f
+        mov ebx, dword ptr [fd]                 // lseek(fd, 0, SEEK_SET): next round
+        xor ecx, ecx
+        xor edx, edx
+        mov eax, 19
+        int 0x80
+        xor esi, esi
+6:
         mov ebx, dword ptr [fd]
         mov ecx, dword ptr [buf]
         mov edx, dword ptr [chunk]
@@ -77,3 +93,4 @@ total:  .long 0
 chunk:  .long 0
 tag:    .long 0
 buf:    .long 0
+rounds: .long 0
