@@ -14,10 +14,13 @@ expectation), counters (flat name -> number), reports, console, wall_s.
 import time
 
 from minikernel.binfmt import assemble_program
+
+from . import scenario as scenario_mod
 from minikernel.kernel import ASM_DIR, ROOT, Kernel
 
 # Outcome kinds by precedence: the first one present is "the" outcome.
-PRECEDENCE = ('corruption', 'deadlock', 'no_progress', 'oom', 'crash', 'bug', 'killed', 'timeout')
+PRECEDENCE = ('corruption', 'deadlock', 'no_progress', 'oom', 'crash', 'bug', 'killed', 'failed',
+              'timeout')
 REPORT_KIND = {'bug': 'bug', 'oops': 'bug', 'deadlock': 'deadlock', 'oom': 'oom',
                'corruption': 'corruption', 'crash': 'crash', 'no_progress': 'no_progress',
                'kill': 'killed'}
@@ -38,8 +41,17 @@ def boot(scn, variant, seed=None, overrides=None):
     opts.setdefault('max_cycles', DEFAULT_MAX_CYCLES)
     programs = {p: program_image(p) for p in scn.programs()}
     k = Kernel(opts, programs)
+    create_files(k, scn)
     spawn_tasks(k, scn)
     return k
+
+
+def create_files(k, scn):
+    for spec in scn.files:
+        data = scenario_mod.file_data(spec, f'{scn.path}: file {spec["name"]}')
+        max_size = scenario_mod.parse_size(spec.get('max_size', max(len(data), 4 << 20)),
+                                           f'{scn.path}: file {spec["name"]}')
+        k.vfs.create_file(spec['name'], data, max_size=max_size)
 
 
 def spawn_tasks(k, scn):
@@ -76,6 +88,11 @@ def judge(k, end):
             findings.add(kind)
     if end == 'time limit':
         findings.add('timeout')
+    for t in k.workload:
+        if t.killed_by is None and t.exit_code not in (0, None):
+            findings.add('failed')
+            k.report('failed', f'{t.name}/{t.pid} ({t.program.name if t.program else "kthread"}) '
+                               f'exited with code {t.exit_code}', task=t)
     for kind in PRECEDENCE:
         if kind in findings:
             return kind, findings

@@ -6,9 +6,16 @@ A scenario is a TOML file (docs/scenarios.md has the full format):
     description = "every CPU prints hello"
     [machine]            cpus, mem, highmem, seed, quantum, schedule
     [boot]               any boot option of minikernel.kernel.BOOT_OPTIONS
+    [[file]]             name, size, seed: a file on the disk at boot, holding
+                         pattern(i) = (i * 13 + seed) & 0xff (or all zeros
+                         with seed = -1); max_size (default: its size, at
+                         least 4M)
     [[task]]             name, program, args, cpu (int or "each"), start,
-                         thread_of (share the mm of an earlier task), count
+                         thread_of (share the mm of an earlier task), count;
+                         string args may say {cpu} and {n} (the CPU and the
+                         copy number of this instance)
     [sweep]              key = [values...]: one variant per combination
+    [[variant]]          or: an explicit list of variants (tables of options)
     [expect]             outcome, also, checks (predicates on counters)
     [[expect.case]]      when = {key = value, ...}: overrides for variants
 
@@ -25,10 +32,11 @@ from minikernel.kernel import BOOT_OPTIONS
 
 SCENARIO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scenarios')
 OUTCOMES = ('completed', 'bug', 'oom', 'deadlock', 'no_progress', 'corruption', 'killed',
-            'timeout', 'crash')
+            'failed', 'timeout', 'crash')
 MACHINE_KEYS = {'cpus', 'mem', 'highmem', 'seed', 'quantum', 'schedule'}
 TOP_KEYS = {'name', 'description', 'machine', 'boot', 'task', 'sweep', 'expect', 'plan',
-            'report', 'notes', 'oracle'}
+            'report', 'notes', 'oracle', 'file', 'variant'}
+FILE_KEYS = {'name', 'size', 'seed', 'max_size'}
 TASK_KEYS = {'name', 'program', 'args', 'cpu', 'start', 'thread_of', 'count'}
 EXPECT_KEYS = {'outcome', 'also', 'checks', 'case', 'not'}
 CASE_KEYS = {'when', 'outcome', 'also', 'checks', 'not'}
@@ -59,6 +67,9 @@ class Scenario:
         self.boot = data.get('boot', {})
         self.tasks = data.get('task', [])
         self.sweep = data.get('sweep', {})
+        self.explicit = data.get('variant', [])
+        self.files = data.get('file', [])
+        self.plan = data.get('plan')
         self.expect = data.get('expect', {})
         self.report_keys = data.get('report', {}).get('counters', [])
         self.oracle = data.get('oracle', {})
@@ -68,7 +79,10 @@ class Scenario:
         return sorted({t['program'] for t in self.tasks})
 
     def variants(self):
-        """Every combination of the sweep axes, in file order: [dict]."""
+        """The explicit [[variant]] list, or every combination of the sweep
+        axes, in file order: [dict]."""
+        if self.explicit:
+            return [dict(v) for v in self.explicit]
         keys = list(self.sweep)
         if not keys:
             return [{}]
@@ -102,6 +116,16 @@ class Scenario:
                 nots = case.get('not', nots)
                 break
         return outcome, also, checks, nots
+
+
+def file_data(spec, where):
+    """The bytes of a [[file]]: pattern(i) = (i * 13 + seed) & 0xff."""
+    size = parse_size(spec.get('size', 0), where)
+    seed = spec.get('seed', 0)
+    if seed == -1:
+        return bytes(size)
+    period = bytes((i * 13 + seed) & 0xFF for i in range(256))
+    return (period * (size // 256 + 1))[:size]
 
 
 def find(name_or_path):
@@ -193,6 +217,22 @@ def validate(path, data):
             raise ScenarioError(f'{path}: sweep.{k}: must be a non-empty list')
         for v in vals:
             _check_option(path, 'sweep.', k, v)
+    if data.get('sweep') and data.get('variant'):
+        raise ScenarioError(f'{path}: variant: give either [sweep] or [[variant]], not both')
+    for i, v in enumerate(data.get('variant', [])):
+        if not isinstance(v, dict) or not v:
+            raise ScenarioError(f'{path}: variant[{i}]: a table of options')
+        for k, val in v.items():
+            _check_option(path, f'variant[{i}].', k, val)
+    for i, f in enumerate(data.get('file', [])):
+        _check_keys(path, f'file[{i}].', f, FILE_KEYS)
+        if not isinstance(f.get('name'), str) or not f['name']:
+            raise ScenarioError(f'{path}: file[{i}].name: missing or not a string')
+        parse_size(f.get('size', 0), f'{path}: file[{i}].size')
+        if 'max_size' in f:
+            parse_size(f['max_size'], f'{path}: file[{i}].max_size')
+        if not isinstance(f.get('seed', 0), int):
+            raise ScenarioError(f'{path}: file[{i}].seed: an integer')
     e = data.get('expect', {})
     _check_keys(path, 'expect.', e, EXPECT_KEYS)
     _check_expect(path, 'expect.', e)

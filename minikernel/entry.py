@@ -201,6 +201,7 @@ class Engine:
         sched = self.k.sched
         sched.current[cpu.index] = next_task
         next_task.counters['switches'] += 1
+        self.k.set_user_code(cpu, next_task)
 
     def _frame_done(self, cpu, task, f, value):
         kind = f.kind

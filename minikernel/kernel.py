@@ -35,6 +35,7 @@ from .checks import Checks
 from .costs import make_costs
 from .entry import Engine, KRET_VECTOR, KSVC_VECTOR, PT_REGS_SIZE
 from .exit import Exit
+from .faults import Faults
 from .filemap import Filemap
 from .fs import Vfs
 from .irq import (CALL_FUNCTION_VECTOR, DISK_VECTOR, INVALIDATE_TLB_VECTOR,
@@ -80,6 +81,7 @@ BOOT_OPTIONS = {
     'reclaim': ('rmap', ('rmap', 'swap_out')),
     'oom_policy': ('kill', ('kill', 'loop')),
     'max_cycles': (None, int),
+    'watchdog': (20_000_000, int),
 }
 
 
@@ -236,6 +238,7 @@ class Kernel:
 
     def _boot_cpus(self):
         img = self.image
+        self._user_image = [None] * len(self.machine.cpus)
         boot_esp = PAGE_OFFSET + self.ti_boot_pa + 2 * PAGE_SIZE - 16
         for cpu in self.machine.cpus:
             cpu.boot(self.swapper_pg_dir_pa, PAGE_OFFSET + layout.GDT_PHYS, 8 * x86.GDT_ENTRIES,
@@ -251,6 +254,7 @@ class Kernel:
         self.machine.write32(self.image.symbols[symbol] - PAGE_OFFSET, value)
 
     def _init_subsystems(self):
+        self.faults = Faults(self)
         self.slab = Slab(self)
         self.sched = Scheduler(self, self.config['cpus'])
         self.engine = Engine(self)
@@ -430,6 +434,8 @@ class Kernel:
         Generator -> pfn or None."""
         from .task import Charge
         yield Charge(self.costs['page_alloc'])
+        if self.faults.should_fail_alloc_page(task, gfp_mask, order):
+            return None
         pfn = self.page_alloc.alloc_pages_fast(gfp_mask, order)
         if pfn is None and self.vmscan is not None:
             pfn = yield from self.vmscan.alloc_pages_slow(task, gfp_mask, order)
@@ -572,12 +578,14 @@ class Kernel:
         self.mm_free_deferred = keep
 
     def set_user_code(self, cpu, task):
-        """Point the CPU's instruction counter at the task's program image."""
+        """Point the CPU's instruction counter at the task's program image
+        (a kernel thread keeps whatever user image was there: it runs none)."""
         prog = task.program
-        if prog is not None:
-            cpu.set_code_region(1, prog.image.base, prog.image.size, prog.image.insn_bitmap)
-        else:
-            cpu.clear_code_region(1)
+        if prog is None or self._user_image[cpu.index] is prog.image:
+            return
+        img = prog.image
+        cpu.set_code_region(1, img.base, img.size, img.insn_bitmap)
+        self._user_image[cpu.index] = img
 
     def sleep_for(self, task, cycles):
         """schedule_timeout(): sleep `cycles` of simulated time.  Generator."""

@@ -47,6 +47,7 @@ VM_LOCKED = 0x2000
 
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x01, 0x02, 0x10, 0x20
+MAP_POPULATE = 0x8000              # 2.5.46: fault the whole mapping in at mmap time
 
 # Guest mm_struct (the part asm reads), 32 bytes from kmalloc.
 MM_PGD = 0
@@ -230,8 +231,21 @@ class MemoryManager:
                 return -12
         vflags = ((VM_READ if prot & PROT_READ else 0) | (VM_WRITE if prot & PROT_WRITE else 0)
                   | (VM_EXEC if prot & PROT_EXEC else 0) | (VM_SHARED if flags & MAP_SHARED else 0))
-        mm.insert_vma(VMA(mm, addr, addr + length, vflags, file, pgoff, name))
+        vma = VMA(mm, addr, addr + length, vflags, file, pgoff, name)
+        mm.insert_vma(vma)
+        if flags & MAP_POPULATE:
+            yield from self.make_pages_present(task, mm, vma)
         return addr
+
+    def make_pages_present(self, task, mm, vma):
+        """make_pages_present() (2.5.46 MAP_POPULATE, mlock): fault every
+        page of the VMA in, as a read (a write for a private writable one).
+        mmap_sem held.  Generator."""
+        write = bool(vma.flags & VM_WRITE) and not vma.flags & VM_SHARED
+        for va in range(vma.start, vma.end, PAGE):
+            r = yield from self.handle_mm_fault(task, mm, vma, va, write)
+            if r <= 0:
+                break
 
     def do_munmap(self, task, mm, addr, length):
         """do_munmap(): split/remove VMAs over the range, zap its PTEs, flush

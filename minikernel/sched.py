@@ -86,7 +86,8 @@ class Scheduler:
         self.tasks = {}               # pid -> Task
         self.next_pid = 1
         self.counters = dict(context_switches=0, wakeups=0, preemptions=0,
-                             sleep_in_atomic_bugs=0, might_sleep_bugs=0)
+                             sleep_in_atomic_bugs=0, might_sleep_bugs=0,
+                             switches_in_kmap_local=0)
 
     # ---- task creation ------------------------------------------------
 
@@ -228,6 +229,9 @@ class Scheduler:
         k = self.k
         cpu = prev.cpu
         self.counters['context_switches'] += 1
+        if self.read_ti(prev, TI_KMAP_IDX):
+            self.counters['switches_in_kmap_local'] += 1      # prev holds local kmaps
+        k.trace_event('context_switch', task=prev, next=f'{nxt.name}/{nxt.pid}')
         prev_mm = prev.active_mm
         if nxt.mm is None:
             nxt.active_mm = prev_mm               # enter_lazy_tlb

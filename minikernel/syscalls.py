@@ -14,7 +14,7 @@ it may sleep.
 """
 import struct
 
-from .memory import MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, PROT_EXEC, PROT_READ, PROT_WRITE
+from .memory import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_EXEC, PROT_READ, PROT_WRITE
 from .task import Charge, Guest
 
 EPERM, ENOENT, EBADF, EAGAIN, ENOMEM, EFAULT, EINVAL, ENOSYS = 1, 2, 9, 11, 12, 14, 22, 38

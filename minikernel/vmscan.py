@@ -60,7 +60,7 @@ class VMScan:
         self.last_free = 0
         self.counters = dict(pages_scanned=0, pages_reclaimed=0, ptes_visited=0,
                              pages_unmapped=0, pages_activated=0, unmap_skipped_pinned=0,
-                             unmap_trylock_failed=0, writebacks=0, direct_reclaims=0,
+                             unmap_trylock_failed=0, pinned_unmaps=0, writebacks=0, direct_reclaims=0,
                              kswapd_runs=0, oom_kills=0, alloc_retries=0, alloc_failed=0,
                              swap_full=0)
 
@@ -362,6 +362,10 @@ class VMScan:
         rss-- + page_cache_release: the common end of try_to_unmap_one and
         try_to_swap_out."""
         k = self.k
+        if mm.dont_unmap_pages:                       # checker: the design's invariant
+            self.counters['pinned_unmaps'] += 1
+            k.report('bug', f'reclaim unmapped {va:#x} of a pinned mm (dont_unmap_pages '
+                            f'{mm.dont_unmap_pages})', task=task)
         pte_pa = k.mm.pte_offset(mm, va)
         pte = k.mm.read_pte(pte_pa)
         k.mm.write_pte(pte_pa, 0)

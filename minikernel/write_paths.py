@@ -73,6 +73,7 @@ class WritePaths:
         page `index` of the file at `offset`.  Generator -> bytes copied or
         -errno."""
         self.counters['write_pages'] += 1
+        self.k.faults.write_context(task, segs=segs, nbytes=nbytes, index=index)
         mm = task.mm
         if self.hold_mmap_sem:
             yield from mm.mmap_sem.down_read(task)
@@ -117,6 +118,7 @@ class WritePaths:
         """write_begin: __grab_cache_page (locked) + prepare_write.
         Generator -> pfn, or -errno."""
         fm = self.fm
+        yield from self.k.faults.at('write_path.after_prefault', task)
         pfn = yield from fm.grab_cache_page(task, file.inode.mapping, index)
         if pfn is None:
             return -ENOMEM
@@ -125,6 +127,7 @@ class WritePaths:
             fm.unlock_page(task, pfn)
             fm.page_cache_release(pfn)
             return err
+        yield from self.k.faults.at('write_path.before_copy', task)
         return pfn
 
     def _end(self, task, pfn, offset, copied):

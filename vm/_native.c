@@ -12,8 +12,11 @@
  *    instruction-start bitmap of the image that holds it; when a trap or hlt
  *    ends a block early, the instructions from EIP to the block end are taken
  *    back (kcpu_settle), so the count is exact at every stop.
- *  - A `rep` string instruction is one block per iteration in TCG: each
- *    iteration counts as one instruction, as QEMU's icount does.
+ *  - A `rep` string instruction is one block per iteration in TCG, plus a
+ *    last pass that finds ECX=0: N iterations count N+1.  Deterministic, and
+ *    exact across a fault in the middle.
+ *  - Block counts are cached per (address, size); `gen` is bumped whenever
+ *    a code region changes (another program's image), which drops the cache.
  *  - Emulation stops only at block boundaries (limit reached, interrupt
  *    window open) or at a trap.  Both are deterministic.
  *  - The Unicorn #1883 fix: after every trap, `old_exception` in the CPU
@@ -27,6 +30,7 @@
 
 #define KCPU_MAX_REGIONS 8
 #define KCPU_MAX_RANGES 32
+#define KCPU_CACHE 1024         /* per-block instruction counts, direct mapped */
 #define EFLAGS_IF 0x200
 #define UC_X86_REG_EFLAGS 25
 #define UC_X86_REG_EIP 26
@@ -49,6 +53,11 @@ typedef struct {
 } insn_range;
 
 typedef struct {
+    uint32_t addr, size;    /* the block */
+    uint32_t n, gen;        /* its instruction count, valid while gen == kcpu.gen */
+} count_entry;
+
+typedef struct {
     uint64_t executed;      /* instructions retired (exact at every stop) */
     uint64_t limit;         /* stop at the first block boundary with executed >= limit */
     int32_t trap;           /* -1, or the intno of the trap that stopped the run */
@@ -69,6 +78,9 @@ typedef struct {
     uint32_t nranges;
     uint32_t pad;
     insn_range ranges[KCPU_MAX_RANGES];
+    uint32_t gen;           /* bumped whenever the regions change: drops the cache */
+    uint32_t pad2;
+    count_entry cache[KCPU_CACHE];
 } kcpu;
 
 static uint32_t count_starts(const kcpu *c, uint32_t addr, uint32_t size, int *known)
@@ -89,31 +101,42 @@ static uint32_t count_starts(const kcpu *c, uint32_t addr, uint32_t size, int *k
     return 1;
 }
 
+/* Of the instructions of [addr, addr+size) (n in all), how many start in
+ * [lo, hi).  A block may start before a range and run into it (a loop
+ * entered by falling through), or run past its end.  Outside every code
+ * region a block counts as one instruction, at its start. */
+static uint32_t starts_in(const kcpu *c, uint32_t addr, uint32_t size, uint32_t n,
+                          uint32_t lo, uint32_t hi)
+{
+    uint64_t end = (uint64_t)addr + size;
+    uint64_t a = addr > lo ? addr : lo, b = end < hi ? end : hi;
+    if (a >= b)
+        return 0;
+    if (a == addr && b == end)
+        return n;
+    int known;
+    uint32_t k = count_starts(c, (uint32_t)a, (uint32_t)(b - a), &known);
+    return known ? k : a == addr;
+}
+
 static void credit_ranges(kcpu *c, uint32_t addr, uint32_t size, uint32_t n)
 {
     for (uint32_t i = 0; i < c->nranges; i++) {
         insn_range *r = &c->ranges[i];
-        if (addr >= r->lo && addr < r->hi) {
-            if (addr + size <= r->hi) {
-                r->count += n;
-            } else {
-                int known;
-                r->count += count_starts(c, addr, r->hi - addr, &known);
-            }
-        }
+        r->count += starts_in(c, addr, size, n, r->lo, r->hi);
     }
 }
 
 /* UC_HOOK_BLOCK: the only hook on the hot path. */
 void kcpu_block_hook(void *uc, uint64_t address, uint32_t size, kcpu *c)
 {
-    if (c->executed >= c->limit) {
+    if (__builtin_expect(c->executed >= c->limit, 0)) {
         c->stop_reason = STOP_LIMIT;
         c->blk_count = 0;
         c->emu_stop(uc);
         return;
     }
-    if (c->irq_pending) {
+    if (__builtin_expect(c->irq_pending, 0)) {
         uint32_t eflags = 0;
         c->reg_read(uc, UC_X86_REG_EFLAGS, &eflags);
         if (eflags & EFLAGS_IF) {
@@ -123,10 +146,18 @@ void kcpu_block_hook(void *uc, uint64_t address, uint32_t size, kcpu *c)
             return;
         }
     }
-    int known;
-    uint32_t n = count_starts(c, (uint32_t)address, size, &known);
-    if (!known)
-        c->unknown_blocks++;
+    uint32_t a = (uint32_t)address, n;
+    count_entry *e = &c->cache[(a ^ (a >> 10)) & (KCPU_CACHE - 1)];
+    if (e->addr == a && e->size == size && e->gen == c->gen) {
+        n = e->n;
+    } else {
+        int known;
+        n = count_starts(c, a, size, &known);
+        if (!known)
+            c->unknown_blocks++;
+        else
+            e->addr = a, e->size = size, e->n = n, e->gen = c->gen;
+    }
     c->blk_addr = (uint32_t)address;
     c->blk_size = size;
     c->blk_count = n;
@@ -150,10 +181,10 @@ void kcpu_settle(kcpu *c, uint32_t eip)
         if (n > c->blk_count)
             n = c->blk_count;
         c->executed -= n;
-        for (uint32_t i = 0; i < c->nranges; i++) {
+        for (uint32_t i = 0; n && i < c->nranges; i++) {
             insn_range *r = &c->ranges[i];
-            if (c->blk_addr >= r->lo && c->blk_addr < r->hi)
-                r->count -= n <= r->count ? n : r->count;
+            uint32_t back = starts_in(c, eip, rest, n, r->lo, r->hi);
+            r->count -= back <= r->count ? back : r->count;
         }
     }
     c->blk_count = 0;
@@ -191,4 +222,228 @@ static struct PyModuleDef native_module = {
 PyMODINIT_FUNC PyInit__native(void)
 {
     return PyModule_Create(&native_module);
+}
+
+/* ---- Instruction tracing: the C side of vm/trace.py --------------------
+ *
+ * One `ktrace` per traced CPU, allocated and filled by vm/trace.py (ctypes;
+ * its KTrace mirrors this layout field by field, tests/test_trace.py checks
+ * the record layout by tracing known code).  The hooks are installed only
+ * while tracing is on:
+ *   ktrace_code_hook   UC_HOOK_CODE limited to one traced range [lo, hi):
+ *                      an INSN record: global sequence number, this CPU's
+ *                      instruction count before it, EIP, size, and the
+ *                      registers BEFORE the instruction.
+ *   ktrace_exit_hook   UC_HOOK_CODE on the first address after a range (a
+ *                      block falling through out of it): a STATE record,
+ *                      the registers after the last traced instruction.
+ *   ktrace_block_hook  UC_HOOK_BLOCK: a block starting outside every range
+ *                      right after a traced instruction gets a STATE record.
+ *   ktrace_point_hook  one-address UC_HOOK_CODE on a watched label: a POINT
+ *                      record with the registers (kmap slots, TLB flushes).
+ *   ktrace_mem_hook    UC_HOOK_MEM_READ|WRITE: the access (physical address,
+ *                      size, value) attached to the current INSN record.
+ * Rules
+ *  - The hooks read guest state and never write it nor stop the emulation:
+ *    tracing does not change the run.
+ *  - The global sequence number of an instruction is the number of guest
+ *    instructions all CPUs retired before it (CPUs run one at a time), so
+ *    it does not depend on what is traced.
+ *  - A full buffer drops records and counts them; vm/trace.py sizes the
+ *    buffers from the run's budget so that this does not happen.
+ */
+#define KT_NREGS 11
+#define KT_MAX_RANGES 64
+#define KT_MAX_CPUS 32
+#define KT_NONE 0xffffffffu
+#define KT_MEM_READ 16          /* UC_MEM_READ */
+
+enum kt_kind { KT_INSN = 0, KT_STATE = 1, KT_POINT = 2 };
+
+typedef int (*uc_reg_batch_fn)(void *uc, const int *regs, void **vals, int count);
+
+typedef struct {
+    uint64_t seq;           /* instructions retired machine-wide before this one */
+    uint64_t icount;        /* instructions retired on this CPU before this one */
+    uint32_t kind;          /* enum kt_kind */
+    uint32_t eip;
+    uint32_t size;          /* instruction bytes (INSN) */
+    uint32_t nmem;          /* memory accesses, from mem_first in the mem buffer */
+    uint32_t mem_first;
+    uint32_t regs[KT_NREGS];/* before the instruction (INSN, POINT), now (STATE) */
+} kt_rec;
+
+typedef struct {
+    uint32_t rec;           /* index of its INSN record */
+    uint32_t type;          /* 16 read, 17 write (uc_mem_type) */
+    uint32_t pa;            /* physical address (paging on: hooks see physical) */
+    uint32_t size;
+    uint64_t value;         /* read: the bytes in RAM before the read */
+} kt_mem;
+
+typedef struct {
+    kcpu *cpu;
+    uc_reg_batch_fn reg_read_batch;
+    uint32_t enabled;       /* 0: every hook returns at once */
+    uint32_t open;          /* the last record is an INSN still waiting for its after-state */
+    uint32_t cur;           /* INSN record that memory accesses attach to, or KT_NONE */
+    uint32_t nothers;
+    const uint64_t *others[KT_MAX_CPUS];  /* the other CPUs' `executed` */
+    int32_t regids[KT_NREGS];
+    uint32_t pad;
+    kt_rec *recs;
+    uint32_t nrec, cap;
+    kt_mem *mems;
+    uint32_t nmem, mcap;
+    uint64_t dropped;       /* records or accesses lost to a full buffer */
+    const uint8_t *ram;
+    uint64_t ram_size;
+    uint64_t seq_lo, seq_hi;/* only INSN records with seq in [lo, hi) */
+    uint32_t nranges;
+    uint32_t pad2;
+    uint32_t lo[KT_MAX_RANGES], hi[KT_MAX_RANGES];
+} ktrace;
+
+/* This CPU's retired count before the instruction at `addr` of the current
+ * block (the block hook credited the whole block on entry). */
+static uint64_t kt_icount(const kcpu *c, uint32_t addr)
+{
+    uint64_t before = c->executed - c->blk_count;
+    uint32_t off = addr - c->blk_addr;
+    if (off && off < c->blk_size) {
+        int known;
+        uint32_t n = count_starts(c, c->blk_addr, off, &known);
+        if (known)
+            before += n < c->blk_count ? n : c->blk_count;
+    }
+    return before;
+}
+
+static uint64_t kt_others(const ktrace *t)
+{
+    uint64_t s = 0;
+    for (uint32_t i = 0; i < t->nothers; i++)
+        s += *t->others[i];
+    return s;
+}
+
+static kt_rec *kt_append(ktrace *t, uint32_t kind, uint32_t eip, uint64_t icount)
+{
+    if (t->nrec >= t->cap) {
+        t->dropped++;
+        return NULL;
+    }
+    kt_rec *r = &t->recs[t->nrec];
+    r->seq = kt_others(t) + icount;
+    r->icount = icount;
+    r->kind = kind;
+    r->eip = eip;
+    r->size = 0;
+    r->nmem = 0;
+    r->mem_first = t->nmem;
+    return r;
+}
+
+static void kt_regs(void *uc, ktrace *t, kt_rec *r)
+{
+    void *ptrs[KT_NREGS];
+    for (int i = 0; i < KT_NREGS; i++) {
+        r->regs[i] = 0;             /* segment registers are read as 16 bits */
+        ptrs[i] = &r->regs[i];
+    }
+    t->reg_read_batch(uc, t->regids, ptrs, KT_NREGS);
+}
+
+static int kt_live(const ktrace *t)
+{
+    return t->enabled && t->cpu->stop_reason == STOP_NONE;
+}
+
+static void kt_close(void *uc, ktrace *t, uint32_t eip, uint64_t icount)
+{
+    t->cur = KT_NONE;
+    if (!t->open)
+        return;
+    t->open = 0;
+    kt_rec *r = kt_append(t, KT_STATE, eip, icount);
+    if (r) {
+        kt_regs(uc, t, r);
+        t->nrec++;
+    }
+}
+
+void ktrace_code_hook(void *uc, uint64_t address, uint32_t size, ktrace *t)
+{
+    if (!kt_live(t))
+        return;
+    uint64_t ic = kt_icount(t->cpu, (uint32_t)address);
+    t->cur = KT_NONE;
+    t->open = 0;
+    kt_rec *r = kt_append(t, KT_INSN, (uint32_t)address, ic);
+    if (!r)
+        return;
+    if (r->seq < t->seq_lo || r->seq >= t->seq_hi)
+        return;
+    r->size = size;
+    kt_regs(uc, t, r);
+    t->cur = t->nrec++;
+    t->open = 1;
+}
+
+void ktrace_exit_hook(void *uc, uint64_t address, uint32_t size, ktrace *t)
+{
+    (void)size;
+    if (kt_live(t))
+        kt_close(uc, t, (uint32_t)address, kt_icount(t->cpu, (uint32_t)address));
+}
+
+void ktrace_block_hook(void *uc, uint64_t address, uint32_t size, ktrace *t)
+{
+    (void)size;
+    t->cur = KT_NONE;
+    if (!t->open || !kt_live(t))
+        return;
+    uint32_t a = (uint32_t)address;
+    for (uint32_t i = 0; i < t->nranges; i++)
+        if (a >= t->lo[i] && a < t->hi[i]) {
+            t->open = 0;            /* the next INSN record holds the after-state */
+            return;
+        }
+    kt_close(uc, t, a, kt_icount(t->cpu, a));
+}
+
+void ktrace_point_hook(void *uc, uint64_t address, uint32_t size, ktrace *t)
+{
+    (void)size;
+    if (t->cpu->stop_reason != STOP_NONE)
+        return;
+    kt_rec *r = kt_append(t, KT_POINT, (uint32_t)address, kt_icount(t->cpu, (uint32_t)address));
+    if (r) {
+        kt_regs(uc, t, r);
+        t->nrec++;
+    }
+}
+
+void ktrace_mem_hook(void *uc, int type, uint64_t address, int size, int64_t value, ktrace *t)
+{
+    (void)uc;
+    if (t->cur == KT_NONE || size <= 0 || size > 8)
+        return;
+    if (t->nmem >= t->mcap) {
+        t->dropped++;
+        return;
+    }
+    kt_mem *m = &t->mems[t->nmem];
+    m->rec = t->cur;
+    m->type = (uint32_t)type;
+    m->pa = (uint32_t)address;
+    m->size = (uint32_t)size;
+    m->value = (uint64_t)value;
+    if (type == KT_MEM_READ) {
+        m->value = 0;
+        if (address + (uint64_t)size <= t->ram_size)
+            memcpy(&m->value, t->ram + address, (size_t)size);   /* little-endian host */
+    }
+    t->recs[t->cur].nmem++;
+    t->nmem++;
 }

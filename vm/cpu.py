@@ -197,10 +197,12 @@ class CPU:
         r = self.k.regions[slot]
         r.base, r.size, r.bits = base, size, ctypes.addressof(buf)
         self.k.nregions = max(self.k.nregions, slot + 1)
+        self.k.gen += 1                      # drop the per-block count cache
 
     def clear_code_region(self, slot):
         r = self.k.regions[slot]
         r.base, r.size = 0, 0
+        self.k.gen += 1
 
     def count_at(self, address, kind):
         """Count executions of the instruction at `address` (a one-address C
@@ -223,6 +225,16 @@ class CPU:
 
     def range_count(self, name):
         return self.k.ranges[self.ranges[name]].count
+
+    def hook_code(self, lo, hi, fn):
+        """Call fn(cpu, address) before each instruction in [lo, hi) runs (a
+        Python UC_HOOK_CODE: it costs only inside the range).  fn may change
+        general registers (set_reg), not EIP.  The translation cache is
+        flushed, so code translated earlier sees the hook.  Returns a handle."""
+        h = self.uc.hook_add(UC_HOOK_CODE, lambda uc, addr, size, _: fn(self, addr),
+                             begin=lo, end=hi - 1)
+        self.flush_code_cache()
+        return h
 
     def flush_code_cache(self):
         """Drop all translated code (after a frame that held code is reused).
@@ -284,6 +296,9 @@ class CPU:
         self.counters['runs'] += 1
         try:
             status = self._emu_start(self._uch, self.regs['eip'], 0, 0, 0)
+            if self.uc._hook_exception is not None:      # from a Python hook (tracing, faults)
+                exc, self.uc._hook_exception = self.uc._hook_exception, None
+                raise exc
             if status != 0:
                 raise UcError(status)
         except UcError as e:

@@ -27,6 +27,14 @@ class InsnRange(ctypes.Structure):
     _fields_ = [('lo', ctypes.c_uint32), ('hi', ctypes.c_uint32), ('count', ctypes.c_uint64)]
 
 
+CACHE = 1024
+
+
+class CountEntry(ctypes.Structure):
+    _fields_ = [('addr', ctypes.c_uint32), ('size', ctypes.c_uint32),
+                ('n', ctypes.c_uint32), ('gen', ctypes.c_uint32)]
+
+
 class KCpu(ctypes.Structure):
     _fields_ = [
         ('executed', ctypes.c_uint64),
@@ -49,6 +57,9 @@ class KCpu(ctypes.Structure):
         ('nranges', ctypes.c_uint32),
         ('pad', ctypes.c_uint32),
         ('ranges', InsnRange * MAX_RANGES),
+        ('gen', ctypes.c_uint32),
+        ('pad2', ctypes.c_uint32),
+        ('cache', CountEntry * CACHE),
     ]
 
 
