@@ -11,9 +11,11 @@ Result (one per variant): scenario, seed, variant, outcome, findings (every
 outcome kind seen), expected, ok, why (the failed parts of the
 expectation), counters (flat name -> number), reports, console, wall_s.
 """
+import os
 import time
 
 from minikernel.binfmt import assemble_program
+from minikernel.faults import apply_plan, load_plan
 
 from . import scenario as scenario_mod
 from minikernel.kernel import ASM_DIR, ROOT, Kernel
@@ -35,14 +37,22 @@ def program_image(name):
     return _programs[name]
 
 
-def boot(scn, variant, seed=None, overrides=None):
-    """Boot the kernel for one variant and spawn its tasks (not run yet)."""
+def boot(scn, variant, seed=None, overrides=None, plan=None):
+    """Boot the kernel for one variant, create its files, spawn its tasks
+    and install its fault plan (the scenario's, or `plan`): not run yet."""
     opts = scn.options(variant, overrides, seed)
     opts.setdefault('max_cycles', DEFAULT_MAX_CYCLES)
+    plan = plan if plan is not None else scn.plan
+    if plan is not None:
+        plan = load_plan(plan, base_dir=os.path.dirname(os.path.abspath(scn.path)))
+        for key, value in plan.boot.items():
+            opts.setdefault(key, value)
     programs = {p: program_image(p) for p in scn.programs()}
     k = Kernel(opts, programs)
     create_files(k, scn)
     spawn_tasks(k, scn)
+    if plan is not None:
+        apply_plan(k, plan, k.config['seed'])
     return k
 
 

@@ -233,6 +233,12 @@ def validate(path, data):
             parse_size(f['max_size'], f'{path}: file[{i}].max_size')
         if not isinstance(f.get('seed', 0), int):
             raise ScenarioError(f'{path}: file[{i}].seed: an integer')
+    if data.get('plan') is not None:
+        from minikernel.faults import PlanError, load_plan
+        try:
+            load_plan(data['plan'], base_dir=os.path.dirname(os.path.abspath(path)))
+        except PlanError as err:
+            raise ScenarioError(f'{path}: plan: {err}') from None
     e = data.get('expect', {})
     _check_keys(path, 'expect.', e, EXPECT_KEYS)
     _check_expect(path, 'expect.', e)

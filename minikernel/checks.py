@@ -42,7 +42,8 @@ class Checks:
     def deadlock(self):
         """Report a deadlock if tasks sleep and nothing can wake them."""
         k = self.k
-        sleepers = [t for t in k.sched.tasks.values() if t.state == TASK_UNINTERRUPTIBLE]
+        sleepers = [t for t in k.sched.tasks.values()
+                    if t.state == TASK_UNINTERRUPTIBLE and not t.daemon]
         if not sleepers:
             return None
         if k.disk.inflight:

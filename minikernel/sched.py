@@ -44,7 +44,8 @@ TI_KMAP_PTEVAL = 32
 TI_SIZE = 96
 TIF_NEED_RESCHED = 3
 
-MIGHT_SLEEP_REPORTS = 10       # reports filed for might_sleep violations (all are counted)
+MIGHT_SLEEP_REPORTS = 10       # BUG reports filed per kind (sleep in atomic, might_sleep);
+                               # every occurrence is counted
 TIMESLICE = 100_000            # cycles of CPU before a task is preempted (timer-driven)
 
 
@@ -272,6 +273,8 @@ class Scheduler:
         """2.6's "BUG: scheduling while atomic: comm/pid/0x%08x", reported with
         the guest context that led here and the CPU."""
         self.counters['sleep_in_atomic_bugs'] += 1
+        if self.counters['sleep_in_atomic_bugs'] > MIGHT_SLEEP_REPORTS:
+            return                                  # counted, not reported again
         eip = None
         for f in reversed(task.frames):
             if f.saved is not None:

@@ -106,6 +106,7 @@ class Task:
         self.kbuf_pfn = None        # a lowmem bounce page for syscall arguments
         self.program = None         # the user image it runs (for symbolizing)
         self.idle = False
+        self.daemon = False         # a kernel thread that sleeps waiting for work (kswapd)
         self.counters = dict(syscalls=0, faults=0, sleeps=0, switches=0)
 
     def __repr__(self):

@@ -459,6 +459,7 @@ class VMScan:
     def start_kswapd(self, cpu=0):
         """kswapd: a kernel thread that balances the zones when woken."""
         self.kswapd = self.k.kernel_thread('kswapd', cpu, self._kswapd_main, workload=False)
+        self.kswapd.daemon = True
 
     def _kswapd_main(self, task):
         k = self.k

@@ -4,12 +4,14 @@
 // Both threads map the file SRC at the fixed address ADDR (MAP_PRIVATE,
 // read-only, NPAGES pages), so the source buffer always holds SRC's bytes.
 //   ROLE 0 (writer):   ITER times: lseek(dst, 0) + write(dst, ADDR, NPAGES*4096).
-//   ROLE 1 (remapper): ITER times: munmap(ADDR, len) + mmap2(ADDR, len,
-//                      PROT_READ, MAP_PRIVATE|MAP_FIXED, src, 0): the mapping
-//                      changes under the writer, its contents never do.
+//   ROLE 1 (remapper): ITER times: mmap2(ADDR, len, PROT_READ,
+//                      MAP_PRIVATE|MAP_FIXED, src, 0) over the mapping: the
+//                      kernel unmaps the old one (zapping its PTEs, flushing
+//                      the TLBs) and maps the file again, under mmap_sem held
+//                      for writing, so the address is never unmapped and the
+//                      bytes there never change; only the PTEs go away.
 // A kernel whose write() is correct copies SRC's bytes whatever the timing.
-// Exit code: 0 ok; 30 open, 31 mmap, 32 a write came back short or failed,
-// 33 munmap.
+// Exit code: 0 ok; 30 open, 31 mmap, 32 a write came back short or failed.
 
 _start:
         mov ebx, dword ptr [esp + 8]            // src = open(SRC, O_RDONLY)
@@ -54,14 +56,10 @@ _start:
         jmp 1b
 
 remapper:
+        call map_src
         xor esi, esi
 1:      cmp esi, dword ptr [iter]
         jae done
-        mov ebx, dword ptr [addr]
-        mov ecx, dword ptr [len]
-        call sys_munmap
-        test eax, eax
-        jnz fail_munmap
         call map_src
         inc esi
         jmp 1b
@@ -95,9 +93,6 @@ fail_mmap:
         call sys_exit
 fail_write:
         mov ebx, 32
-        call sys_exit
-fail_munmap:
-        mov ebx, 33
         call sys_exit
 
 src:    .long 0
