@@ -28,8 +28,7 @@ import numpy as np
 from vm import x86
 
 from .bug import KernelBug
-from .page_alloc import PG_dirty, PG_locked, PG_swapcache, PG_uptodate, PG_writeback
-from .sched import WaitQueue
+from .page_alloc import PG_dirty, PG_swapcache, PG_uptodate, PG_writeback
 from .task import Charge
 
 PAGE = 4096
@@ -57,7 +56,7 @@ class Swap:
         self.nr_free = self.nslots - 1
         self.cursor = 1
         self.cache = {}                                # entry -> pfn (swapper_space)
-        self.io_wait = {}                              # entry -> WaitQueue while reading
+        self.io_wait = {}                              # entry -> pfn being read (locked)
         self.counters = dict(swap_outs=0, swap_ins=0, swap_cache_hits=0, swap_read_errors=0,
                              swap_slots_total=self.nslots - 1)
 
@@ -222,15 +221,15 @@ class Swap:
             return other
         self.swap_duplicate(entry)
         self.add_to_swap_cache(pfn, entry)
-        k.page_alloc.set_page_flag(pfn, PG_locked)
-        wq = self.io_wait[entry] = WaitQueue(f'swapin {entry:#x}')
+        fm = k.filemap
+        fm.trylock_page(task, pfn)                   # a new page: the lock is free
+        self.io_wait[entry] = pfn
         self.counters['swap_ins'] += 1
         k.trace_event('swap_in', task=task, pfn=pfn, entry=entry)
         k.lru_cache_add(pfn)
         err = yield from k.blockdev.bio_rw(task, 'read', self.first_block + swp_offset(entry), pfn)
-        k.page_alloc.clear_page_flag(pfn, PG_locked)
         del self.io_wait[entry]
-        k.sched.wake_up(wq)
+        fm.unlock_page(task, pfn)                    # wakes _wait_read's sleepers
         if err:
             self.counters['swap_read_errors'] += 1
             self.delete_from_swap_cache(pfn)
@@ -242,8 +241,8 @@ class Swap:
         return pfn
 
     def _wait_read(self, task, entry):
-        """wait_on_page(): sleep while someone else's read of the slot runs."""
-        wq = self.io_wait.get(entry)
-        if wq is not None:
-            yield from self.k.sched.wait_event(task, wq, lambda: entry not in self.io_wait,
-                                               what=('swapin', entry))
+        """wait_on_page_locked() on a page whose read from the slot is still
+        running (someone else's swap-in).  The caller holds a reference."""
+        pfn = self.io_wait.get(entry)
+        if pfn is not None:
+            yield from self.k.filemap.wait_on_page_locked(task, pfn)

@@ -43,7 +43,7 @@ DEF_PRIORITY = 6
 SWAP_CLUSTER_MAX = 32
 TASK_SIZE = 0xC0000000
 SWAP_SUCCESS, SWAP_AGAIN, SWAP_FAIL = 0, 1, 2
-NO_PROGRESS_ROUNDS = 400
+NO_PROGRESS_ROUNDS = 64
 
 
 class VMScan:
@@ -62,7 +62,7 @@ class VMScan:
                              pages_unmapped=0, pages_activated=0, unmap_skipped_pinned=0,
                              unmap_trylock_failed=0, pinned_unmaps=0, writebacks=0, direct_reclaims=0,
                              kswapd_runs=0, oom_kills=0, alloc_retries=0, alloc_failed=0,
-                             swap_full=0)
+                             swap_full=0, free_swap_kb_at_oom=0)
 
     # ---- the LRU --------------------------------------------------------
 
@@ -103,9 +103,10 @@ class VMScan:
         self.counters['pages_activated'] += 1
 
     def _rotate(self, pfn):
-        """Back to the head of the inactive list (looked at last)."""
-        self.inactive.pop(pfn, None)
-        self.inactive[pfn] = None
+        """Back to the head of the inactive list (looked at last), if it is
+        still on it."""
+        if self.inactive.pop(pfn, 0) is None:
+            self.inactive[pfn] = None
 
     def refill_inactive(self, nr):
         """refill_inactive() (2.4.18): move pages from the active list's
@@ -204,6 +205,8 @@ class VMScan:
         v = victims[0]
         self.counters['oom_kills'] += 1
         free_swap = k.swap.free_bytes() >> 10 if k.swap else 0
+        if self.counters['oom_kills'] == 1:
+            self.counters['free_swap_kb_at_oom'] = free_swap
         total_swap = (k.swap.nslots - 1) * 4 if k.swap else 0
         k.report('oom', f'Out of Memory: Killed process {v.pid} ({v.name}); free swap '
                         f'{free_swap} kB of {total_swap} kB, free pages '
@@ -260,37 +263,38 @@ class VMScan:
 
     def _free_unmapped(self, task, pfn):
         """An unmapped page on the inactive list: write it if dirty, drop it
-        from its cache if clean and nobody else holds it.  Generator ->
-        True if freed."""
+        from its cache if clean and nobody else holds it.  A reference is
+        held throughout (page_cache_get in shrink_cache), so the page cannot
+        be freed under us while its write sleeps.  Generator -> True if
+        freed."""
         k = self.k
-        flags = self._flags(pfn)
-        if flags & (1 << pa.PG_swapcache):
-            if flags & (1 << pa.PG_dirty):
+        swapcache = bool(self._flags(pfn) & (1 << pa.PG_swapcache))
+        if not swapcache and not self._is_file_page(pfn):
+            self._rotate(pfn)
+            return False
+        k.page_ref(pfn)
+        try:
+            if self._flags(pfn) & (1 << pa.PG_dirty):
                 self.counters['writebacks'] += 1
-                err = yield from k.swap.swap_writepage(task, pfn)
-                if err or k.rmap.mapcount(pfn) > 0:
-                    self._rotate(pfn)
-                    return False
-            if k.page_alloc.page_count(pfn) != 1:
+                if swapcache:
+                    yield from k.swap.swap_writepage(task, pfn)
+                else:
+                    yield from k.vfs.writepage_for_reclaim(task, pfn)
+            busy = (1 << pa.PG_dirty) | (1 << pa.PG_locked) | (1 << pa.PG_writeback)
+            if (k.page_alloc.page_count(pfn) != 2 or k.rmap.mapcount(pfn) > 0
+                    or self._flags(pfn) & busy
+                    or bool(self._flags(pfn) & (1 << pa.PG_swapcache)) != swapcache):
                 self._rotate(pfn)
                 return False
             self.lru_del(pfn)
-            k.swap.delete_from_swap_cache(pfn)
+            if swapcache:
+                k.swap.delete_from_swap_cache(pfn)
+            else:
+                k.vfs.remove_from_page_cache(pfn)
             self.counters['pages_reclaimed'] += 1
             return True
-        if self._is_file_page(pfn):
-            if flags & (1 << pa.PG_dirty):
-                self.counters['writebacks'] += 1
-                yield from k.vfs.writepage_for_reclaim(task, pfn)
-            if k.page_alloc.page_count(pfn) != 1 or self._flags(pfn) & (1 << pa.PG_dirty):
-                self._rotate(pfn)
-                return False
-            self.lru_del(pfn)
-            k.vfs.remove_from_page_cache(pfn)
-            self.counters['pages_reclaimed'] += 1
-            return True
-        self._rotate(pfn)
-        return False
+        finally:
+            k.put_page(pfn)                       # frees it if it left its cache
 
     # ---- rmap (2.5.27) ------------------------------------------------------
 
