@@ -71,6 +71,7 @@ class Engine:
         if kind == 'irq':
             self._take_irq(cpu, task)
             return True
+        self.k.checks.touch_watchdog(cpu.index)       # back in Python: progress
         if kind == 'int' and not trap.user:
             if trap.vector == KRET_VECTOR:
                 top = task.frames[-1]
@@ -155,24 +156,31 @@ class Engine:
     # ---- advancing kernel Python code -------------------------------------
 
     def _advance(self, cpu, task):
+        """Resume the top frame's generator until it asks for something the
+        machine must do (a guest call, a switch) or returns.  Charges are
+        applied on the spot: a Charge is time passing on this CPU, not a
+        point where anything else could run (interrupts are taken at the
+        next boundary of the step loop)."""
         f = task.frames[-1]
         value, exc = f.value, f.throw
         f.value = f.throw = None
+        gen, charge, i = f.gen, self.m.charge, cpu.index
         try:
-            req = f.gen.throw(exc) if exc is not None else f.gen.send(value)
+            req = gen.throw(exc) if exc is not None else gen.send(value)
+            while type(req) is Charge:
+                charge(i, req.cycles)
+                req = gen.send(None)
         except StopIteration as stop:
             task.frames.pop()
             self._frame_done(cpu, task, f, stop.value)
             return
         if isinstance(req, Guest):
             self._call_guest(cpu, task, f, req)
-        elif isinstance(req, Charge):
-            self.m.charge(cpu.index, req.cycles)
         elif isinstance(req, SwitchTo):
             self._switch(cpu, task, req.next)
         else:
-            code = f.gen.gi_code
-            raise KernelBug(f'{code.co_filename}:{f.gen.gi_frame.f_lineno if f.gen.gi_frame else "?"}: '
+            code = gen.gi_code
+            raise KernelBug(f'{code.co_filename}:{gen.gi_frame.f_lineno if gen.gi_frame else "?"}: '
                             f'kernel code yielded {req!r}, not a request')
 
     def _call_guest(self, cpu, task, frame, req):

@@ -350,11 +350,12 @@ class Kernel:
             self.page_alloc.check()
         except KernelBug as e:
             self.report('bug', f'frame accounting: {e.message}')
+        self.checks.finish()
 
     def subsystems(self):
         return [s for s in (self.page_alloc, self.sched, self.mm, self.rmap, self.irq, self.highmem,
                             self.services, self.slab, self.blockdev, self.checks, self.vfs, self.write_paths,
-                            self.swap, self.vmscan, self.syscalls) if s is not None]
+                            self.swap, self.vmscan, self.syscalls, self.faults) if s is not None]
 
     # ---- reporting and symbols -------------------------------------------
 

@@ -339,6 +339,8 @@ class MemoryManager:
         if result == VM_FAULT_SIGBUS:
             return (yield from self._bad_area(task, address, error, eip, user, 'SIGBUS'))
         self.counters['major_faults' if result == VM_FAULT_MAJOR else 'minor_faults'] += 1
+        k.trace_event('fault_resolved', task=task, address=address,
+                      how='major (retry)' if result == VM_FAULT_MAJOR else 'minor (retry)')
         return None
 
     def _access_ok(self, vma, write, error):

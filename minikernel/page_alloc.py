@@ -206,6 +206,8 @@ class Zone:
         self.free_area = [dict() for _ in range(MAX_ORDER)]   # order -> {head pfn: None}
         self.nr_alloc = [0] * MAX_ORDER         # blocks handed out, by order
         self.nr_free = [0] * MAX_ORDER          # blocks given back, by order
+        self.min_free_seen = 1 << 62            # the lowest free_pages since boot
+        self.others_free_at_min = {}
         self._set_watermarks()
 
     def _set_watermarks(self):
@@ -454,8 +456,18 @@ class PageAlloc:
                     continue
             pfn = self._rmqueue(zone, order)
             if pfn is not None:
+                if zone.free_pages < zone.min_free_seen:
+                    self._note_low_water(zone)
                 return pfn
         return None
+
+    def _note_low_water(self, zone):
+        """The lowest free count a zone reached; and, the first time it got
+        down to its pages_low watermark, how much the other zones had free
+        (is lowmem short while highmem is not?)."""
+        zone.min_free_seen = zone.free_pages
+        if not zone.others_free_at_min and zone.free_pages <= zone.pages_low + 1:
+            zone.others_free_at_min = {z.name: z.free_pages for z in self.zones if z is not zone}
 
     def alloc_pages_fast(self, gfp, order):
         """The fast path of __alloc_pages (2.5.34): a walk against pages_low,
@@ -664,6 +676,10 @@ class PageAlloc:
             c[f'pgalloc_{key}'] = sum(z.nr_alloc)
             c[f'pgfree_{key}'] = sum(z.nr_free)
             c[f'nr_free_{key}'] = z.free_pages
+            c[f'min_free_{key}'] = z.min_free_seen if z.present_pages and z.min_free_seen < 1 << 62 else z.free_pages
+            c[f'pages_low_{key}'] = z.pages_low
+        normal = self.zones[ZONE_NORMAL]
+        c['free_high_at_low_normal'] = normal.others_free_at_min.get('HighMem', -1)
         c['pgalloc_fast_failed'] = sum(self.nr_failed)
         return c
 

@@ -27,7 +27,8 @@ class Rmap:
         self.k = kernel
         self.use_chains = kernel.config['reclaim'] == 'rmap'
         self.maps = {}              # pfn -> list of [mm, va, chain_va]
-        self.counters = dict(pte_chains=0, pte_chain_bytes=0, pte_chain_alloc_failed=0,
+        self.counters = dict(pte_chains=0, pte_chain_bytes=0, pte_chain_bytes_peak=0,
+                             pte_chain_alloc_failed=0,
                              rmap_add=0, rmap_remove=0)
 
     def _mem_map(self, pfn):
@@ -52,6 +53,8 @@ class Rmap:
                 page['pte_chain'] = chain
                 self.counters['pte_chains'] += 1
                 self.counters['pte_chain_bytes'] += PTE_CHAIN_SIZE
+                if self.counters['pte_chain_bytes'] > self.counters['pte_chain_bytes_peak']:
+                    self.counters['pte_chain_bytes_peak'] = self.counters['pte_chain_bytes']
         self.maps.setdefault(pfn, []).append([mm, va, chain])
 
     def page_remove_rmap(self, pfn, mm, va):

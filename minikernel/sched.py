@@ -162,6 +162,7 @@ class Scheduler:
         is told to reschedule (an IPI if it is another CPU)."""
         if task.state != TASK_UNINTERRUPTIBLE:
             return
+        self.k.trace_event('wakeup', task=task, was_waiting_on=task.waiting_on)
         task.state = TASK_RUNNING
         task.waiting_on = None
         self.counters['wakeups'] += 1
@@ -232,7 +233,8 @@ class Scheduler:
         self.counters['context_switches'] += 1
         if self.read_ti(prev, TI_KMAP_IDX):
             self.counters['switches_in_kmap_local'] += 1      # prev holds local kmaps
-        k.trace_event('context_switch', task=prev, next=f'{nxt.name}/{nxt.pid}')
+        k.trace_event('context_switch', task=prev, next=f'{nxt.name}/{nxt.pid}', prev_state=prev.state,
+                      waits_on=prev.waiting_on)
         prev_mm = prev.active_mm
         if nxt.mm is None:
             nxt.active_mm = prev_mm               # enter_lazy_tlb

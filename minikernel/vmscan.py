@@ -362,26 +362,34 @@ class VMScan:
         return SWAP_SUCCESS
 
     def _unmap_pte(self, task, mm, va, pfn):
-        """ptep_get_and_clear + flush_tlb_page + the swap entry + dirty +
-        rss-- + page_cache_release: the common end of try_to_unmap_one and
-        try_to_swap_out."""
+        """ptep_get_and_clear + the swap entry + dirty + rss-- +
+        page_cache_release, then flush_tlb_page: the common end of
+        try_to_unmap_one and try_to_swap_out, with mm->page_table_lock held.
+        The PTE change is one Python step (no fault path can see a half-done
+        one, as page_table_lock ensures in Linux); the flush after it is
+        guest code, during which other CPUs may still use their TLB entry.
+        Generator -> False if the PTE no longer maps the page (it changed
+        while we slept on an earlier PTE of the chain)."""
         k = self.k
+        pte_pa = k.mm.pte_offset(mm, va)
+        pte = k.mm.read_pte(pte_pa) if pte_pa is not None else 0
+        if not pte & x86.PTE_P or pte >> 12 != pfn:
+            return False
         if mm.dont_unmap_pages:                       # checker: the design's invariant
             self.counters['pinned_unmaps'] += 1
             k.report('bug', f'reclaim unmapped {va:#x} of a pinned mm (dont_unmap_pages '
                             f'{mm.dont_unmap_pages})', task=task)
-        pte_pa = k.mm.pte_offset(mm, va)
-        pte = k.mm.read_pte(pte_pa)
-        k.mm.write_pte(pte_pa, 0)
-        yield Charge(k.costs['pte_update'])
-        yield from k.mm.flush_tlb_page(task, mm, va)
+        new = 0
         if self._flags(pfn) & (1 << pa.PG_swapcache):
-            entry = int(k.page_alloc.mem_map[pfn]['index'])
-            k.swap.swap_duplicate(entry)
-            k.mm.write_pte(pte_pa, entry)
+            new = int(k.page_alloc.mem_map[pfn]['index'])
+            k.swap.swap_duplicate(new)
+        k.mm.write_pte(pte_pa, new)
+        k.unmap_page_pte(mm, va, pte)
         self.counters['pages_unmapped'] += 1
         k.trace_event('reclaim_unmap', task=task, pfn=pfn, va=va)
-        k.unmap_page_pte(mm, va, pte)
+        yield Charge(k.costs['pte_update'])
+        yield from k.mm.flush_tlb_page(task, mm, va)
+        return True
 
     # ---- swap_out (2.4.18) ----------------------------------------------------
 
