@@ -4,6 +4,10 @@
     kmaplab run SCENARIO [--seed N] [--cpus N] [--set key=value ...] [--json]
     kmaplab selftest
     kmaplab bench [--json]
+    kmaplab trace SCENARIO [--format text|jsonl|perfetto|tenet] [--out F] [filters]
+    kmaplab inject SCENARIO [--plan F] [--seed N] [--set key=value ...] [--json]
+    kmaplab report [--out DIR] [--full] [--jobs J] [--scenarios a,b]
+    kmaplab campaign [--seeds N] [--jobs J] [--plans DIR] [--out DIR] [--backend pool|ray]
 
 Exit codes: 0 every variant met its expectation (or the command succeeded),
 1 one did not, 2 bad input (a one-line reason on stderr, never a traceback).
@@ -14,7 +18,10 @@ import sys
 
 from vm.asm import AsmError
 
+from . import inject
+from . import report
 from . import scenario as scn_mod
+from . import trace
 from .runner import run_variant
 
 
@@ -132,10 +139,17 @@ def build_parser():
     sub.add_parser('selftest', help='check the emulated hardware properties the lab relies on')
     b = sub.add_parser('bench', help='speed against raw Unicorn')
     b.add_argument('--json', action='store_true')
+    trace.add_parser(sub)
+    inject.add_parsers(sub)
+    report.add_parser(sub)
     return p
 
 
-COMMANDS = {'scenarios': cmd_scenarios, 'run': cmd_run, 'selftest': cmd_selftest, 'bench': cmd_bench}
+COMMANDS = {'scenarios': cmd_scenarios, 'run': cmd_run, 'selftest': cmd_selftest, 'bench': cmd_bench,
+            'trace': lambda args: trace.cmd_trace(args),
+            'inject': lambda args: inject.cmd_inject(args, _variants),
+            'campaign': lambda args: inject.cmd_campaign(args),
+            'report': lambda args: report.cmd_report(args)}
 
 
 def main(argv=None):

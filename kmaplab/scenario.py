@@ -16,6 +16,10 @@ A scenario is a TOML file (docs/scenarios.md has the full format):
                          copy number of this instance)
     [sweep]              key = [values...]: one variant per combination
     [[variant]]          or: an explicit list of variants (tables of options)
+    [full.sweep]         the sweep `kmaplab report --full` uses instead
+    [report]             counters = [...] (the key counters shown), claim and
+                         reference (what the 2002 thread said, the numbers of
+                         the time: printed beside the results in report.md)
     [expect]             outcome, also, checks (predicates on counters)
     [[expect.case]]      when = {key = value, ...}: overrides for variants
 
@@ -35,7 +39,8 @@ OUTCOMES = ('completed', 'bug', 'oom', 'deadlock', 'no_progress', 'corruption', 
             'failed', 'timeout', 'crash')
 MACHINE_KEYS = {'cpus', 'mem', 'highmem', 'seed', 'quantum', 'schedule'}
 TOP_KEYS = {'name', 'description', 'machine', 'boot', 'task', 'sweep', 'expect', 'plan',
-            'report', 'notes', 'oracle', 'file', 'variant'}
+            'report', 'notes', 'oracle', 'file', 'variant', 'full'}
+REPORT_KEYS = {'counters', 'claim', 'reference'}
 FILE_KEYS = {'name', 'size', 'seed', 'max_size'}
 TASK_KEYS = {'name', 'program', 'args', 'cpu', 'start', 'thread_of', 'count'}
 EXPECT_KEYS = {'outcome', 'also', 'checks', 'case', 'not'}
@@ -71,22 +76,26 @@ class Scenario:
         self.files = data.get('file', [])
         self.plan = data.get('plan')
         self.expect = data.get('expect', {})
-        self.report_keys = data.get('report', {}).get('counters', [])
+        self.report = data.get('report', {})
+        self.report_keys = self.report.get('counters', [])
+        self.full_sweep = data.get('full', {}).get('sweep')
         self.oracle = data.get('oracle', {})
         self.notes = data.get('notes', '')
 
     def programs(self):
         return sorted({t['program'] for t in self.tasks})
 
-    def variants(self):
+    def variants(self, full=False):
         """The explicit [[variant]] list, or every combination of the sweep
-        axes, in file order: [dict]."""
+        axes ([full.sweep] with full=True, if the file has one), in file
+        order: [dict]."""
         if self.explicit:
             return [dict(v) for v in self.explicit]
-        keys = list(self.sweep)
+        sweep = self.full_sweep if full and self.full_sweep else self.sweep
+        keys = list(sweep)
         if not keys:
             return [{}]
-        return [dict(zip(keys, combo)) for combo in itertools.product(*(self.sweep[k] for k in keys))]
+        return [dict(zip(keys, combo)) for combo in itertools.product(*(sweep[k] for k in keys))]
 
     def options(self, variant, overrides=None, seed=None):
         """Boot options for one variant: machine, boot, the variant's
@@ -212,11 +221,15 @@ def validate(path, data):
             if not isinstance(a, (int, str)) or isinstance(a, bool):
                 raise ScenarioError(f'{path}: {where}args: {a!r} (allowed: integers and strings)')
         names.add(t.get('name', t['program']))
-    for k, vals in data.get('sweep', {}).items():
-        if not isinstance(vals, list) or not vals:
-            raise ScenarioError(f'{path}: sweep.{k}: must be a non-empty list')
-        for v in vals:
-            _check_option(path, 'sweep.', k, v)
+    _check_keys(path, 'full.', data.get('full', {}), {'sweep'})
+    for where, sweep in (('sweep.', data.get('sweep', {})),
+                         ('full.sweep.', data.get('full', {}).get('sweep', {}))):
+        for k, vals in sweep.items():
+            if not isinstance(vals, list) or not vals:
+                raise ScenarioError(f'{path}: {where}{k}: must be a non-empty list')
+            for v in vals:
+                _check_option(path, where, k, v)
+    _check_keys(path, 'report.', data.get('report', {}), REPORT_KEYS)
     if data.get('sweep') and data.get('variant'):
         raise ScenarioError(f'{path}: variant: give either [sweep] or [[variant]], not both')
     for i, v in enumerate(data.get('variant', [])):

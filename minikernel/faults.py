@@ -89,6 +89,11 @@ class Plan:
         self.boot = dict(data.get('boot', {}))
         self.scenario = data.get('scenario')
         self.faults = [dict(f) for f in data.get('fault', [])]
+        self.expect = dict(data.get('expect', {}))
+
+    def expected(self, write_path):
+        """The outcome this plan expects for `write_path`, or None."""
+        return self.expect.get(write_path, self.expect.get('default'))
 
     def __repr__(self):
         return f'<Plan {self.name}: {len(self.faults)} faults>'
@@ -141,6 +146,21 @@ def validate_plan(path, data):
         raise PlanError(f'{path}: boot: must be a table of boot options')
     for i, f in enumerate(faults):
         _validate_fault(path, f'fault[{i}].', f)
+    _validate_expect(path, data.get('expect', {}))
+
+
+def _validate_expect(path, expect):
+    """[expect]: the outcome each write path should have under the plan
+    (keys: write path names or "default")."""
+    from .write_paths import DESIGNS
+    if not isinstance(expect, dict):
+        raise PlanError(f'{path}: expect: a table of write path = "outcome"')
+    for k, v in expect.items():
+        if k != 'default' and k not in DESIGNS:
+            raise PlanError(f'{path}: expect.{k}: not a write path (allowed: default, '
+                            f'{", ".join(DESIGNS)})')
+        if not isinstance(v, str):
+            raise PlanError(f'{path}: expect.{k}: {v!r} is not an outcome name')
 
 
 def _validate_fault(path, where, f):
@@ -150,6 +170,8 @@ def _validate_fault(path, where, f):
                         f'(known: {", ".join(sorted(KINDS))})')
     cls = KINDS[kind]
     allowed = COMMON_KEYS | set(cls.KEYS)
+    if cls.NO_TASK:
+        allowed -= {'tasks', 'fail_nth'}
     for k in f:
         if k not in allowed:
             raise PlanError(f'{path}: {where}{k}: unknown key for fault "{kind}" '
@@ -288,7 +310,7 @@ class Injection:
     themselves in (install)."""
     KEYS = {}
     REQUIRED = ()
-    KIND = None
+    NO_TASK = False
 
     def __init__(self, faults, index, spec, seed):
         self.f = faults
@@ -336,6 +358,7 @@ def _symbol_check(value):
 
 # -- fail_page_alloc (mm/page_alloc.c should_fail_alloc_page) ----------------------
 
+_GFP_HIGHMEM, _GFP_WAIT = pa.__GFP_HIGHMEM, pa.__GFP_WAIT     # (no name mangling in classes)
 GFP_NAMES = {name: getattr(pa, name) for name in dir(pa)
              if name.startswith(('GFP_', '__GFP_')) and isinstance(getattr(pa, name), int)}
 
@@ -373,9 +396,9 @@ class PageAllocFail(Injection):
         o = self.opts
         if order < o['min_order'] or (o['order'] is not None and order != o['order']):
             return False
-        if o['ignore_gfp_highmem'] and gfp & pa.__GFP_HIGHMEM:
+        if o['ignore_gfp_highmem'] and gfp & _GFP_HIGHMEM:
             return False
-        if o['ignore_gfp_wait'] and gfp & pa.__GFP_WAIT:
+        if o['ignore_gfp_wait'] and gfp & _GFP_WAIT:
             return False
         if gfp & self.mask != self.mask:
             return False
@@ -389,6 +412,7 @@ class PageAllocFail(Injection):
 
 class _DiskFault(Injection):
     KEYS = {'op': 'any', 'area': 'any'}
+    NO_TASK = True            # decided in the disk: no task to filter on
 
     @classmethod
     def check(cls, key, v):
@@ -398,8 +422,6 @@ class _DiskFault(Injection):
             return 'swap, file or any'
         if key == 'cycles' and not (_is_int(v) and v > 0):
             return 'a positive number of cycles'
-        if key == 'tasks':
-            return None
         return None
 
     def matches(self, req):
@@ -713,11 +735,12 @@ class _GuestPoint(Injection):
         task = self.k.sched.current[cpu.index]
         if task is None or task.idle:
             return
-        if self.attr.times == 0 and not self.attr.fail_nth:
-            return
         if self.decide(task, 1, stack=lambda: self.f.stack(task, addr),
                        where=f'CPU{cpu.index} at {self.k.describe(addr)}'):
             self.act(cpu, task, addr)
+            if self.attr.times == 0 and not self.attr.fail_nth:
+                self.f.unhook(self.handles)       # spent: no more Python calls here
+                self.handles = []
 
 
 class Preempt(_GuestPoint):
@@ -762,12 +785,13 @@ class UsercopyFail(_GuestPoint):
                 return f'user-access routines ({", ".join(sorted(USER_POINTER))})'
         return None
 
-    def hit(self, cpu, addr):
-        self._routine = self.k.symbolizer.name(addr)
-        super().hit(cpu, addr)
+    def install(self):
+        syms = self.k.image.symbols
+        self.routine_at = {syms[n]: n for n in _as_list(self.opts['at']) if n in syms}
+        super().install()
 
     def act(self, cpu, task, addr):
-        cpu.set_reg(USER_POINTER[self._routine], BAD_USER_ADDRESS)
+        cpu.set_reg(USER_POINTER[self.routine_at[addr]], BAD_USER_ADDRESS)
         self.effect('short_copies')
 
 
@@ -861,7 +885,11 @@ class Faults:
         """Python code hooks on every CPU over [lo, hi) (one per instruction
         start if per_address, so only the entry point fires)."""
         addrs = [(lo, lo + 1)] if per_address else [(lo, hi)]
-        return [cpu.hook_code(a, b, fn) for cpu in self.k.machine.cpus for a, b in addrs]
+        return [(cpu, cpu.hook_code(a, b, fn)) for cpu in self.k.machine.cpus for a, b in addrs]
+
+    def unhook(self, handles):
+        for cpu, h in handles:
+            cpu.unhook_code(h)
 
     # -- symbols and stacks ------------------------------------------------------------
 
@@ -968,12 +996,6 @@ def apply_plan(kernel, plan, seed=None):
     if f.ipi_hooks:
         m.ipi_filter = f._ipi_filter
     return f
-
-
-def plan_boot_options(plan):
-    """The boot options a plan needs (its [boot] table), for the runner to
-    merge into the variant's options before booting."""
-    return dict(load_plan(plan).boot)
 
 
 _KERNEL_DIR = os.path.dirname(os.path.abspath(__file__))

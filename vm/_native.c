@@ -243,6 +243,9 @@ PyMODINIT_FUNC PyInit__native(void)
  *                      record with the registers (kmap slots, TLB flushes).
  *   ktrace_mem_hook    UC_HOOK_MEM_READ|WRITE: the access (physical address,
  *                      size, value) attached to the current INSN record.
+ *   ktrace_mark        called from Python during a run (a Python hook made
+ *                      a kernel event): a MARK record at the instruction
+ *                      about to run, so the event gets its exact place.
  * Rules
  *  - The hooks read guest state and never write it nor stop the emulation:
  *    tracing does not change the run.
@@ -258,7 +261,7 @@ PyMODINIT_FUNC PyInit__native(void)
 #define KT_NONE 0xffffffffu
 #define KT_MEM_READ 16          /* UC_MEM_READ */
 
-enum kt_kind { KT_INSN = 0, KT_STATE = 1, KT_POINT = 2 };
+enum kt_kind { KT_INSN = 0, KT_STATE = 1, KT_POINT = 2, KT_MARK = 3 };
 
 typedef int (*uc_reg_batch_fn)(void *uc, const int *regs, void **vals, int count);
 
@@ -342,6 +345,11 @@ static kt_rec *kt_append(ktrace *t, uint32_t kind, uint32_t eip, uint64_t icount
     r->nmem = 0;
     r->mem_first = t->nmem;
     return r;
+}
+
+static void kt_regs_zero(kt_rec *r)
+{
+    memset(r->regs, 0, sizeof r->regs);
 }
 
 static void kt_regs(void *uc, ktrace *t, kt_rec *r)
@@ -446,4 +454,15 @@ void ktrace_mem_hook(void *uc, int type, uint64_t address, int size, int64_t val
     }
     t->recs[t->cur].nmem++;
     t->nmem++;
+}
+
+/* A MARK record for the instruction at `eip` of the current block (from a
+ * Python hook, mid-run).  Returns its index, or -1 if the buffer is full. */
+int64_t ktrace_mark(ktrace *t, uint32_t eip)
+{
+    kt_rec *r = kt_append(t, KT_MARK, eip, kt_icount(t->cpu, eip));
+    if (!r)
+        return -1;
+    kt_regs_zero(r);
+    return (int64_t)t->nrec++;
 }

@@ -236,6 +236,10 @@ class CPU:
         self.flush_code_cache()
         return h
 
+    def unhook_code(self, handle):
+        """Remove a hook_code hook (allowed from inside a hook)."""
+        self.uc.hook_del(handle)
+
     def flush_code_cache(self):
         """Drop all translated code (after a frame that held code is reused).
         The TLB is not touched."""

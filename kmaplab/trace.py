@@ -1,0 +1,1280 @@
+"""`kmaplab trace`: instruction-level tracing of a scenario run.
+
+What this file owns
+  - Filters: which CPUs, tasks, routines (--symbols), rings, window, and
+    whether instructions are traced at all (--events-only).
+  - Tracer: the consumer of vm/trace.py's per-run records and of the kernel's
+    trace_event() calls.  It turns records into Insn entries (sequence
+    number, simulated time, CPU, task, ring, EIP symbolized with file:line,
+    bytes, disassembly, the registers the instruction changed, its memory
+    accesses with virtual and physical address) and into Events, synthesizes
+    the events Python cannot see (kmap slot map/unmap/wrap, TLB flushes, IPI
+    acknowledgements, a kmap_atomic slot reused under a sleeping holder) from
+    one-address hooks on the kernel's labels, and hands everything, in
+    order, to one sink.
+  - The sinks: text (aligned, one line per entry), jsonl (schema in
+    docs/tracing.md), perfetto (Chrome trace-event JSON: a track per CPU,
+    task and routine slices, instant events), tenet (one file per CPU).
+  - The `trace` subcommand and the bench rows (trace_rows).
+
+Rules
+  - Tracing never changes the run: the tracer only reads guest state and
+    kernel objects (tests/test_trace.py compares counters with and without).
+  - Sequence numbers count the guest instructions all CPUs retired before
+    an entry; an event made by Python between two runs gets the number of
+    the instruction that comes next.  They do not depend on the filters.
+  - Entries reach the sink in sequence order: a run's records are decoded
+    right after the run, and kernel events happen between runs.
+  - A user mistake (a bad filter, no such symbol or variant, an unwritable
+    --out) is a ValueError with a one-line reason (exit code 2).
+"""
+import bisect
+import fnmatch
+import io
+import json
+import os
+import re
+import sys
+import time
+
+import capstone
+import numpy as np
+from capstone import x86_const as cx
+
+from minikernel import layout
+from minikernel.kernel import ROOT
+from vm import trace as vtrace
+from vm.symbols import Symbolizer
+
+from . import scenario as scn_mod
+
+FORMATS = ('text', 'jsonl', 'perfetto', 'tenet')
+REGS = vtrace.REGS
+_CS_REG = REGS.index('cs')
+_CR3_REG = REGS.index('cr3')
+_ESP_REG = REGS.index('esp')
+PF_P, PF_W, PF_U = 1, 2, 4
+ADDR_KEYS = {'address', 'eip', 'va', 'vaddr', 'fixup', 'mask', 'entry', 'cr2', 'was_pa', 'pa'}
+SYM_KEYS = ('eip', 'fixup')
+_STACK_INSNS = {cx.X86_INS_PUSH, cx.X86_INS_POP, cx.X86_INS_CALL, cx.X86_INS_RET,
+                cx.X86_INS_PUSHFD, cx.X86_INS_POPFD, cx.X86_INS_PUSHAL, cx.X86_INS_POPAL,
+                cx.X86_INS_IRETD, cx.X86_INS_LEAVE, cx.X86_INS_ENTER}
+_PAGE_OFFSET = layout.PAGE_OFFSET
+_REC_WORDS = vtrace.REC_DTYPE.itemsize // 4
+_MEM_READ = vtrace.MEM_READ
+_LABEL_ONLY = re.compile(r'^\s*[\w.$]+:\s*(//.*)?$')
+_COMMENT = re.compile(r'^\s*(//|/\*|\*|# )')
+
+
+# ---- filters --------------------------------------------------------------------
+
+def parse_window(text):
+    """'FROM:TO[,FROM:TO...]' -> (unit, [(lo, hi)]); unit 'seq' (sequence
+    numbers) or 'time' (a 'c' suffix: simulated cycles), the same for every
+    range.  Either end of a range may be empty (hi None: to the end)."""
+    if text is None:
+        return None
+    units, out = set(), []
+    for item in _split(text):
+        unit, lo, hi = _parse_range(text, item)
+        units.add(unit)
+        out.append((lo, hi))
+    if not out:
+        raise ValueError(f'--window {text!r}: expected FROM:TO')
+    if len(units) > 1:
+        raise ValueError(f'--window {text!r}: all in sequence numbers or all in cycles (c suffix)')
+    return units.pop(), sorted(out, key=lambda r: r[0])
+
+
+def _parse_range(text, item):
+    if item.count(':') != 1:
+        raise ValueError(f'--window {text!r}: expected FROM:TO (sequence numbers, or cycles with a c suffix)')
+    ends, units = [], set()
+    for part in item.split(':'):
+        part = part.strip().replace('_', '')
+        if not part:
+            ends.append(None)
+            continue
+        unit = 'time' if part[-1] in 'cC' else 'seq'
+        num = part[:-1] if unit == 'time' else part
+        if not num.isdigit():
+            raise ValueError(f'--window {text!r}: {part!r} is not a number (e.g. 1000:5000 or 20000c:90000c)')
+        ends.append(int(num))
+        units.add(unit)
+    if len(units) > 1:
+        raise ValueError(f'--window {text!r}: {item!r} mixes sequence numbers and cycles')
+    lo, hi = ends[0] or 0, ends[1]
+    if hi is not None and hi <= lo:
+        raise ValueError(f'--window {text!r}: in {item!r}, TO must be greater than FROM')
+    return (units.pop() if units else 'seq'), lo, hi
+
+
+def _split(text):
+    return [p.strip() for p in (text or '').split(',') if p.strip()]
+
+
+class Filters:
+    """What to trace.  cpus: set of CPU indexes or None (all); tasks: names,
+    pids or name/pid globs, or None; symbols: routine names or globs, or
+    None; kernel/user: rings; window: parse_window(); events_only; memory."""
+
+    def __init__(self, cpus=None, tasks=None, symbols=None, kernel=False, user=False,
+                 window=None, events_only=False, memory=True):
+        self.cpus = None if cpus is None else set(cpus)
+        self.tasks = tasks
+        self.symbols = symbols
+        self.kernel, self.user = kernel, user
+        self.window = window
+        self.events_only = events_only
+        self.memory = memory
+
+    @classmethod
+    def from_args(cls, args):
+        cpus = None
+        if args.cpu:
+            try:
+                cpus = {int(c, 0) for c in _split(args.cpu)}
+            except ValueError:
+                raise ValueError(f'--cpu {args.cpu!r}: expected CPU numbers, e.g. 0,2') from None
+        return cls(cpus, _split(args.task) or None, _split(args.symbols) or None, args.kernel,
+                   args.user, parse_window(args.window), args.events_only, not args.no_mem)
+
+    def check(self, ncpus):
+        for c in self.cpus or ():
+            if not 0 <= c < ncpus:
+                raise ValueError(f'--cpu {c}: the machine has CPUs 0..{ncpus - 1}')
+
+    def task_ok(self, task):
+        if self.tasks is None or task is None:
+            return self.tasks is None
+        label = f'{task.name}/{task.pid}'
+        return any(p == str(task.pid) or fnmatch.fnmatchcase(task.name, p)
+                   or fnmatch.fnmatchcase(label, p) for p in self.tasks)
+
+    def mentions(self, fields):
+        """Does an event name a task of --task in a field ('next=vwriter/2',
+        'holder=vwriter/2')?  Such events of other tasks are shown too."""
+        if self.tasks is None:
+            return True
+        for v in fields.values():
+            if isinstance(v, str) and '/' in v and ' ' not in v:
+                name, _, pid = v.rpartition('/')
+                if pid.isdigit() and any(p == pid or fnmatch.fnmatchcase(name, p)
+                                         or fnmatch.fnmatchcase(v, p) for p in self.tasks):
+                    return True
+        return False
+
+    def cpu_ok(self, cpu):
+        return self.cpus is None or cpu is None or cpu in self.cpus
+
+    def in_window(self, seq, t):
+        w = self.window
+        if w is None:
+            return True
+        v = seq if w[0] == 'seq' else t
+        return any(v >= lo and (hi is None or v < hi) for lo, hi in w[1])
+
+    def window_bounds(self):
+        """(lo, hi) covering every range of the window (hi None: open)."""
+        w = self.window[1]
+        his = [hi for _, hi in w]
+        return w[0][0], None if None in his else max(his)
+
+    def describe(self):
+        d = {}
+        for key in ('tasks', 'symbols', 'window'):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        if self.cpus is not None:
+            d['cpus'] = sorted(self.cpus)
+        for key in ('kernel', 'user', 'events_only'):
+            if getattr(self, key):
+                d[key] = True
+        if not self.memory:
+            d['memory'] = False
+        return d
+
+
+# ---- what the code is: routines, symbols, decoded instructions --------------------
+
+def _label_opens_routine(src, lineno, name):
+    """The project's asm convention (style.md): a routine starts with a
+    comment (its prototype); a label right after a comment line, or first
+    in its file, opens a routine; any other label is a place inside the
+    routine above it."""
+    pat = re.compile(rf'(^|\s){re.escape(name)}:')
+    i = lineno - 1
+    while i >= 0 and i >= lineno - 12 and not pat.search(src[i]):
+        i -= 1
+    if i < 0 or not pat.search(src[i]):
+        return False
+    i -= 1
+    while i >= 0 and (not src[i].strip() or _LABEL_ONLY.match(src[i])):
+        i -= 1
+    return i < 0 or bool(_COMMENT.match(src[i]))
+
+
+def routine_starts(image):
+    """Sorted [(address, name)] of the labels of `image` that open a routine."""
+    texts, out = {}, []
+    for name, addr in image.symbols.items():
+        loc = image.line_at(addr)
+        if loc is None or name.startswith('.'):
+            continue
+        file, line = loc
+        if file not in texts:
+            try:
+                with open(os.path.join(ROOT, file)) as f:
+                    texts[file] = f.read().split('\n')
+            except OSError:
+                texts[file] = []
+        if _label_opens_routine(texts[file], line, name):
+            out.append((addr, name))
+    return sorted(set(out))
+
+
+class InsnInfo:
+    """What does not change between executions of one instruction (text:
+    its middle columns, made by the text sink once)."""
+    __slots__ = ('where', 'sym', 'file', 'line', 'routine', 'raw', 'asm', 'memops', 'stack', 'image',
+                 'text')
+
+
+class Code:
+    """Symbols, routines and decoded instructions of the kernel image and
+    the user programs, cached per address."""
+
+    def __init__(self, k):
+        self.k = k
+        self.kernel = k.image
+        self.programs = {name: p.image for name, p in k.binfmt.programs.items()}
+        self._routines = {}
+        self._symbolizers = {id(k.image): k.symbolizer}
+        self._cache = {}
+        self.kernel_info = {}       # eip -> InsnInfo, kernel image only (the decoder's fast path)
+        self._md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
+        self._md.detail = True
+
+    def image_for(self, task, eip):
+        if self.kernel.contains(eip):
+            return self.kernel
+        prog = getattr(task, 'program', None) if task is not None else None
+        if prog is not None and prog.image.contains(eip):
+            return prog.image
+        return None
+
+    def routines(self, image):
+        key = id(image)
+        if key not in self._routines:
+            starts = routine_starts(image)
+            self._routines[key] = ([a for a, _ in starts], [n for _, n in starts])
+        return self._routines[key]
+
+    def routine_of(self, image, addr):
+        addrs, names = self.routines(image)
+        i = bisect.bisect_right(addrs, addr) - 1
+        return names[i] if i >= 0 else None
+
+    def symbol_range(self, image, addr):
+        """[addr, start of the next routine) in image."""
+        addrs, _ = self.routines(image)
+        i = bisect.bisect_right(addrs, addr)
+        return addr, addrs[i] if i < len(addrs) else image.base + image.size
+
+    def describe(self, task, addr):
+        image = self.image_for(task, addr)
+        if image is None:
+            return f'{addr:#010x}'
+        sym = self._symbolizers.get(id(image))
+        if sym is None:
+            sym = self._symbolizers[id(image)] = Symbolizer([image])
+        return sym.describe(addr)
+
+    def info(self, task, eip, size, cr3, cpu):
+        image = self.image_for(task, eip)
+        key = (id(image), eip) if image is not None else None
+        got = self._cache.get(key) if key else None
+        if got is None:
+            got = self._decode(image, task, eip, size, cr3, cpu)
+            if key:
+                self._cache[key] = got
+        return got
+
+    def _decode(self, image, task, eip, size, cr3, cpu):
+        info = InsnInfo()
+        info.image, info.text = image, None
+        if image is not None:
+            off = eip - image.base
+            raw = image.code[off:off + (size or 15)]
+            loc = image.line_at(eip)
+            sym = image.symbol_at(eip)
+        else:
+            raw = cpu.read_virt(cr3, eip, max(size, 1)) or b''
+            loc = sym = None
+        info.raw = bytes(raw)
+        info.file, info.line = loc if loc else (None, None)
+        info.sym = (f'{sym[0]}+{sym[1]:#x}' if sym[1] else sym[0]) if sym else f'{eip:#010x}'
+        info.where = f'{info.sym} ({info.file}:{info.line})' if loc else info.sym
+        info.routine = (self.routine_of(image, eip) if image is not None else None) or info.sym
+        info.asm, info.memops, info.stack = '(bad)', (), False
+        for insn in self._md.disasm(info.raw, eip, 1):
+            info.raw = info.raw[:insn.size]
+            info.asm = f'{insn.mnemonic} {insn.op_str}'.strip()
+            info.memops = tuple(self._memop(insn, op) for op in insn.operands if op.type == cx.X86_OP_MEM)
+            info.stack = insn.id in _STACK_INSNS
+        return info
+
+    @staticmethod
+    def _memop(insn, op):
+        m = op.mem
+        base = insn.reg_name(m.base) if m.base else None
+        index = insn.reg_name(m.index) if m.index else None
+        base = REGS.index(base) if base in REGS else None
+        index = REGS.index(index) if index in REGS else None
+        return base, index, m.scale, m.disp, op.access
+
+
+def virtual_address(info, regs, typ, pa):
+    """The virtual address of an access at physical `pa`, from the operands
+    of the instruction and the registers before it: the candidate (an
+    operand's effective address, or ESP for push/pop/call/ret/iret) nearest
+    to an address with pa's page offset, preferring operands that read
+    (write) for a read (write).  None when nothing is within 64 bytes."""
+    want = capstone.CS_AC_READ if typ == vtrace.MEM_READ else capstone.CS_AC_WRITE
+    off = pa & 0xFFF
+    best, best_d = None, 64
+    for base, index, scale, disp, access in info.memops:
+        ea = disp
+        if base is not None:
+            ea += regs[base]
+        if index is not None:
+            ea += regs[index] * scale
+        delta = ((off - ea + 2048) & 0xFFF) - 2048      # from ea to the nearest match
+        d = abs(delta) + (0 if access & want else 32)
+        if d < best_d:
+            best, best_d = (ea + delta) & 0xFFFFFFFF, d
+    if info.stack:
+        esp = regs[_ESP_REG]
+        delta = ((off - esp + 2048) & 0xFFF) - 2048
+        if abs(delta) < best_d:
+            best = (esp + delta) & 0xFFFFFFFF
+    return best
+
+
+# ---- entries ------------------------------------------------------------------------
+
+class Insn:
+    """One traced instruction.  regs: the changed registers (name, new
+    value), or None when the state after it is not known (it faulted, or
+    was the last one before the trace was cut); mem: (op 'r'/'w', va or
+    None, pa, size, value)."""
+    __slots__ = ('seq', 'time', 'cpu', 'task', 'ring', 'eip', 'info', 'before', 'after',
+                 'next_eip', 'regs', 'mem', 'retired')
+
+    def task_label(self):
+        return _label(self.task)
+
+
+class Event:
+    __slots__ = ('seq', 'time', 'cpu', 'task', 'name', 'fields')
+
+    def __init__(self, seq, t, cpu, task, name, fields):
+        self.seq, self.time, self.cpu, self.task, self.name, self.fields = seq, t, cpu, task, name, fields
+
+
+def _plain(v):
+    """A field value as JSON-able data, fixed now (kernel objects change)."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, (tuple, list)):
+        return [_plain(x) for x in v]
+    return str(v)
+
+
+_LABELS = {}
+
+
+def _label(task):
+    """'name/pid' (cached per task: it is on every line)."""
+    if task is None:
+        return '-'
+    got = _LABELS.get(task)
+    if got is None or got[0] != task.name:
+        got = _LABELS[task] = (task.name, f'{task.name}/{task.pid}')
+    return got[1]
+
+
+# ---- the tracer -------------------------------------------------------------------------
+
+class Tracer:
+    """Connects a kernel (kernel.tracer, vm.trace.MachineTrace) to a sink.
+    Use: run_variant(..., tracer=Tracer(sink, filters)); then close()."""
+
+    def __init__(self, sink, filters=None, meta=None):
+        self.sink = sink
+        self.f = filters or Filters()
+        self.meta = dict(meta or {})
+        self.k = None
+        self.mt = None
+        self.counts = dict(instructions=0, events=0, dropped=0)
+        self._user_images = None
+
+    # ---- attaching ----------------------------------------------------------
+
+    def attach(self, k):
+        self.k = k
+        m = k.machine
+        self.f.check(len(m.cpus))
+        self.code = Code(k)
+        self.points = KernelPoints(self)
+        ranges = None if self.f.events_only else self._ranges()
+        self.mt = vtrace.MachineTrace(m, self, cpus=self.f.cpus,
+                                      memory=self.f.memory and not self.f.events_only)
+        self.mt.set_ranges(ranges)
+        self.mt.set_points(self.points.addresses())
+        w = self.f.window
+        if w is not None and w[0] == 'seq':
+            self.mt.set_window(*self.f.window_bounds())
+        n = len(m.cpus)
+        self._task, self._t0, self._extra = [None] * n, [0] * n, [0] * n
+        self._running = None            # the CPU in a run (events made mid-run by Python hooks)
+        self._marked = {}               # MARK record index -> [Event] of the current run
+        self.mt.attach()
+        if self._window_near(None, 0):
+            self.mt.on()
+        k.tracer = self
+        self.sink.begin(dict(self.meta, seed=k.config['seed'], cpus=n, filters=self.f.describe(),
+                             regs=list(REGS), time_unit='cycles'))
+
+    def _ranges(self):
+        """[lo, hi) ranges for the code hooks from --symbols, --kernel, --user."""
+        f = self.f
+        ring_lo = 0 if f.user or not f.kernel else layout.PAGE_OFFSET
+        ring_hi = layout.PAGE_OFFSET if f.user and not f.kernel else 1 << 32
+        if f.symbols is None:
+            return [(ring_lo, ring_hi)]
+        out, self._user_images = [], set()
+        for pat in f.symbols:
+            hits = self._symbol_ranges(pat)
+            if not hits:
+                raise ValueError(f'--symbols {pat!r}: no routine or label of that name '
+                                 f'(kernel: asm/kernel/*.S; programs: {", ".join(sorted(self.code.programs))})')
+            for image, lo, hi in hits:
+                if image is not self.code.kernel:
+                    self._user_images.add(id(image))
+                lo, hi = max(lo, ring_lo), min(hi, ring_hi)
+                if lo < hi:
+                    out.append((lo, hi))
+        if not out:
+            raise ValueError('--symbols with --kernel/--user: nothing left to trace')
+        return out
+
+    def _symbol_ranges(self, pat):
+        images = [self.code.kernel] + [self.code.programs[p] for p in sorted(self.code.programs)]
+        hits = []
+        for image in images:
+            for name, addr in sorted(image.symbols.items(), key=lambda x: x[1]):
+                if fnmatch.fnmatchcase(name, pat) and image.contains(addr):
+                    lo, hi = self.code.symbol_range(image, addr)
+                    hits.append((image, lo, hi))
+        return hits
+
+    def close(self, result=None):
+        """Detach from the machine and finish the sink (returns the counts)."""
+        if self.mt is not None:
+            self.mt.detach()
+        if self.k is not None and self.k.tracer is self:
+            self.k.tracer = None
+        summary = dict(self.counts)
+        if result is not None:
+            summary.update(outcome=result['outcome'], expected=result['expected'], ok=result['ok'])
+        self.sink.end(summary)
+        return summary
+
+    # ---- the window: hooks only near it --------------------------------------
+
+    def _total(self):
+        return sum(c.k.executed for c in self.k.machine.cpus)
+
+    def _window_near(self, cpu, budget):
+        """Is the window open, or could this run reach it?"""
+        w = self.f.window
+        if w is None:
+            return True
+        m = self.k.machine
+        if w[0] == 'seq':
+            now = self._total()
+        else:
+            now = min(m.time(i) for i in range(len(m.cpus))) if cpu is None else m.time(cpu.index)
+        end = now + budget + 1024
+        return any(end >= lo and (hi is None or now < hi) for lo, hi in w[1])
+
+    # ---- vm.trace consumer -------------------------------------------------------
+
+    def before_run(self, cpu, budget):
+        i = cpu.index
+        task = self.k.sched.current[i]
+        self._task[i], self._t0[i], self._extra[i] = task, self.k.machine.time(i), self.k.machine.extra[i]
+        if self.f.window is not None:
+            self.mt.on() if self._window_near(cpu, budget) else self.mt.off()
+        self._running = cpu
+        return self.f.task_ok(task)
+
+    def after_run(self, cpu, trap, recs, mems, stop, dropped):
+        i = cpu.index
+        self._running = None
+        task = self._task[i]
+        self.sink.span(i, task, self._t0[i], self.k.machine.time(i))     # every task: the timeline
+        if len(recs):
+            self._decode(cpu, task, recs, mems, stop)
+        if dropped:
+            self.counts['dropped'] += dropped
+            self._emit(Event(self._total(), self.k.machine.time(i), i, task, 'trace_dropped',
+                             {'records': dropped}))
+
+    def _decode(self, cpu, task, recs, mems, stop):
+        """One run's records -> Insn entries and point events, in order.
+        Records are read as rows of 32-bit words (one tolist per run).  The
+        after-state of an instruction is the next INSN or STATE record, or
+        the stop, when that is the next instruction (icount + 1)."""
+        n, i = len(recs), cpu.index
+        rows = recs.view('<u4').reshape(n, _REC_WORDS).tolist()
+        rows.append([0, 0] + [cpu.k.executed & 0xFFFFFFFF, cpu.k.executed >> 32, vtrace.STATE,
+                              cpu.regs['eip'], 0, 0, 0] + list(stop))
+        mem = mems.view('<u4').reshape(len(mems), 6).tolist() if len(mems) else ()
+        nxt, later = [0] * n, n
+        for j in range(n - 1, -1, -1):          # the next INSN/STATE record (or the stop)
+            nxt[j] = later
+            if rows[j][4] < vtrace.POINT:
+                later = j
+        executed, extra = cpu.k.executed, self._extra[i]
+        user_ok = self._user_images is None or (task is not None and task.program is not None
+                                                and id(task.program.image) in self._user_images)
+        windowed = self.f.window is not None
+        marked, self._marked = self._marked, {}
+        info_of, sink, points = self.code.info, self.sink, self.points
+        kinfo, held_by = self.code.kernel_info, points.held_by
+        count = 0
+        for j in range(n):
+            w = rows[j]
+            k = w[4]
+            if k != vtrace.INSN:
+                if k == vtrace.POINT:
+                    points.hit(i, task, w[0] | w[1] << 32, w[2] + (w[3] << 32) + extra, w[5], w[9:])
+                elif k == vtrace.MARK:
+                    for e in marked.get(j, ()):
+                        self._emit(e)
+                continue
+            eip, ic = w[5], w[2] | w[3] << 32
+            if eip < _PAGE_OFFSET and not user_ok:
+                continue
+            if windowed and not self.f.in_window(w[0] | w[1] << 32, ic + extra):
+                continue
+            x = Insn()
+            x.seq, x.time, x.cpu, x.task, x.eip = w[0] | w[1] << 32, ic + extra, i, task, eip
+            x.before = before = w[9:]
+            x.ring = before[_CS_REG] & 3
+            info = kinfo.get(eip)
+            if info is None:
+                info = info_of(task, eip, w[6], before[_CR3_REG], cpu)
+                if eip >= _PAGE_OFFSET and info.image is not None:
+                    kinfo[eip] = info
+            x.info = info
+            x.retired = ic < executed
+            a = rows[nxt[j]]
+            if (a[2] | a[3] << 32) == ic + 1:
+                x.after = after = a[9:]
+                x.next_eip = a[5]
+                x.regs = [(r, v) for r, v, b in zip(REGS, after, before) if v != b] if after != before else []
+            else:
+                x.after = x.next_eip = x.regs = None
+            if w[7]:
+                x.mem = [('r' if m[1] == _MEM_READ else 'w', virtual_address(info, before, m[1], m[2]),
+                          m[2], m[3], m[4] | m[5] << 32) for m in mem[w[8]:w[8] + w[7]]]
+                if task in held_by:
+                    points.check_access(x)
+            else:
+                x.mem = ()
+            count += 1
+            sink.insn(x)
+        self.counts['instructions'] += count
+
+    # ---- kernel events -------------------------------------------------------------
+
+    def event(self, name, task, fields):
+        """kernel.trace_event(): an event made by Python kernel code, between
+        runs, or mid-run by a Python hook (then it is placed at the
+        instruction about to run, and emitted with the run's records)."""
+        cpu = task.cpu if task is not None else fields.get('cpu')
+        m = self.k.machine
+        fields = {key: _plain(v) for key, v in fields.items() if v is not None}
+        for key in SYM_KEYS:
+            if isinstance(fields.get(key), int):
+                fields[key + '_at'] = self.code.describe(task, fields[key])
+        if name == 'page_fault' and task is not None:
+            fields['in_atomic'] = self.k.sched.preempt_count(task)
+        run = self._running
+        if run is not None:
+            got = self.mt.mark(run.index, run.get_reg('eip'))
+            if got is not None:
+                idx, seq, icount = got
+                e = Event(seq, icount + self._extra[run.index], run.index, task, name, fields)
+                self._marked.setdefault(idx, []).append(e)
+                return
+        t = m.time(cpu) if cpu is not None else m.now()
+        self._emit(Event(self._total(), t, cpu, task, name, fields))
+
+    def _emit(self, e):
+        f = self.f
+        if not (f.cpu_ok(e.cpu) and (e.task is None or f.task_ok(e.task) or f.mentions(e.fields))
+                and f.in_window(e.seq, e.time)):
+            return
+        self.counts['events'] += 1
+        self.sink.event(e)
+
+
+# ---- events synthesized from kernel labels -------------------------------------------
+
+class KernelPoints:
+    """One-address hooks on kernel labels whose execution is an event
+    Python cannot see (kmap slots, TLB flushes, IPI acknowledgements), and
+    a slot-reuse check over them.  Each handler gets the registers before
+    the instruction at the label."""
+
+    def __init__(self, tracer):
+        self.t = tracer
+        k = tracer.k
+        self.k = k
+        sym = k.image.symbols
+        self.handlers = {}
+        for name, fn in (('kmap_atomic', self._kmap_atomic), ('kunmap_atomic', self._kunmap_atomic),
+                         ('mnv_found', self._pkmap_map), ('pkmap_wrap', self._pkmap_wrap),
+                         ('kmap_sleep', self._pkmap_sleep), ('kunmap_high', self._kunmap_high),
+                         ('kmap_local_page', self._kmap_local), ('kunmap_local', self._kunmap_local),
+                         ('flush_tlb_all', self._flush_tlb_all),
+                         ('flush_tlb_others', self._flush_tlb_others)):
+            if name in sym:
+                self.handlers[sym[name]] = fn
+        for addr in k.image.specials.get('invlpg', ()):
+            self.handlers[addr] = self._invlpg
+        for addr in k.image.specials.get('mov_cr3', ()):
+            self.handlers[addr] = self._cr3
+        for routine, target, vector in (('smp_invalidate_interrupt', 'flush_cpumask', 'INVALIDATE_TLB'),
+                                        ('smp_call_function_interrupt', 'call_data_started',
+                                         'CALL_FUNCTION')):
+            addr = self._find_ack(routine, target)
+            if addr is not None:
+                self.handlers[addr] = lambda c, task, r, eip, v=vector: ('ipi_ack', {'vector': v})
+        self.holders = {}          # (cpu, slot idx) -> [(task, pfn)]: kmap_atomic not yet undone
+        self.held_by = {}          # task -> {page: (vaddr, pfn)}, from holders
+        self.reported = set()
+        self.highmem_start = k.machine.read32(sym['highmem_start_page'] - layout.PAGE_OFFSET) \
+            if 'highmem_start_page' in sym else 0
+
+    def addresses(self):
+        return list(self.handlers)
+
+    def _find_ack(self, routine, target):
+        """The instruction of `routine` that writes `target` with a lock
+        prefix: the acknowledgement of an IPI."""
+        sym = self.k.image.symbols
+        if routine not in sym or target not in sym:
+            return None
+        code = self.t.code
+        lo, hi = code.symbol_range(code.kernel, sym[routine])
+        img = code.kernel
+        md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
+        md.detail = True
+        for insn in md.disasm(img.code[lo - img.base:hi - img.base], lo):
+            if cx.X86_PREFIX_LOCK in insn.prefix and any(
+                    op.type == cx.X86_OP_MEM and op.mem.disp == sym[target] for op in insn.operands):
+                return insn.address
+        return None
+
+    def hit(self, cpu, task, seq, t, eip, regs):
+        fn = self.handlers.get(eip)
+        got = fn(cpu, task, dict(zip(REGS, regs)), eip) if fn else None
+        if not got:
+            return
+        for name, fields in (got if isinstance(got, list) else [got]):
+            fields = dict(fields, routine=self.t.code.describe(task, eip))
+            self.t._emit(Event(seq, t, cpu, task, name, fields))
+
+    # ---- the handlers: (name, fields), a list of them, or None ----------------
+
+    def _pfn(self, page):
+        try:
+            return self.k.page_alloc.page_to_pfn(page)
+        except Exception:           # not a struct page: shown as the raw pointer
+            return None
+
+    def _slot(self, cpu, typ):
+        idx = cpu * layout.KM_TYPE_NR + typ
+        name = layout.KM_TYPES[typ] if 0 <= typ < len(layout.KM_TYPES) else str(typ)
+        return idx, name, layout.fix_to_virt(layout.FIX_KMAP_BEGIN + idx)
+
+    def _kmap_atomic(self, cpu, task, r, eip):
+        """kmap_atomic(page, type): map a per-CPU fixmap slot.  A slot still
+        held by another task (it has not called kunmap_atomic: it slept
+        inside its atomic section) is reused: reported."""
+        page, typ = r['eax'], r['edx']
+        pfn = self._pfn(page)
+        if page < self.highmem_start:
+            return 'kmap_atomic', {'pfn': pfn, 'lowmem': True}
+        idx, slot, vaddr = self._slot(cpu, typ)
+        out = [('kmap_atomic', {'slot': slot, 'vaddr': vaddr, 'pfn': pfn})]
+        held = [h for h in self.holders.get((cpu, idx), []) if h[0] is not task and h[0].alive]
+        for other, opfn in held:
+            if ('reuse', other, idx, opfn) in self.reported:
+                continue                    # once per holding: the first reuse tells it
+            self.reported.add(('reuse', other, idx, opfn))
+            note = (f'{_label(other)} still holds this slot (no kunmap_atomic yet): its accesses '
+                    f'through {vaddr:#010x} now reach pfn {pfn:#x}, not {opfn:#x}') \
+                if pfn is not None and opfn is not None else ''
+            out.append(('kmap_slot_reused', {'slot': slot, 'vaddr': vaddr, 'pfn': pfn,
+                                             'holder': _label(other), 'holder_pfn': opfn, 'note': note}))
+        self.holders[(cpu, idx)] = held + [(task, pfn)]
+        self._index_holders()
+        return out
+
+    def _kunmap_atomic(self, cpu, task, r, eip):
+        vaddr, typ = r['eax'], r['edx']
+        idx, slot, _ = self._slot(cpu, typ)
+        if vaddr < layout.FIXMAP_PT_BASE:
+            return 'kunmap_atomic', {'vaddr': vaddr, 'lowmem': True}
+        self.holders[(cpu, idx)] = [h for h in self.holders.get((cpu, idx), []) if h[0] is not task]
+        self._index_holders()
+        return 'kunmap_atomic', {'slot': slot, 'vaddr': vaddr}
+
+    def _pkmap_map(self, cpu, task, r, eip):
+        nr = r['eax']
+        return 'pkmap_map', {'nr': nr, 'vaddr': self.k.pkmap_base + nr * layout.PAGE_SIZE,
+                             'pfn': self._pfn(r['edi'])}
+
+    def _pkmap_wrap(self, cpu, task, r, eip):
+        return 'pkmap_wrap', {'note': 'last_pkmap_nr wrapped: flush_all_zero_pkmaps + flush_tlb_all'}
+
+    def _pkmap_sleep(self, cpu, task, r, eip):
+        return 'pkmap_sleep', {'note': 'no free pkmap slot: sleeping on pkmap_map_wait'}
+
+    def _kunmap_high(self, cpu, task, r, eip):
+        return 'kunmap_high', {'pfn': self._pfn(r['eax'])}
+
+    def _kmap_local(self, cpu, task, r, eip):
+        return 'kmap_local', {'pfn': self._pfn(r['eax'])}
+
+    def _kunmap_local(self, cpu, task, r, eip):
+        return 'kunmap_local', {'vaddr': r['eax']}
+
+    def _flush_tlb_all(self, cpu, task, r, eip):
+        return 'tlb_flush', {'kind': 'global', 'how': 'flush_tlb_all: IPI to every other CPU + local'}
+
+    def _flush_tlb_others(self, cpu, task, r, eip):
+        va = r['ecx']
+        return 'tlb_flush', {'kind': 'remote', 'mask': r['eax'],
+                             'va': 'all' if va == 0xFFFFFFFF else va}
+
+    def _invlpg(self, cpu, task, r, eip):
+        info = self.t.code.info(task, eip, 0, 0, None)
+        va = None
+        if info.memops:
+            base, index, scale, disp, _ = info.memops[0]
+            va = (disp + (r[REGS[base]] if base is not None else 0)
+                  + (r[REGS[index]] * scale if index is not None else 0)) & 0xFFFFFFFF
+        return 'tlb_flush', {'kind': 'local', 'how': 'invlpg', 'va': va}
+
+    def _cr3(self, cpu, task, r, eip):
+        return 'tlb_flush', {'kind': 'local', 'how': 'mov cr3 (whole TLB)'}
+
+    # ---- the slot-reuse check on traced accesses ---------------------------------
+
+    def _index_holders(self):
+        """held_by: task -> {slot page: (vaddr, pfn it mapped there)}."""
+        self.held_by.clear()
+        for (cpu, idx), held in self.holders.items():
+            vaddr = layout.fix_to_virt(layout.FIX_KMAP_BEGIN + idx)
+            for task, pfn in held:
+                if pfn is not None:
+                    self.held_by.setdefault(task, {})[vaddr >> 12] = (vaddr, pfn)
+
+    def check_access(self, x):
+        """An access by a holder of a kmap_atomic slot, through the slot's
+        address, that reaches another page than the one it mapped: the
+        wrong bytes (reported once per holder, slot, page and direction)."""
+        pages = self.held_by.get(x.task)
+        if not pages:
+            return
+        for op, va, pa, size, value in x.mem:
+            got = pages.get(va >> 12) if va is not None else None
+            if got is not None and pa >> 12 != got[1]:
+                self._wrong_page(x, op, got[0], got[1], pa)
+
+    def _wrong_page(self, x, op, vaddr, pfn, pa):
+        key = (x.task, vaddr, pa >> 12, op)
+        if key in self.reported:
+            return
+        self.reported.add(key)
+        what = 'writes' if op == 'w' else 'reads'
+        self.t._emit(Event(x.seq, x.time, x.cpu, x.task, 'kmap_wrong_page', {
+            'vaddr': vaddr, 'mapped_pfn': pfn, 'reached_pfn': pa >> 12, 'op': op,
+            'note': f'{_label(x.task)} {what} through the slot it mapped to pfn {pfn:#x}, but it now '
+                    f'maps pfn {pa >> 12:#x} (another task reused the slot): wrong bytes '
+                    f'(reported once; see the memory accesses)'}))
+
+
+# ---- sinks ------------------------------------------------------------------------------
+#
+# A sink gets begin(meta), then span(cpu, task, t0, t1) for each run of a
+# task on a CPU, insn(Insn) and event(Event) in sequence order, then
+# end(summary).
+
+def _hex(v):
+    return f'{v:#x}' if isinstance(v, int) and not isinstance(v, bool) else str(v)
+
+
+def _num(v):
+    return f'{v:#x}' if isinstance(v, int) and not isinstance(v, bool) and v >= 0x10000 else str(v)
+
+
+def _fmt_field(key, v):
+    if isinstance(v, int) and not isinstance(v, bool) and (key in ADDR_KEYS or key.endswith('pfn')):
+        return f'{key}={v:#x}'
+    if isinstance(v, list):
+        return f'{key}=(' + ', '.join(_num(x) for x in v) + ')'
+    if isinstance(v, str) and (' ' in v or not v):
+        return f'{key}="{v}"' if v else ''
+    return f'{key}={v}'
+
+
+def error_code_text(err):
+    return ' '.join(('protection' if err & PF_P else 'not-present', 'write' if err & PF_W else 'read',
+                     'user' if err & PF_U else 'kernel'))
+
+
+def event_text(e):
+    """The fields of an event as text, symbolized where known."""
+    f = dict(e.fields)
+    parts = []
+    if e.name == 'page_fault' and 'error' in f:
+        parts.append(f'address={f.pop("address", 0):#010x} error={f["error"]:#x} '
+                     f'({error_code_text(f.pop("error"))})')
+        atomic = f.pop('in_atomic', None)
+        if atomic:
+            parts.append(f'IN ATOMIC (preempt_count {atomic})')
+    for key in SYM_KEYS:
+        if key + '_at' in f:
+            f.pop(key, None)
+            f[key] = f.pop(key + '_at')
+    parts += [_fmt_field(k, v) for k, v in f.items()]
+    return ' '.join(p for p in parts if p)
+
+
+class Sink:
+    def begin(self, meta):
+        pass
+
+    def span(self, cpu, task, t0, t1):
+        pass
+
+    def insn(self, x):
+        pass
+
+    def event(self, e):
+        pass
+
+    def end(self, summary):
+        pass
+
+
+def _open(path):
+    try:
+        return open(path, 'w')
+    except OSError as e:
+        raise ValueError(f'cannot write {path}: {e.strerror}') from None
+
+
+class TextSink(Sink):
+    """Aligned text, one line per instruction or event (see docs/tracing.md)."""
+    HEADER = (f'{"seq":>10} {"time":>11} {"cpu":>3} {"task":<14} r {"eip":<8} {"where":<46} '
+              f'{"bytes":<20} {"instruction":<34} changes / memory')
+
+    def __init__(self, out):
+        self.out = out
+
+    def begin(self, meta):
+        w = self.out.write
+        w(f'# kmaplab trace: {json.dumps({k: v for k, v in meta.items() if k != "regs"}, sort_keys=True)}\n')
+        w('# seq: instructions retired by all CPUs before; time: this CPU\'s clock in cycles; '
+          'r: ring; * = event; mem: r/w va(pa)=value\n')
+        w('#' + self.HEADER[1:] + '\n')
+
+    def insn(self, x):
+        i = x.info
+        if i.text is None:
+            i.text = f'{x.eip:08x} {i.where:<46} {i.raw.hex(" "):<20} {i.asm:<34}'
+        if x.regs is not None:
+            tail = ' '.join(['%s=%08x' % rv for rv in x.regs])
+        else:
+            tail = '(faulted: not retired)' if not x.retired else '(after-state not traced)'
+        if x.mem:
+            tail += '  ' + ' '.join([('%s %08x(pa %08x)=%0*x' % (op, va, pa, 2 * sz, val)) if va is not None
+                                     else ('%s ?(pa %08x)=%0*x' % (op, pa, 2 * sz, val))
+                                     for op, va, pa, sz, val in x.mem])
+        self.out.write('%10d %11d %3d %-14s %d %s %s\n' % (x.seq, x.time, x.cpu, _label(x.task), x.ring,
+                                                          i.text, tail))
+
+    def event(self, e):
+        cpu = '-' if e.cpu is None else e.cpu
+        self.out.write(f'{e.seq:>10} {e.time:>11} {cpu:>3} {_label(e.task):<14} * '
+                       f'{e.name:<16} {event_text(e)}\n')
+
+    def end(self, summary):
+        self.out.write(f'# end: {json.dumps(summary, sort_keys=True)}\n')
+
+
+class JsonlSink(Sink):
+    """One JSON object per line (schema: docs/tracing.md)."""
+
+    def __init__(self, out):
+        self.out = out
+
+    def _w(self, obj):
+        self.out.write(json.dumps(obj, separators=(',', ':')) + '\n')
+
+    def begin(self, meta):
+        self._w(dict(type='meta', version=1, **meta))
+
+    def insn(self, x):
+        i = x.info
+        self._w({'type': 'insn', 'seq': x.seq, 'time': x.time, 'cpu': x.cpu, 'task': _label(x.task),
+                 'ring': x.ring, 'eip': x.eip, 'sym': i.sym, 'file': i.file, 'line': i.line,
+                 'bytes': i.raw.hex(), 'asm': i.asm, 'retired': x.retired,
+                 'regs': None if x.regs is None else dict(x.regs),
+                 'mem': [{'op': op, 'va': va, 'pa': pa, 'size': sz, 'value': val}
+                         for op, va, pa, sz, val in x.mem]})
+
+    def event(self, e):
+        self._w({'type': 'event', 'seq': e.seq, 'time': e.time, 'cpu': e.cpu,
+                 'task': None if e.task is None else _label(e.task), 'event': e.name, 'args': e.fields})
+
+    def end(self, summary):
+        self._w(dict(type='end', **summary))
+
+
+class PerfettoSink(Sink):
+    """Chrome trace-event JSON (loads in ui.perfetto.dev and chrome://tracing):
+    one track (thread) per CPU; a slice per stretch of a task on it, a
+    nested slice per stretch of traced instructions in one routine; kernel
+    events as instant events.  Time: 1 simulated cycle = 1 ns."""
+    PID = 1
+    MACHINE_TID = 999
+
+    def __init__(self, out):
+        self.out = out
+        self.first = True
+        self.tasks = {}            # cpu -> [label, start, end]
+        self.routine = {}          # cpu -> [name, start, last time, last seq, first seq]
+
+    def _w(self, obj):
+        self.out.write(('' if self.first else ',\n') + json.dumps(obj, separators=(',', ':')))
+        self.first = False
+
+    @staticmethod
+    def _us(t):
+        return round(t / 1000, 3)
+
+    def begin(self, meta):
+        self.meta = meta
+        self.out.write('{"traceEvents":[\n')
+        variant = ' '.join(f'{k}={v}' for k, v in (meta.get('variant') or {}).items())
+        name = f'kmaplab {meta.get("scenario", "")} {variant}'.strip()
+        self._w({'ph': 'M', 'pid': self.PID, 'name': 'process_name', 'args': {'name': name}})
+        for c in range(meta.get('cpus', 1)):
+            self._w({'ph': 'M', 'pid': self.PID, 'tid': c, 'name': 'thread_name', 'args': {'name': f'CPU {c}'}})
+            self._w({'ph': 'M', 'pid': self.PID, 'tid': c, 'name': 'thread_sort_index',
+                     'args': {'sort_index': c}})
+        self._w({'ph': 'M', 'pid': self.PID, 'tid': self.MACHINE_TID, 'name': 'thread_name',
+                 'args': {'name': 'machine (no CPU)'}})
+
+    def _slice(self, tid, name, t0, t1, cat, args=None):
+        ev = {'ph': 'X', 'pid': self.PID, 'tid': tid, 'ts': self._us(t0), 'dur': self._us(max(t1 - t0, 1)),
+              'name': name, 'cat': cat}
+        if args:
+            ev['args'] = args
+        self._w(ev)
+
+    def span(self, cpu, task, t0, t1):
+        self._close_routine(cpu)
+        label = _label(task)
+        cur = self.tasks.get(cpu)
+        if cur is not None and cur[0] == label:
+            cur[2] = t1
+            return
+        if cur is not None:
+            self._slice(cpu, cur[0], cur[1], t0, 'idle' if cur[0].startswith('swapper') else 'task')
+        self.tasks[cpu] = [label, t0, t1]
+
+    def _close_routine(self, cpu):
+        r = self.routine.pop(cpu, None)
+        if r is not None:
+            self._slice(cpu, r[0], r[1], r[2] + 1, 'routine', {'first_seq': r[4], 'last_seq': r[3]})
+
+    def insn(self, x):
+        r = self.routine.get(x.cpu)
+        name = x.info.routine
+        if r is not None and r[0] == name and x.seq == r[3] + 1:
+            r[2], r[3] = x.time, x.seq
+            return
+        self._close_routine(x.cpu)
+        self.routine[x.cpu] = [name, x.time, x.time, x.seq, x.seq]
+
+    def event(self, e):
+        tid = self.MACHINE_TID if e.cpu is None else e.cpu
+        args = {k: (_hex(v) if k in ADDR_KEYS else v) for k, v in e.fields.items()}
+        args.update(seq=e.seq, task=_label(e.task), text=event_text(e))
+        self._w({'ph': 'i', 's': 't', 'pid': self.PID, 'tid': tid, 'ts': self._us(e.time),
+                 'name': e.name, 'cat': 'event', 'args': args})
+
+    def end(self, summary):
+        for cpu in list(self.routine):
+            self._close_routine(cpu)
+        for cpu, (label, t0, t1) in sorted(self.tasks.items()):
+            self._slice(cpu, label, t0, t1, 'idle' if label.startswith('swapper') else 'task')
+        self.out.write('\n],"displayTimeUnit":"ns","otherData":'
+                       + json.dumps(dict(self.meta, **summary, time='1 cycle = 1 ns'), default=str) + '}\n')
+
+
+class TenetSink(Sink):
+    """Tenet text traces (github.com/gaasedelen/tenet), one file per CPU:
+    each line holds the registers an instruction changed, EIP of the next
+    one, and the memory it read (mr=) or wrote (mw=) at virtual addresses.
+    The first line of a file holds every register."""
+    GPRS = ('eax', 'ebx', 'ecx', 'edx', 'ebp', 'esp', 'esi', 'edi')
+    _IDX = [REGS.index(r) for r in GPRS]
+
+    def __init__(self, prefix):
+        self.prefix = prefix
+        self.files = {}
+        self.state = {}            # cpu -> (registers, eip) the file last described
+        self.paths = []
+
+    def path(self, cpu):
+        root, ext = os.path.splitext(self.prefix)
+        return f'{root}.cpu{cpu}{ext or ".tenet"}'
+
+    def _file(self, cpu):
+        f = self.files.get(cpu)
+        if f is None:
+            p = self.path(cpu)
+            f = self.files[cpu] = _open(p)
+            self.paths.append(p)
+        return f
+
+    def _delta(self, old, new):
+        return [f'{r}={new[i]:#x}' for r, i in zip(self.GPRS, self._IDX) if old is None or old[i] != new[i]]
+
+    def insn(self, x):
+        f = self._file(x.cpu)
+        st = self.state.get(x.cpu)
+        if st is None or st != (x.before, x.eip):
+            parts = self._delta(None if st is None else st[0], x.before) + [f'eip={x.eip:#x}']
+            f.write(','.join(parts) + '\n')
+        if x.after is None or x.next_eip is None:
+            self.state[x.cpu] = (x.before, x.eip)
+            return
+        parts = self._delta(x.before, x.after) + [f'eip={x.next_eip:#x}']
+        for op, va, pa, sz, val in x.mem:
+            if va is not None:
+                parts.append(f'm{op}={va:#x}:{val.to_bytes(8, "little")[:sz].hex()}')
+        f.write(','.join(parts) + '\n')
+        self.state[x.cpu] = (x.after, x.next_eip)
+
+    def end(self, summary):
+        for f in self.files.values():
+            f.close()
+
+
+def make_sink(fmt, out, name):
+    """The sink for --format/--out; `name` names default files (tenet)."""
+    if fmt not in FORMATS:
+        raise ValueError(f'--format {fmt!r}: one of {", ".join(FORMATS)}')
+    if fmt == 'tenet':
+        return TenetSink(out or f'{name}.tenet')
+    stream = _open(out) if out else sys.stdout
+    return {'text': TextSink, 'jsonl': JsonlSink, 'perfetto': PerfettoSink}[fmt](stream)
+
+
+# ---- the command ------------------------------------------------------------------------
+
+def add_parser(sub):
+    """The `trace` subcommand's arguments (kmaplab/cli.py)."""
+    t = sub.add_parser('trace', help='trace a scenario instruction by instruction (docs/tracing.md)')
+    t.add_argument('scenario')
+    t.add_argument('--seed', type=int)
+    t.add_argument('--cpus', type=int, help='machine CPUs (as in run)')
+    t.add_argument('--set', action='append', metavar='KEY=VALUE')
+    t.add_argument('--variant', metavar='KEY=VALUE,...',
+                   help='which variant of a sweep to trace (default: the first)')
+    t.add_argument('--out', metavar='FILE', help='output file (tenet: the prefix of one file per CPU)')
+    t.add_argument('--format', default='text', choices=FORMATS)
+    t.add_argument('--cpu', metavar='N,...', help='trace only these CPUs')
+    t.add_argument('--task', metavar='NAME,...', help='only these tasks (names, pids, globs)')
+    t.add_argument('--symbols', metavar='NAME,...', help="only these routines (names or globs)")
+    t.add_argument('--kernel', action='store_true', help='only kernel code (ring 0)')
+    t.add_argument('--user', action='store_true', help='only user code (ring 3)')
+    t.add_argument('--window', metavar='FROM:TO,...',
+                   help='sequence numbers, or simulated cycles with a c suffix (1000c:9000c)')
+    t.add_argument('--events-only', action='store_true', help='kernel events only, no instructions')
+    t.add_argument('--no-mem', action='store_true', help='do not record memory accesses')
+    return t
+
+
+def pick_variant(variants, spec):
+    """The variant matching --variant 'k=v,...' (values as in --set), or the first."""
+    if not spec:
+        return variants[0]
+    from .cli import _value
+    want = {}
+    for item in _split(spec):
+        if '=' not in item:
+            raise ValueError(f'--variant {spec!r}: expected key=value,...')
+        k, v = item.split('=', 1)
+        want[k.strip()] = _value(v.strip())
+    for v in variants:
+        if all(k in v and v[k] == val for k, val in want.items()):
+            return v
+    listed = '; '.join(','.join(f'{k}={x}' for k, x in v.items()) for v in variants[:6])
+    raise ValueError(f'--variant {spec!r}: no such variant (e.g. {listed})')
+
+
+def cmd_trace(args):
+    from .cli import _variants
+    from .runner import run_variant
+    s = scn_mod.find(args.scenario)
+    variants, overrides = _variants(s, args)
+    variant = pick_variant(variants, args.variant)
+    filters = Filters.from_args(args)
+    sink = make_sink(args.format, args.out, s.name)
+    meta = dict(scenario=s.name, variant=variant, seed=args.seed)
+    tracer = Tracer(sink, filters, meta)
+    result = None
+    try:
+        result = run_variant(s, variant, seed=args.seed, overrides=overrides, tracer=tracer)
+    finally:
+        summary = tracer.close(result)
+        if getattr(sink, 'out', None) not in (None, sys.stdout):
+            sink.out.close()
+    label = ' '.join(f'{k}={v}' for k, v in variant.items()) or '(default)'
+    where = ', '.join(sink.paths) if isinstance(sink, TenetSink) else (args.out or 'stdout')
+    print(f'kmaplab trace: {s.name} {label}: outcome {result["outcome"]} (expected {result["expected"]}); '
+          f'{summary["instructions"]} instructions, {summary["events"]} events -> {where}', file=sys.stderr)
+    return 0 if result['ok'] else 1
+
+
+# ---- bench rows (kmaplab/bench.py calls trace_rows(bench)) ----------------------------------
+
+BENCH_CYCLES = 30_000            # simulated cycles per measured chunk (per CPU)
+
+
+def _bench_kernel():
+    """A kernel-mode workload on 2 CPUs that never ends: kmap_atomic a
+    highmem page, copy 1 KiB out of it, kunmap_atomic, memset, again
+    (about 300 instructions per return to Python, as in the scenarios)."""
+    from minikernel import page_alloc as gfp
+    from minikernel.kernel import Kernel
+    from minikernel.task import Guest
+    k = Kernel(dict(cpus=2, mem=64 << 20, highmem=32 << 20, pkmap=16, seed=1))
+    for cpu in range(2):
+        page = k.page_to_guest(k.page_alloc.alloc_pages_fast(gfp.GFP_HIGHUSER, 0))
+        buf = layout.PAGE_OFFSET + (k.page_alloc.alloc_pages_fast(gfp.GFP_KERNEL, 0) << 12)
+
+        def body(task, page=page, buf=buf):
+            while True:
+                vaddr = yield Guest('kmap_atomic', page, layout.KM_USER0)
+                yield Guest('memcpy', buf, vaddr, 1024)
+                yield Guest('kunmap_atomic', vaddr, layout.KM_USER0)
+                yield Guest('memset', buf, 0x5A, 64)
+        k.kernel_thread(f'bench{cpu}', cpu, body)
+    return k
+
+
+class _Counting(Sink):
+    def __init__(self):
+        self.n = 0
+
+    def insn(self, x):
+        self.n += 1
+
+
+class _Collect:
+    """A vm.trace consumer that keeps the raw records (no decoding)."""
+
+    def __init__(self):
+        self.records = 0
+
+    def before_run(self, cpu, budget):
+        return True
+
+    def after_run(self, cpu, trap, recs, mems, stop, dropped):
+        self.records += len(recs)
+
+
+def _measure(b, mode):
+    """(instructions/s, instructions in the first chunk) for one mode."""
+    k = _bench_kernel()
+    hold = None
+    if mode == 'c-collect':
+        hold = vtrace.MachineTrace(k.machine, _Collect())
+        hold.set_ranges([(0, 1 << 32)])
+        hold.attach()
+        hold.on()
+    elif mode in ('c-text', 'c-decode', 'events'):
+        sink = TextSink(io.StringIO()) if mode == 'c-text' else _Counting()
+        hold = Tracer(sink, Filters(events_only=mode == 'events'))
+        hold.attach(k)
+    elif mode == 'naive':
+        hold = vtrace.NaiveTrace(k.machine)
+        hold.on()
+    state = {'until': 0}
+
+    def chunk():
+        before = sum(c.instructions for c in k.machine.cpus)
+        state['until'] += BENCH_CYCLES
+        k.run(max_cycles=state['until'])
+        if mode == 'c-text':
+            hold.sink.out.seek(0)
+            hold.sink.out.truncate()
+        elif mode == 'naive':
+            hold.log.clear()
+        return sum(c.instructions for c in k.machine.cpus) - before
+    first = chunk()
+    n, dt = b.timed(chunk)
+    return n / dt, first
+
+
+def trace_rows(b):
+    """Rows for kmaplab bench: the same kernel workload untraced, traced by
+    the C hooks (raw records; decoded; as text), events only, and by the
+    naive Python tracer.  Also checks that tracing did not change the run
+    (the first chunk retires the same instructions in every mode)."""
+    from .bench import Row
+    modes = [('untraced', 'trace: kernel workload, untraced'),
+             ('events', 'trace: events only (kmap/TLB points, kernel events)'),
+             ('c-collect', 'trace: C hooks, every instruction + memory, raw records'),
+             ('c-decode', 'trace: C hooks + decoded entries (no output)'),
+             ('c-text', 'trace: C hooks + decoded + text format'),
+             ('naive', 'trace: naive Python UC_HOOK_CODE + MEM hooks')]
+    rates, firsts, rows = {}, {}, []
+    for mode, name in modes:
+        rates[mode], firsts[mode] = _measure(b, mode)
+        rows.append(Row(name, rates[mode], 'insn/s'))
+    naive = rates['naive']
+    for r, (mode, _) in zip(rows, modes):
+        if mode.startswith('c-'):
+            r.note = f'{rates[mode] / naive:.1f}x the naive tracer'
+        elif mode == 'untraced':
+            r.note = 'kmap_atomic + memcpy + kunmap_atomic + memset, 2 CPUs'
+    if len(set(firsts.values())) != 1:
+        raise RuntimeError(f'tracing changed the run: instructions per first chunk {firsts}')
+    rows[0].note += f'; same run traced and untraced ({firsts["untraced"]} insns per chunk)'
+    return rows
