@@ -48,4 +48,5 @@ class BlockDev:
     def end_requests(self):
         """The disk interrupt: run the completion of every finished request."""
         for req in self.disk.reap():
+            self.k.trace_event('disk_done', op=req.op, block=req.block)
             req.done(req)

@@ -16,6 +16,8 @@ Invariants
   - Only schedule() switches tasks (SwitchTo), so every switch goes through
     the guest __switch_to and switch_mm code.
 """
+import struct
+
 from .bug import KernelBug
 from .task import Charge, Frame, Guest, SwitchTo, TASK_ZOMBIE
 
@@ -43,7 +45,7 @@ class Engine:
         """Run `cpu` for up to `budget` cycles of simulated time."""
         m, i = self.m, cpu.index
         end = m.time(i) + budget
-        while m.stopped is None:
+        while m.stopped is None and not m.yield_cpu:      # yield_cpu: a scheduling point ended the run
             now = m.time(i)
             if now >= end:
                 return
@@ -186,8 +188,9 @@ class Engine:
     def _call_guest(self, cpu, task, frame, req):
         k = self.k
         addr = k.symbol(req.routine) if isinstance(req.routine, str) else req.routine
-        esp = self._guest_esp(task) - 4
-        self.m.write32(esp - k.PAGE_OFFSET, k.symbol('ret_to_python'))
+        esp = self._guest_esp(task) - 4 * (len(req.stack) + 1)
+        words = (k.symbol('ret_to_python'),) + tuple(req.stack)
+        self.m.write(esp - k.PAGE_OFFSET, struct.pack(f'<{len(words)}I', *words))
         eflags = 0x202 if req.irqs else 0x002
         cpu.enter(addr, esp, eflags, eax=req.eax, edx=req.edx, ecx=req.ecx)
         frame.guest = True

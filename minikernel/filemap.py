@@ -237,6 +237,7 @@ class Filemap:
         that already holds the page's lock sleeps forever (self-deadlock,
         as in Linux)."""
         self.k.sched.might_sleep(task, 'mm/filemap.c:lock_page')
+        self.k.trace_event('lock_page', task=task, pfn=pfn)
         yield Charge(self.k.costs['lock_page'])
         if self.trylock_page(task, pfn):
             return
@@ -258,6 +259,7 @@ class Filemap:
         wq = self._page_waitqueue(pfn)
         if wq.tasks:
             self.k.sched.wake_up(wq)
+        self.k.trace_event('unlock_page', task=task, pfn=pfn)
 
     def wait_on_page_locked(self, task, pfn):
         """wait_on_page_locked(): sleep until the page is unlocked, without

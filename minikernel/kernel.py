@@ -120,10 +120,12 @@ class Kernel:
         self.console = []                 # (time, cpu, pid, text)
         self.events = []                  # trace events, when tracing is on
         self.tracer = None
+        self.point_hook = None            # schedule exploration: fn(event, task, fields) (kmaplab/explore.py)
         self.mms = []
         self.mm_free_deferred = []
         self.timers = []                  # (time, seq, task) sleeping with a timeout
         self.workload = []                # the tasks whose exit ends the run
+        self._alive_cache = None          # [len(workload), how many are alive]
         self.boot_log = []
         self._boot(programs or {})
 
@@ -322,7 +324,14 @@ class Kernel:
         self.engine.step(cpu, budget)
 
     def finished(self):
-        return bool(self.workload) and all(not t.alive for t in self.workload)
+        """The workload is done: every task it counts has exited."""
+        return bool(self.workload) and self._workload_alive() == 0
+
+    def _workload_alive(self):
+        n = self._alive_cache
+        if n is None or n[0] != len(self.workload):
+            n = self._alive_cache = [len(self.workload), sum(t.alive for t in self.workload)]
+        return n[1]
 
     def stalled(self):
         """Every CPU idle and no event but the ticks: either a timer will
@@ -404,6 +413,8 @@ class Kernel:
     def trace_event(self, event, task=None, **fields):
         if self.tracer is not None:
             self.tracer.event(event, task, fields)
+        if self.point_hook is not None:           # a scheduling point (kmaplab/explore.py)
+            self.point_hook(event, task, fields)
 
     def console_write(self, task, data):
         task.console += data
@@ -563,6 +574,8 @@ class Kernel:
         return child
 
     def task_exited(self, task):
+        if self._alive_cache is not None and task in self.workload:
+            self._alive_cache[1] -= 1
         self.reap_mms()
 
     def reap_mms(self):

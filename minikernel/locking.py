@@ -47,6 +47,7 @@ class SpinLock:
 
     def lock(self, task):
         """spin_lock(): generator; spins in guest code while it is held."""
+        self.k.trace_event('spin_lock', task=task, lock=self.name)
         if not self.trylock(task):
             yield Guest('_spin_lock', self.va)
             self.owner = task
@@ -81,6 +82,7 @@ class RWSemaphore:
     def down_read(self, task):
         """Generator.  May sleep."""
         self.k.sched.might_sleep(task, f'down_read({self.name})')
+        self.k.trace_event('rwsem', task=task, op='down_read', lock=self.name)
         yield from self._charge()
         if self.activity >= 0 and not self.queue:
             self.activity += 1
@@ -91,6 +93,7 @@ class RWSemaphore:
     def down_write(self, task):
         """Generator.  May sleep."""
         self.k.sched.might_sleep(task, f'down_write({self.name})')
+        self.k.trace_event('rwsem', task=task, op='down_write', lock=self.name)
         yield from self._charge()
         if self.activity == 0 and not self.queue:
             self.activity = -1
@@ -105,6 +108,7 @@ class RWSemaphore:
         self.activity -= 1
         if self.activity == 0:
             self._grant()
+        self.k.trace_event('rwsem', task=task, op='up_read', lock=self.name)
 
     def up_write(self, task):
         if self.writer is not task:
@@ -112,6 +116,7 @@ class RWSemaphore:
         self.writer = None
         self.activity = 0
         self._grant()
+        self.k.trace_event('rwsem', task=task, op='up_write', lock=self.name)
 
     def _charge(self):
         yield Charge(self.k.costs['rwsem_op'])

@@ -287,6 +287,7 @@ class MemoryManager:
             else:
                 self.k.swap_pte_dropped(pte)
         if zapped:
+            self.k.trace_event('pte_zap', task=task, start=start, end=end, ptes=zapped)
             yield Charge(self.k.costs['pte_update'] * zapped)
             if flush:
                 yield from self.flush_tlb_mm(task, mm)

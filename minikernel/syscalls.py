@@ -46,7 +46,9 @@ class Syscalls:
         self.k.trace_event('syscall', task=task, nr=nr, name=name, args=args)
         if fn is None:
             return -ENOSYS
-        return (yield from fn(task, args))
+        ret = yield from fn(task, args)
+        self.k.trace_event('syscall_exit', task=task, name=name, ret=ret)
+        return ret
 
     # ---- helpers ----------------------------------------------------------
 

@@ -37,12 +37,14 @@ TASK_ZOMBIE = 'Z'
 
 class Guest:
     """Request: run the guest routine at `routine` (a symbol name or an
-    address) with EAX, EDX, ECX = the arguments (Linux's regparm(3));
-    `irqs` is the EFLAGS.IF the routine starts with."""
-    __slots__ = ('routine', 'eax', 'edx', 'ecx', 'irqs')
+    address) with EAX, EDX, ECX = the first three arguments and `stack` the
+    rest, pushed right to left (Linux's regparm(3)); `irqs` is the EFLAGS.IF
+    the routine starts with."""
+    __slots__ = ('routine', 'eax', 'edx', 'ecx', 'irqs', 'stack')
 
-    def __init__(self, routine, eax=0, edx=0, ecx=0, irqs=True):
+    def __init__(self, routine, eax=0, edx=0, ecx=0, irqs=True, stack=()):
         self.routine, self.eax, self.edx, self.ecx, self.irqs = routine, eax, edx, ecx, irqs
+        self.stack = stack
 
     def __repr__(self):
         return f'Guest({self.routine}, {self.eax:#x}, {self.edx:#x}, {self.ecx:#x})'

@@ -169,10 +169,9 @@ class WritePaths:
             pfn = yield from self._begin(task, file, index, offset, nbytes)
             if pfn < 0:
                 return pfn
-            kaddr = yield Guest('kmap_atomic', self._page(pfn), KM_USER0)
-            copied = yield from self._copy_segs('__copy_from_user', kaddr + offset, segs)
+            copied = yield from self._copy_in(pfn, offset, segs, 'filemap_copy_from_user_atomic',
+                                              'kmap_atomic', '__copy_from_user')
             left = nbytes - copied
-            yield Guest('kunmap_atomic', kaddr, KM_USER0)
             if left:
                 self.counters['short_atomic_copies'] += 1
             yield from self._end(task, pfn, offset, 0 if left else nbytes)
@@ -281,9 +280,8 @@ class WritePaths:
         if pfn < 0:
             return pfn
         page = self._page(pfn)
-        kaddr = yield Guest('kmap_atomic', page, KM_USER0)          # filemap_copy_from_user
-        copied = yield from self._copy_segs('__copy_from_user', kaddr + offset, segs)
-        yield Guest('kunmap_atomic', kaddr, KM_USER0)
+        copied = yield from self._copy_in(pfn, offset, segs, 'filemap_copy_from_user_atomic',
+                                          'kmap_atomic', '__copy_from_user')
         left = nbytes - copied
         if left:                                                     # do it the slow way
             self.counters['short_atomic_copies'] += 1
@@ -330,16 +328,32 @@ class WritePaths:
 
     def _copy_atomic(self, pfn, offset, segs):
         """iov_iter_copy_from_user_atomic: kmap_atomic + __copy_from_user_inatomic."""
-        kaddr = yield Guest('kmap_atomic', self._page(pfn), KM_USER0)
-        copied = yield from self._copy_segs('__copy_from_user_inatomic', kaddr + offset, segs)
-        yield Guest('kunmap_atomic', kaddr, KM_USER0)
-        return copied
+        return (yield from self._copy_in(pfn, offset, segs, 'iov_iter_copy_from_user_atomic',
+                                         'kmap_atomic', '__copy_from_user_inatomic', True))
 
     def _copy_local(self, pfn, offset, segs):
         """kmap_local_page + pagefault_disable + __copy_from_user_inatomic."""
-        kaddr = yield Guest('kmap_local_page', self._page(pfn))
-        yield Guest('pagefault_disable')
-        copied = yield from self._copy_segs('__copy_from_user_inatomic', kaddr + offset, segs)
-        yield Guest('pagefault_enable')
-        yield Guest('kunmap_local', kaddr)
+        return (yield from self._copy_in(pfn, offset, segs, 'copy_page_from_iter_local',
+                                         'kmap_local_page', '__copy_from_user_inatomic', True))
+
+    def _copy_in(self, pfn, offset, segs, fused, kmap, copy, nofault=False):
+        """Copy the segments into page `pfn` at `offset` under one kmap of
+        flavour `kmap`: one guest call of the fused routine (the Linux
+        helper) for a single segment, else the kmap, one `copy` per segment
+        (filemap_copy_from_user_iovec), the kunmap.  -> bytes copied."""
+        page = self._page(pfn)
+        if len(segs) == 1:
+            buf, n = segs[0]
+            left = yield Guest(fused, page, offset, buf, stack=(n,))
+            return n - left
+        kaddr = yield Guest(kmap, page, KM_USER0)
+        if nofault:
+            yield Guest('pagefault_disable')
+        copied = yield from self._copy_segs(copy, kaddr + offset, segs)
+        if nofault:
+            yield Guest('pagefault_enable')
+        if kmap == 'kmap_atomic':
+            yield Guest('kunmap_atomic', kaddr, KM_USER0)
+        else:
+            yield Guest('kunmap_local', kaddr)
         return copied

@@ -308,3 +308,93 @@ pagefault_enable:
         and ecx, 0xffffe000
         dec dword ptr [ecx + TI_PAGEFAULT_DISABLED]
         ret
+
+// ---- one page piece of a write(), copied into a page-cache page ------------
+// The per-page copies of mm/filemap.c, each with its own kmap flavour.
+// EAX = struct page *, EDX = offset in the page, ECX = user source,
+// [esp+4] = bytes.  EAX = bytes NOT copied.
+
+// size_t filemap_copy_from_user (2.5.34), its atomic half: kmap_atomic(KM_USER0)
+// + __copy_from_user (zeroes the uncopied tail) + kunmap_atomic.  The kmap()
+// fallback on a short copy is the caller's.  May fault (atomic_fault decides).
+filemap_copy_from_user_atomic:
+        push ebx
+        push esi
+        push edi
+        mov esi, ecx
+        mov edi, edx
+        mov ebx, dword ptr [esp + 16]
+        mov edx, KM_USER0
+        call kmap_atomic
+        push eax
+        add eax, edi
+        mov edx, esi
+        mov ecx, ebx
+        call __copy_from_user
+        mov ebx, eax
+        pop eax
+        mov edx, KM_USER0
+        call kunmap_atomic
+        mov eax, ebx
+        pop edi
+        pop esi
+        pop ebx
+        ret
+
+// size_t iov_iter_copy_from_user_atomic (2.6.24): kmap_atomic(KM_USER0) +
+// __copy_from_user_inatomic (no zeroing) + kunmap_atomic.  Faults are
+// refused by the raised preempt count (2.6.20 pagefault_disable).
+iov_iter_copy_from_user_atomic:
+        push ebx
+        push esi
+        push edi
+        mov esi, ecx
+        mov edi, edx
+        mov ebx, dword ptr [esp + 16]
+        mov edx, KM_USER0
+        call kmap_atomic
+        push eax
+        call pagefault_disable
+        mov eax, dword ptr [esp]
+        add eax, edi
+        mov edx, esi
+        mov ecx, ebx
+        call __copy_from_user_inatomic
+        mov ebx, eax
+        call pagefault_enable
+        pop eax
+        mov edx, KM_USER0
+        call kunmap_atomic
+        mov eax, ebx
+        pop edi
+        pop esi
+        pop ebx
+        ret
+
+// size_t copy_page_from_iter_local (the v5.11+ shape): kmap_local_page +
+// pagefault_disable + __copy_from_user_inatomic + pagefault_enable +
+// kunmap_local.  Preemption stays allowed throughout.
+copy_page_from_iter_local:
+        push ebx
+        push esi
+        push edi
+        mov esi, ecx
+        mov edi, edx
+        mov ebx, dword ptr [esp + 16]
+        call kmap_local_page
+        push eax
+        call pagefault_disable
+        mov eax, dword ptr [esp]
+        add eax, edi
+        mov edx, esi
+        mov ecx, ebx
+        call __copy_from_user_inatomic
+        mov ebx, eax
+        call pagefault_enable
+        pop eax
+        call kunmap_local
+        mov eax, ebx
+        pop edi
+        pop esi
+        pop ebx
+        ret

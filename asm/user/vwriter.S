@@ -1,10 +1,11 @@
 // asm/user/vwriter.S: fill a two-page buffer, wait, then writev() it.
 //
-//   vwriter PATH SLEEP_MS TAG
+//   vwriter PATH SLEEP_MS TAG [ROUNDS]
 // mmap2s an 8 KiB anonymous buffer, fills it with pattern(TAG), sleeps
 // SLEEP_MS milliseconds (while other tasks may push the buffer out to
 // swap), then writev(fd, {buf, 16}, {buf + 4096, 4000}, 2): both segments go
-// into the same page-cache page.  The kernel prefaults only the first
+// into the same page-cache page.  ROUNDS (default 1) times, each round at
+// offset 0 again (lseek).  The kernel prefaults only the first
 // segment, so the copy of the second one faults inside the kernel's copy,
 // i.e. inside kmap_atomic if the design uses it.
 // pattern(i) = (i * 7 + TAG) & 0xff
@@ -22,6 +23,12 @@ _start:
         mov dword ptr [ms], eax
         mov eax, dword ptr [esp + 12]
         mov dword ptr [tag], eax
+        mov dword ptr [rounds], 1
+        cmp dword ptr [esp], 4
+        jb 3f
+        mov eax, dword ptr [esp + 16]
+        mov dword ptr [rounds], eax
+3:
         xor ebx, ebx
         mov ecx, 8192
         mov edx, 3
@@ -52,7 +59,7 @@ _start:
         lea ebx, [ts]
         xor ecx, ecx
         call sys_nanosleep
-        mov eax, dword ptr [buf]                // the iovec
+4:      mov eax, dword ptr [buf]                // the iovec
         mov dword ptr [iov], eax
         mov dword ptr [iov + 4], 16
         add eax, 4096
@@ -65,7 +72,15 @@ _start:
         int 0x80
         cmp eax, 4016
         jne short_write
-        mov ebx, dword ptr [fd]
+        dec dword ptr [rounds]
+        jz 5f
+        mov ebx, dword ptr [fd]                 // lseek(fd, 0, SEEK_SET): next round
+        xor ecx, ecx
+        xor edx, edx
+        mov eax, 19
+        int 0x80
+        jmp 4b
+5:      mov ebx, dword ptr [fd]
         call sys_close
         xor ebx, ebx
         call sys_exit
@@ -80,6 +95,7 @@ short_write:
 fd:     .long 0
 ms:     .long 0
 tag:    .long 0
+rounds: .long 0
 buf:    .long 0
 ts:     .long 0, 0
 iov:    .long 0, 0, 0, 0
