@@ -38,6 +38,7 @@ class Engine:
     def __init__(self, kernel):
         self.k = kernel
         self.m = kernel.machine
+        self._since = [0] * len(kernel.machine.cpus)   # instructions at the last switch
 
     # ---- the driver interface (vm.Machine.run) --------------------------
 
@@ -210,9 +211,17 @@ class Engine:
 
     def _switch(self, cpu, prev, next_task):
         sched = self.k.sched
+        self.account(cpu, prev)
         sched.current[cpu.index] = next_task
         next_task.counters['switches'] += 1
         self.k.set_user_code(cpu, next_task)
+
+    def account(self, cpu, task):
+        """Credit the instructions the CPU retired since the last switch to
+        `task` (per-task instruction counts)."""
+        now = cpu.k.executed
+        task.counters['instructions'] += now - self._since[cpu.index]
+        self._since[cpu.index] = now
 
     def _frame_done(self, cpu, task, f, value):
         kind = f.kind

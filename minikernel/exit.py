@@ -37,6 +37,7 @@ class Exit:
             k.page_alloc.free_pages(task.kbuf_pfn, 0)
             task.kbuf_pfn = None
         task.state = TASK_ZOMBIE
+        k.engine.account(k.machine.cpus[task.cpu], task)
         self.exited.append((task.pid, task.name, code, task.killed_by))
         k.task_exited(task)
         while True:

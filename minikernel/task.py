@@ -109,7 +109,7 @@ class Task:
         self.program = None         # the user image it runs (for symbolizing)
         self.idle = False
         self.daemon = False         # a kernel thread that sleeps waiting for work (kswapd)
-        self.counters = dict(syscalls=0, faults=0, sleeps=0, switches=0)
+        self.counters = dict(syscalls=0, faults=0, sleeps=0, switches=0, instructions=0)
 
     def __repr__(self):
         return f'<Task {self.pid} {self.name} {self.state}>'
