@@ -271,7 +271,14 @@ def row_syscall(b):
                 'template context restore + guest iretd')]
 
 
-ROWS = [row_raw, row_cpu, row_machine, row_target, row_page_fault, row_syscall]
+def row_trace(b):
+    """Tracing speeds (kmaplab/trace.py): capture, decode, text, and the
+    naive one-Python-call-per-instruction tracer on the same workload."""
+    from .trace import trace_rows
+    return trace_rows(b)
+
+
+ROWS = [row_raw, row_cpu, row_machine, row_target, row_page_fault, row_syscall, row_trace]
 
 
 # ---- output -----------------------------------------------------------------------
@@ -286,7 +293,7 @@ policy and event loop.  A round trip costs as much as the raw instructions shown
 
 def _fmt_value(row):
     if row.unit == 'insn/s':
-        return f'{row.value / 1e6:10.1f} M insn/s'
+        return f'{row.value / 1e6:10.2f} M insn/s'
     if row.unit == '%':
         return f'{row.value:10.1f} %       '
     return f'{row.value:10.1f} us      '

@@ -1,7 +1,8 @@
 """kmaplab: the command line.
 
     kmaplab scenarios
-    kmaplab run SCENARIO [--seed N] [--cpus N] [--set key=value ...] [--json]
+    kmaplab run SCENARIO [--seed N] [--cpus N] [--set key=value ...] [--json] [--schedule F]
+    kmaplab explore SCENARIO [--strategy random|pct|bounded] [--runs N] [--jobs J] [--all] ...
     kmaplab selftest
     kmaplab bench [--json]
     kmaplab trace SCENARIO [--format text|jsonl|perfetto|tenet] [--out F] [filters]
@@ -18,6 +19,7 @@ import sys
 
 from vm.asm import AsmError
 
+from . import explore
 from . import inject
 from . import report
 from . import scenario as scn_mod
@@ -83,6 +85,8 @@ def _variants(s, args):
 
 
 def cmd_run(args):
+    if args.schedule:
+        return explore.cmd_replay(args, _print_human)
     s = scn_mod.find(args.scenario)
     variants, overrides = _variants(s, args)
     all_ok = True
@@ -136,12 +140,14 @@ def build_parser():
     r.add_argument('--cpus', type=int)
     r.add_argument('--set', action='append', metavar='KEY=VALUE')
     r.add_argument('--json', action='store_true')
+    r.add_argument('--schedule', metavar='F', help='replay a schedule file of kmaplab explore')
     sub.add_parser('selftest', help='check the emulated hardware properties the lab relies on')
     b = sub.add_parser('bench', help='speed against raw Unicorn')
     b.add_argument('--json', action='store_true')
     trace.add_parser(sub)
     inject.add_parsers(sub)
     report.add_parser(sub)
+    explore.add_parser(sub)
     return p
 
 
@@ -149,7 +155,8 @@ COMMANDS = {'scenarios': cmd_scenarios, 'run': cmd_run, 'selftest': cmd_selftest
             'trace': lambda args: trace.cmd_trace(args),
             'inject': lambda args: inject.cmd_inject(args, _variants),
             'campaign': lambda args: inject.cmd_campaign(args),
-            'report': lambda args: report.cmd_report(args)}
+            'report': lambda args: report.cmd_report(args),
+            'explore': lambda args: explore.cmd_explore(args, _variants, _value)}
 
 
 def main(argv=None):

@@ -342,18 +342,20 @@ def counters_digest(counters):
     return hashlib.sha256(json.dumps(counters, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _execute_pool(todo, jobs):
-    """Run the jobs, yielding records as they complete (in-process for one
-    job; else a spawn process pool)."""
+def _execute_pool(todo, jobs, fn=None):
+    """Run the jobs through fn (default run_job, a top-level function: the
+    workers import it), yielding records as they complete (in-process for
+    one job; else a spawn process pool)."""
+    fn = fn or run_job
     if jobs <= 1:
         for j in todo:
-            yield run_job(j)
+            yield fn(j)
         return
     import concurrent.futures as cf
     import multiprocessing
     ctx = multiprocessing.get_context('spawn')
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as ex:
-        futs = [ex.submit(run_job, j) for j in todo]
+        futs = [ex.submit(fn, j) for j in todo]
         try:
             for fut in cf.as_completed(futs):
                 yield fut.result()
@@ -494,8 +496,9 @@ def write_reports(out, plans, write_paths, records, cells, wrong):
 class Progress:
     """A progress bar (rich, on a terminal) or a line every ~10%."""
 
-    def __init__(self, stream=None):
+    def __init__(self, stream=None, label='campaign'):
         self.stream = stream or sys.stderr
+        self.label = label
         self.bar = None
 
     def start(self, total, done):
@@ -504,7 +507,7 @@ class Progress:
             try:
                 from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RP,
                                            TextColumn, TimeRemainingColumn)
-                self.bar = RP(TextColumn('campaign'), BarColumn(), MofNCompleteColumn(),
+                self.bar = RP(TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
                               TimeRemainingColumn(), TextColumn('{task.description}'),
                               transient=True)
                 self.bar.start()
@@ -512,14 +515,14 @@ class Progress:
             except ImportError:
                 self.bar = None
         if done:
-            print(f'campaign: resuming, {done} of {total} runs already done', file=self.stream)
+            print(f'{self.label}: resuming, {done} of {total} runs already done', file=self.stream)
 
     def advance(self, rec):
         self.done += 1
         if self.bar is not None:
             self.bar.update(self.task, advance=1, description=f'{rec["key"]}: {rec["outcome"]}')
         elif self.done % self.step == 0 or self.done == self.total:
-            print(f'campaign: {self.done}/{self.total} runs', file=self.stream, flush=True)
+            print(f'{self.label}: {self.done}/{self.total} runs', file=self.stream, flush=True)
 
     def stop(self):
         if self.bar is not None:

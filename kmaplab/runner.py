@@ -164,9 +164,13 @@ def check_expectation(scn, variant, outcome, findings, counters, config=None):
     return not why, why
 
 
-def run_variant(scn, variant, seed=None, overrides=None, tracer=None):
+def run_variant(scn, variant, seed=None, overrides=None, tracer=None, setup=None):
+    """Boot, run and judge one variant.  setup(k), if given, runs between
+    boot and run (kmaplab/explore.py puts a schedule's policy there)."""
     t0 = time.perf_counter()
     k = boot(scn, variant, seed, overrides)
+    if setup is not None:
+        setup(k)
     if tracer is not None:
         tracer.attach(k)
     end = k.run()

@@ -22,7 +22,9 @@ Rules
     kernel objects (tests/test_trace.py compares counters with and without).
   - Sequence numbers count the guest instructions all CPUs retired before
     an entry; an event made by Python between two runs gets the number of
-    the instruction that comes next.  They do not depend on the filters.
+    the instruction that comes next, one made by a Python hook during a run
+    (a checker) the number of the instruction about to run (a MARK record
+    puts it in place).  They do not depend on the filters.
   - Entries reach the sink in sequence order: a run's records are decoded
     right after the run, and kernel events happen between runs.
   - A user mistake (a bad filter, no such symbol or variant, an unwritable
@@ -35,13 +37,13 @@ import json
 import os
 import re
 import sys
-import time
 
 import capstone
-import numpy as np
 from capstone import x86_const as cx
 
 from minikernel import layout
+from minikernel.irq import (CALL_FUNCTION_VECTOR, DISK_VECTOR, INVALIDATE_TLB_VECTOR, LOCAL_TIMER_VECTOR,
+                            RESCHEDULE_VECTOR)
 from minikernel.kernel import ROOT
 from vm import trace as vtrace
 from vm.symbols import Symbolizer
@@ -54,8 +56,10 @@ _CS_REG = REGS.index('cs')
 _CR3_REG = REGS.index('cr3')
 _ESP_REG = REGS.index('esp')
 PF_P, PF_W, PF_U = 1, 2, 4
-ADDR_KEYS = {'address', 'eip', 'va', 'vaddr', 'fixup', 'mask', 'entry', 'cr2', 'was_pa', 'pa'}
+ADDR_KEYS = {'address', 'eip', 'va', 'vaddr', 'fixup', 'mask', 'entry', 'cr2', 'pa', 'vector'}
 SYM_KEYS = ('eip', 'fixup')
+VECTOR_NAMES = {LOCAL_TIMER_VECTOR: 'LOCAL_TIMER', CALL_FUNCTION_VECTOR: 'CALL_FUNCTION',
+                RESCHEDULE_VECTOR: 'RESCHEDULE', INVALIDATE_TLB_VECTOR: 'INVALIDATE_TLB', DISK_VECTOR: 'DISK'}
 _STACK_INSNS = {cx.X86_INS_PUSH, cx.X86_INS_POP, cx.X86_INS_CALL, cx.X86_INS_RET,
                 cx.X86_INS_PUSHFD, cx.X86_INS_POPFD, cx.X86_INS_PUSHAL, cx.X86_INS_POPAL,
                 cx.X86_INS_IRETD, cx.X86_INS_LEAVE, cx.X86_INS_ENTER}
@@ -371,9 +375,6 @@ class Insn:
     __slots__ = ('seq', 'time', 'cpu', 'task', 'ring', 'eip', 'info', 'before', 'after',
                  'next_eip', 'regs', 'mem', 'retired')
 
-    def task_label(self):
-        return _label(self.task)
-
 
 class Event:
     __slots__ = ('seq', 'time', 'cpu', 'task', 'name', 'fields')
@@ -613,6 +614,8 @@ class Tracer:
                 fields[key + '_at'] = self.code.describe(task, fields[key])
         if name == 'page_fault' and task is not None:
             fields['in_atomic'] = self.k.sched.preempt_count(task)
+        if fields.get('vector') in VECTOR_NAMES:
+            fields['vector_name'] = VECTOR_NAMES[fields['vector']]
         run = self._running
         if run is not None:
             got = self.mt.mark(run.index, run.get_reg('eip'))
@@ -623,6 +626,11 @@ class Tracer:
                 return
         t = m.time(cpu) if cpu is not None else m.now()
         self._emit(Event(self._total(), t, cpu, task, name, fields))
+
+    def wanted(self, cpu, task, seq, t):
+        """Would an entry of this CPU and task, at this place, pass the filters?"""
+        f = self.f
+        return f.cpu_ok(cpu) and (task is None or f.task_ok(task)) and f.in_window(seq, t)
 
     def _emit(self, e):
         f = self.f
@@ -659,12 +667,16 @@ class KernelPoints:
             self.handlers[addr] = self._invlpg
         for addr in k.image.specials.get('mov_cr3', ()):
             self.handlers[addr] = self._cr3
-        for routine, target, vector in (('smp_invalidate_interrupt', 'flush_cpumask', 'INVALIDATE_TLB'),
-                                        ('smp_call_function_interrupt', 'call_data_started',
-                                         'CALL_FUNCTION')):
+        for routine, target, name, vector in (
+                ('smp_invalidate_interrupt', 'flush_cpumask', 'ipi_ack', INVALIDATE_TLB_VECTOR),
+                ('smp_call_function_interrupt', 'call_data_started', 'ipi_ack', CALL_FUNCTION_VECTOR),
+                ('smp_call_function_interrupt', 'call_data_finished', 'ipi_done', CALL_FUNCTION_VECTOR)):
             addr = self._find_ack(routine, target)
             if addr is not None:
-                self.handlers[addr] = lambda c, task, r, eip, v=vector: ('ipi_ack', {'vector': v})
+                self.handlers[addr] = lambda c, task, r, eip, n=name, v=vector: (
+                    n, {'vector': v, 'vector_name': VECTOR_NAMES[v]})
+        self.always = {sym[n] for n in ('kmap_atomic', 'kunmap_atomic') if n in sym}
+        self.where = {}            # label address -> its description
         self.holders = {}          # (cpu, slot idx) -> [(task, pfn)]: kmap_atomic not yet undone
         self.held_by = {}          # task -> {page: (vaddr, pfn)}, from holders
         self.reported = set()
@@ -687,17 +699,25 @@ class KernelPoints:
         md.detail = True
         for insn in md.disasm(img.code[lo - img.base:hi - img.base], lo):
             if cx.X86_PREFIX_LOCK in insn.prefix and any(
-                    op.type == cx.X86_OP_MEM and op.mem.disp == sym[target] for op in insn.operands):
+                    op.type == cx.X86_OP_MEM and op.mem.disp & 0xFFFFFFFF == sym[target]
+                    for op in insn.operands):
                 return insn.address
         return None
 
     def hit(self, cpu, task, seq, t, eip, regs):
+        """A watched label was reached.  Outside the filters only the slot
+        bookkeeping runs (a reuse by a filtered-out task may name a traced one)."""
         fn = self.handlers.get(eip)
-        got = fn(cpu, task, dict(zip(REGS, regs)), eip) if fn else None
+        if fn is None or (eip not in self.always and not self.t.wanted(cpu, task, seq, t)):
+            return
+        got = fn(cpu, task, dict(zip(REGS, regs)), eip)
         if not got:
             return
+        where = self.where.get(eip)
+        if where is None:
+            where = self.where[eip] = self.t.code.describe(task, eip)
         for name, fields in (got if isinstance(got, list) else [got]):
-            fields = dict(fields, routine=self.t.code.describe(task, eip))
+            fields['routine'] = where
             self.t._emit(Event(seq, t, cpu, task, name, fields))
 
     # ---- the handlers: (name, fields), a list of them, or None ----------------
@@ -1159,13 +1179,19 @@ def cmd_trace(args):
     tracer = Tracer(sink, filters, meta)
     result = None
     try:
-        result = run_variant(s, variant, seed=args.seed, overrides=overrides, tracer=tracer)
-    finally:
-        summary = tracer.close(result)
-        if getattr(sink, 'out', None) not in (None, sys.stdout):
-            sink.out.close()
+        try:
+            result = run_variant(s, variant, seed=args.seed, overrides=overrides, tracer=tracer)
+        finally:
+            summary = tracer.close(result)
+            if getattr(sink, 'out', None) not in (None, sys.stdout):
+                sink.out.close()
+    except BrokenPipeError:             # `kmaplab trace ... | head`: the reader has gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     label = ' '.join(f'{k}={v}' for k, v in variant.items()) or '(default)'
-    where = ', '.join(sink.paths) if isinstance(sink, TenetSink) else (args.out or 'stdout')
+    where = args.out or 'stdout'
+    if isinstance(sink, TenetSink):
+        where = ', '.join(sink.paths) or 'no file (no instruction traced)'
     print(f'kmaplab trace: {s.name} {label}: outcome {result["outcome"]} (expected {result["expected"]}); '
           f'{summary["instructions"]} instructions, {summary["events"]} events -> {where}', file=sys.stderr)
     return 0 if result['ok'] else 1

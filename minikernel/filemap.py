@@ -709,11 +709,12 @@ class Filemap:
 
     # ---- truncate ---------------------------------------------------------------
 
-    def truncate_inode_pages(self, task, mapping):
-        """truncate_inode_pages(mapping, 0) (2.4): lock each page, drop its
-        dirt and take it out of the cache, dropping the cache's reference.
-        The caller made sure no PTE maps them.  Generator; may sleep."""
-        for index in sorted(mapping.pages):
+    def truncate_inode_pages(self, task, mapping, start=0):
+        """truncate_inode_pages(mapping, start * PAGE_SIZE) (2.4): lock each
+        page from index `start` on, drop its dirt and take it out of the
+        cache, dropping the cache's reference.  The caller made sure no PTE
+        maps them.  Generator; may sleep."""
+        for index in sorted(i for i in mapping.pages if i >= start):
             pfn = mapping.pages.get(index)
             if pfn is None:
                 continue

@@ -35,8 +35,10 @@ Locks and rules
     deadlock detector can show).
   - f_pos is not locked (as in 2.5: threads sharing a File race on it).
   - The directory and the fd tables change only inside one Python step.
-  - O_TRUNC on a file with a page mapped by a PTE is -ETXTBSY (there is no
-    vmtruncate to zap other tasks' mappings).
+  - Truncation (O_TRUNC, ftruncate) holds i_sem, so it never runs inside
+    a write() of the same file; shrinking a file is vmtruncate: every PTE
+    mapping a page past the new end goes (memory.unmap_file_range, with the
+    TLB flushes), then the pages leave the page cache.
   - The data oracle (k.oracle) hears of every file creation and truncation.
 
 End of run (finish)
@@ -63,7 +65,7 @@ SYNC_AT_EXIT_MAX_CYCLES = 10_000_000_000
 O_ACCMODE, O_RDONLY, O_WRONLY, O_RDWR = 3, 0, 1, 2
 O_CREAT, O_EXCL, O_TRUNC, O_APPEND = 0o100, 0o200, 0o1000, 0o2000
 SEEK_SET, SEEK_CUR, SEEK_END = 0, 1, 2
-ENOENT, EBADF, ENOMEM, EFAULT, EEXIST, EINVAL = 2, 9, 12, 14, 17, 22
+ENOENT, EBADF, ENOMEM, EFAULT, EEXIST, EINVAL, EFBIG = 2, 9, 12, 14, 17, 22, 27
 EMFILE, ETXTBSY, ENOSPC, ENAMETOOLONG = 24, 26, 28, 36
 NAME_MAX = 255
 
@@ -287,21 +289,58 @@ class Vfs:
         fd = task.files.install(file)
         return -EMFILE if fd is None else fd
 
-    def do_truncate(self, task, inode):
-        """do_truncate(inode, 0) under i_sem: drop the page cache, free the
-        blocks.  Generator -> 0 or -ETXTBSY (a page is mapped)."""
+    def do_truncate(self, task, inode, length=0):
+        """do_truncate() -> notify_change -> vmtruncate (2.4.18), i_sem held
+        throughout: growing only moves i_size (the new part is a hole);
+        shrinking sets i_size first (a racing fault past it gets SIGBUS),
+        unmaps every PTE that maps a page past the new end, zeroes the tail
+        of a partial last page, drops the pages past the end from the page
+        cache and their blocks from the file.  Generator -> 0; may sleep."""
         k = self.k
-        if any(k.rmap.mapcount(pfn) > 0 for pfn in inode.mapping.pages.values()):
-            return -ETXTBSY
         yield from inode.i_sem.down_write(task)
-        yield from k.filemap.truncate_inode_pages(task, inode.mapping)
-        inode.size = 0
-        inode.on_disk.clear()
+        old, inode.size = inode.size, length
+        if length < old:
+            first = (length + PAGE - 1) // PAGE           # the first page wholly past the end
+            yield from k.mm.unmap_file_range(task, inode, first)
+            if length % PAGE:
+                yield from self._truncate_partial_page(task, inode, length)
+            yield from k.filemap.truncate_inode_pages(task, inode.mapping, first)
+            inode.on_disk.difference_update([i for i in inode.on_disk if i >= first])
         inode.i_sem.up_write(task)
         self._counters['fs_truncates'] += 1
         if k.oracle is not None:
-            k.oracle.file_truncated(inode)
+            k.oracle.file_truncated(inode, length)
         return 0
+
+    def _truncate_partial_page(self, task, inode, length):
+        """block_truncate_page(): zero the last page from the new end on
+        (read from the disk first if it is not cached), so the bytes past
+        the end never come back if the file grows again.  Generator."""
+        fm, index = self.k.filemap, length // PAGE
+        if inode.mapping.pages.get(index) is None and index not in inode.on_disk:
+            return                                          # a hole: zeros already
+        pfn = yield from fm.grab_cache_page(task, inode.mapping, index)
+        if pfn is None:
+            return
+        if not fm.PageUptodate(pfn) and not (yield from fm._read_block(task, inode, index, pfn)):
+            fm.SetPageUptodate(pfn)
+        if fm.PageUptodate(pfn):
+            yield from fm._zero_segments(task, pfn, [(length % PAGE, PAGE)])
+            fm.set_page_dirty(pfn)
+        fm.unlock_page(task, pfn)
+        fm.page_cache_release(pfn)
+
+    def sys_ftruncate(self, task, fd, length):
+        """sys_ftruncate() (fs/open.c): the file must be open for writing.
+        Generator -> 0 or -errno."""
+        file = self.fget(task, fd)
+        if file is None or not file.writable:
+            return -EBADF if file is None else -EINVAL
+        if length & 0x80000000:
+            return -EINVAL
+        if length > file.inode.max_size:
+            return -EFBIG
+        return (yield from self.do_truncate(task, file.inode, length))
 
     def sys_close(self, task, fd):
         files = task.files

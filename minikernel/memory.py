@@ -292,6 +292,18 @@ class MemoryManager:
             if flush:
                 yield from self.flush_tlb_mm(task, mm)
 
+    def unmap_file_range(self, task, inode, first):
+        """vmtruncate_list() (2.4.18) over every mm: zap the PTEs of each VMA
+        of `inode` from file page `first` on (private COW copies too), with
+        the TLB flushes.  Generator."""
+        for mm in list(self.k.mms):
+            for vma in list(mm.vmas):
+                if getattr(vma.file, 'inode', None) is not inode:
+                    continue
+                start = vma.start + max(0, first - vma.pgoff) * PAGE
+                if start < vma.end:
+                    yield from self.zap_range(task, mm, start, vma.end, flush=True)
+
     # ---- TLB flushes for user mappings (guest code, IPIs) -----------------
 
     def flush_tlb_page(self, task, mm, va):

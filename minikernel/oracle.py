@@ -69,8 +69,13 @@ class Oracle:
         self.shadow[inode] = bytearray(data)
         self.unchecked.pop(inode, None)
 
-    def file_truncated(self, inode):
-        self.file_created(inode, b'')
+    def file_truncated(self, inode, length=0):
+        """The file is now `length` bytes: cut, or grown with zeros."""
+        old = self.shadow.get(inode, bytearray())
+        keep = {i for i in self.unchecked.get(inode, ()) if i * PAGE < length}
+        self.file_created(inode, bytes(old[:length]).ljust(length, b'\0'))
+        if keep:
+            self.unchecked[inode] = keep
 
     def shared_writable(self, inode, index):
         """A page of `inode` is now mapped shared and writable: user stores

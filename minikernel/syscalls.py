@@ -30,7 +30,7 @@ class Syscalls:
         self.k = kernel
         self.table = {
             1: self.sys_exit, 3: self.sys_read, 4: self.sys_write, 5: self.sys_open,
-            6: self.sys_close, 19: self.sys_lseek, 20: self.sys_getpid, 91: self.sys_munmap,
+            6: self.sys_close, 19: self.sys_lseek, 93: self.sys_ftruncate, 20: self.sys_getpid, 91: self.sys_munmap,
             120: self.sys_clone, 146: self.sys_writev, 158: self.sys_sched_yield, 162: self.sys_nanosleep,
             192: self.sys_mmap2, 252: self.sys_exit_group, 318: self.sys_getcpu,
         }
@@ -227,3 +227,8 @@ class Syscalls:
         if self.k.vfs is None:
             return -EBADF
         return (yield from self.k.vfs.sys_lseek(task, args[0], args[1], args[2]))
+
+    def sys_ftruncate(self, task, args):
+        if self.k.vfs is None:
+            return -EBADF
+        return (yield from self.k.vfs.sys_ftruncate(task, args[0], args[1]))

@@ -246,6 +246,12 @@ def test_tracing_does_not_change_a_swapping_writer(swap_writer, how):
     assert summary['dropped'] == 0
     if how != 'events-only':
         assert summary['instructions'] > 0
+    else:                       # the machine-wide story of a pool wrap, and swapping
+        text = tracer.sink.out.getvalue()
+        for name in ('pkmap_wrap', 'ipi_sent', 'ipi_received', 'ipi_ack', 'ipi_done', 'swap_out',
+                     'swap_in', 'reclaim_unmap', 'disk_write', 'wakeup'):
+            assert f'* {name} ' in text, name
+        assert 'kind=global how="flush_tlb_all' in text
 
 
 @pytest.mark.slow
@@ -340,8 +346,8 @@ def test_filters_cpu_task_ring_and_window(hello_full):
     assert {e['task'].split('/')[0] for e in got if e['type'] == 'insn'} == {'hello0'}
     events = [e for e in got if e['type'] == 'event']
     assert any(e['task'] != events[0]['task'] for e in events)     # a switch *to* hello0 ...
-    for e in events:                                               # ... names it
-        assert (e['task'] or '').startswith('hello0/') or \
+    for e in events:                                   # ... names it; machine events have no task
+        assert e['task'] is None or e['task'].startswith('hello0/') or \
             any(str(v).startswith('hello0/') for v in e['args'].values())
     lo, hi = full_insns[100]['seq'], full_insns[400]['seq']
     _, sink = _trace(filters=ktrace.Filters(window=ktrace.parse_window(f'{lo}:{hi}')))

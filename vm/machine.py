@@ -13,6 +13,10 @@ What this file owns
     spinning with interrupts off really does not take an IPI.
   - The run loop: the interleaving policy (vm/policy.py) picks the CPU and its
     budget; the driver (the kernel) runs that CPU for the budget.
+  - Scheduling points: the driver may announce that something meaningful
+    happened on the running CPU (sched_point(label), the label opaque here);
+    a policy with on_point() may answer by ending that CPU's run there (the
+    driver returns at its next boundary, guest code at its next block).
 
 Rules
   - Single host thread, so every guest instruction is atomic and a run is a
@@ -70,6 +74,8 @@ class Machine:
         self.counters = dict(ipis_dropped=0)
         self.schedule_log = []           # (cpu, budget) picks, for replay and determinism tests
         self.log_schedule = False
+        self.running = None              # index of the CPU the driver is stepping, else None
+        self.yield_cpu = False           # set by sched_point: end the running CPU's step
         self.stopped = None              # set by stop(reason)
         self.ipi_filter = None           # fault injection: fn(src, dst, vector) -> delay
                                          # in cycles, or None to drop the IPI
@@ -173,6 +179,20 @@ class Machine:
 
     # ---- the run loop ---------------------------------------------------
 
+    def sched_point(self, label, cpu=None):
+        """Something meaningful happened on the running CPU (`label`, opaque
+        to vm).  A policy with on_point(machine, cpu, label) -> bool may end
+        that CPU's run here: the driver's step returns at its next boundary
+        (yield_cpu), guest code stops at its next block boundary (limit 0).
+        Points outside a step (event callbacks) are not points."""
+        on_point = getattr(self.policy, 'on_point', None)
+        if on_point is None or self.running is None:
+            return
+        cpu = self.running if cpu is None else cpu
+        if on_point(self, cpu, label):
+            self.yield_cpu = True
+            self.cpus[cpu].k.limit = 0
+
     def stop(self, reason):
         """Ask run() to return after the current step."""
         self.stopped = reason
@@ -209,5 +229,7 @@ class Machine:
                 else:
                     self.extra[cpu] += budget
                 continue
+            self.running, self.yield_cpu = cpu, False
             driver.step(c, budget)
+            self.running = None
         return self.stopped

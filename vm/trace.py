@@ -65,7 +65,7 @@ _REG_IDS = [getattr(ux, f'UC_X86_REG_{r.upper()}') for r in REGS]
 INSN, STATE, POINT, MARK = 0, 1, 2, 3
 MEM_READ, MEM_WRITE = 16, 17
 MIN_CAP = 4096
-MAX_CAP = 1 << 22              # records per CPU per run (80 bytes each)
+MAX_CAP = 1 << 20              # records per CPU per run (80 bytes each; 3 accesses of 24 each)
 
 REC_DTYPE = np.dtype([('seq', '<u8'), ('icount', '<u8'), ('kind', '<u4'), ('eip', '<u4'),
                       ('size', '<u4'), ('nmem', '<u4'), ('mem_first', '<u4'),

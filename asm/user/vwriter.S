@@ -4,8 +4,8 @@
 // mmap2s an 8 KiB anonymous buffer, fills it with pattern(TAG), sleeps
 // SLEEP_MS milliseconds (while other tasks may push the buffer out to
 // swap), then writev(fd, {buf, 16}, {buf + 4096, 4000}, 2): both segments go
-// into the same page-cache page.  ROUNDS (default 1) times, each round at
-// offset 0 again (lseek).  The kernel prefaults only the first
+// into the same page-cache page.  ROUNDS (default 1) times (sleep, then
+// writev), round r at offset r * 4096 (lseek): each round a new page.  The kernel prefaults only the first
 // segment, so the copy of the second one faults inside the kernel's copy,
 // i.e. inside kmap_atomic if the design uses it.
 // pattern(i) = (i * 7 + TAG) & 0xff
@@ -59,7 +59,7 @@ _start:
         lea ebx, [ts]
         xor ecx, ecx
         call sys_nanosleep
-4:      mov eax, dword ptr [buf]                // the iovec
+        mov eax, dword ptr [buf]                // the iovec
         mov dword ptr [iov], eax
         mov dword ptr [iov + 4], 16
         add eax, 4096
@@ -74,12 +74,13 @@ _start:
         jne short_write
         dec dword ptr [rounds]
         jz 5f
-        mov ebx, dword ptr [fd]                 // lseek(fd, 0, SEEK_SET): next round
-        xor ecx, ecx
+        add dword ptr [pos], 4096
+        mov ebx, dword ptr [fd]                 // lseek(fd, round * 4096, SEEK_SET): a new page
+        mov ecx, dword ptr [pos]
         xor edx, edx
         mov eax, 19
         int 0x80
-        jmp 4b
+        jmp 2b
 5:      mov ebx, dword ptr [fd]
         call sys_close
         xor ebx, ebx
@@ -96,6 +97,7 @@ fd:     .long 0
 ms:     .long 0
 tag:    .long 0
 rounds: .long 0
+pos:    .long 0
 buf:    .long 0
 ts:     .long 0, 0
 iov:    .long 0, 0, 0, 0
