@@ -83,3 +83,41 @@ puts_fd:
         pop ecx
         pop ebx
         ret
+
+// void *mmap_anon(size_t len)   EAX -> EAX: mmap2(0, len, PROT_READ|PROT_WRITE,
+// MAP_PRIVATE|MAP_ANONYMOUS, -1, 0); an address, or -errno (>= 0xfffff000).
+mmap_anon:
+        push ebx
+        push esi
+        push edi
+        push ebp
+        mov ecx, eax
+        xor ebx, ebx
+        mov edx, 3
+        mov esi, 0x22
+        mov edi, -1
+        xor ebp, ebp
+        call sys_mmap2
+        pop ebp
+        pop edi
+        pop esi
+        pop ebx
+        ret
+
+// void msleep(unsigned ms)   EAX: nanosleep({ms / 1000, ms % 1000 * 1000000}).
+msleep:
+        push ebx
+        xor edx, edx
+        mov ecx, 1000
+        div ecx
+        mov dword ptr [msleep_ts], eax
+        imul edx, edx, 1000000
+        mov dword ptr [msleep_ts + 4], edx
+        lea ebx, [msleep_ts]
+        xor ecx, ecx
+        call sys_nanosleep
+        pop ebx
+        ret
+
+        .align 4
+msleep_ts: .long 0, 0

@@ -31,15 +31,7 @@ _start:
         cmp eax, 0xfffff000
         jae fail_mmap
         mov eax, dword ptr [ms]
-        xor edx, edx
-        mov ecx, 1000
-        div ecx
-        mov dword ptr [ts], eax
-        imul edx, edx, 1000000
-        mov dword ptr [ts + 4], edx
-        lea ebx, [ts]
-        xor ecx, ecx
-        call sys_nanosleep
+        call msleep
         xor ebx, ebx
         call sys_exit
 fail_open:
@@ -52,4 +44,3 @@ fail_mmap:
         .align 4
 len:    .long 0
 ms:     .long 0
-ts:     .long 0, 0

@@ -22,14 +22,9 @@ _start:
         test eax, eax
         js fail
         mov dword ptr [fd], eax
-        xor ebx, ebx
-        mov ecx, dword ptr [npages]
-        shl ecx, 12
-        mov edx, 3
-        mov esi, 0x22
-        mov edi, -1
-        xor ebp, ebp
-        call sys_mmap2
+        mov eax, dword ptr [npages]
+        shl eax, 12
+        call mmap_anon
         cmp eax, 0xfffff000
         jae fail
         mov dword ptr [buf], eax
@@ -44,16 +39,8 @@ _start:
         mov dword ptr [edx], eax
         inc ecx
         jmp 1b
-2:      mov eax, dword ptr [ms]                 // nanosleep(ms)
-        xor edx, edx
-        mov ecx, 1000
-        div ecx
-        mov dword ptr [ts], eax
-        imul edx, edx, 1000000
-        mov dword ptr [ts + 4], edx
-        lea ebx, [ts]
-        xor ecx, ecx
-        call sys_nanosleep
+2:      mov eax, dword ptr [ms]
+        call msleep
         xor esi, esi                            // the storm
 3:      cmp esi, dword ptr [npages]
         jae 4f
@@ -87,4 +74,3 @@ npages: .long 0
 ms:     .long 0
 tag:    .long 0
 buf:    .long 0
-ts:     .long 0, 0

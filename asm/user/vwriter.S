@@ -29,13 +29,8 @@ _start:
         mov eax, dword ptr [esp + 16]
         mov dword ptr [rounds], eax
 3:
-        xor ebx, ebx
-        mov ecx, 8192
-        mov edx, 3
-        mov esi, 0x22
-        mov edi, -1
-        xor ebp, ebp
-        call sys_mmap2
+        mov eax, 8192
+        call mmap_anon
         cmp eax, 0xfffff000
         jae fail
         mov dword ptr [buf], eax
@@ -49,16 +44,8 @@ _start:
         mov byte ptr [edi + ecx], al
         inc ecx
         jmp 1b
-2:      mov eax, dword ptr [ms]                 // nanosleep({ms / 1000, ms % 1000 * 1e6})
-        xor edx, edx
-        mov ecx, 1000
-        div ecx
-        mov dword ptr [ts], eax
-        imul edx, edx, 1000000
-        mov dword ptr [ts + 4], edx
-        lea ebx, [ts]
-        xor ecx, ecx
-        call sys_nanosleep
+2:      mov eax, dword ptr [ms]
+        call msleep
         mov eax, dword ptr [buf]                // the iovec
         mov dword ptr [iov], eax
         mov dword ptr [iov + 4], 16
@@ -99,5 +86,4 @@ tag:    .long 0
 rounds: .long 0
 pos:    .long 0
 buf:    .long 0
-ts:     .long 0, 0
 iov:    .long 0, 0, 0, 0

@@ -31,13 +31,8 @@ _start:
         mov dword ptr [rounds], eax
 5:
 
-        xor ebx, ebx                            // buf = mmap2(0, CHUNK, RW, PRIVATE|ANON)
-        mov ecx, dword ptr [chunk]
-        mov edx, 3
-        mov esi, 0x22
-        mov edi, -1
-        xor ebp, ebp
-        call sys_mmap2
+        mov eax, dword ptr [chunk]              // buf = an anonymous CHUNK bytes
+        call mmap_anon
         cmp eax, 0xfffff000
         jae fail_mmap
         mov dword ptr [buf], eax
