@@ -166,6 +166,9 @@ def main(argv=None):
     except (UsageError, scn_mod.ScenarioError, ValueError, AsmError) as e:
         print(f'kmaplab: {e}', file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f'kmaplab: {e.filename or ""}: {e.strerror}', file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print('kmaplab: interrupted', file=sys.stderr)
         return 130

@@ -35,6 +35,7 @@ import tomllib
 from minikernel.kernel import BOOT_OPTIONS
 
 SCENARIO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scenarios')
+USER_ASM_DIR = os.path.join(os.path.dirname(SCENARIO_DIR), 'asm', 'user')
 OUTCOMES = ('completed', 'bug', 'oom', 'deadlock', 'no_progress', 'corruption', 'killed',
             'failed', 'timeout', 'crash')
 MACHINE_KEYS = {'cpus', 'mem', 'highmem', 'seed', 'quantum', 'schedule'}
@@ -212,6 +213,11 @@ def validate(path, data):
         _check_keys(path, where, t, TASK_KEYS)
         if not isinstance(t.get('program'), str):
             raise ScenarioError(f'{path}: {where}program: missing or not a string')
+        if not os.path.exists(os.path.join(USER_ASM_DIR, t['program'] + '.S')):
+            known = sorted(f[:-2] for f in os.listdir(USER_ASM_DIR)
+                           if f.endswith('.S') and f != 'lib.S')
+            raise ScenarioError(f'{path}: {where}program: no program {t["program"]!r} in asm/user/ '
+                                f'(known: {", ".join(known)})')
         cpu = t.get('cpu', 0)
         if not (cpu == 'each' or isinstance(cpu, int) and not isinstance(cpu, bool) and cpu >= 0):
             raise ScenarioError(f'{path}: {where}cpu: {cpu!r} (allowed: a CPU number or "each")')
