@@ -26,6 +26,8 @@ import time
 from . import scenario as scn_mod
 from .runner import run_variant
 
+ORDER = ('hello', 'kmap-scaling', 'sleep-in-atomic', 'dont-unmap', 'munmap-race', 'swapin-storm',
+         'gup-pin', 'same-page-write', 'kmap-local', 'reclaim')
 RESULT_KEYS = ('scenario', 'seed', 'variant', 'outcome', 'findings', 'expected', 'ok', 'why',
                'counters', 'wall_s')
 
@@ -42,9 +44,9 @@ def _job(path, variant, full):
 
 
 def plan(names, full):
-    """[(scenario, variant)] to run, in a stable order."""
+    """[(scenario, variant)] to run, in the mission's order of scenarios."""
     jobs = []
-    for name in names:
+    for name in sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n)):
         scn = scn_mod.find(name)
         for v in scn.variants(full=full):
             jobs.append((scn, v))
@@ -141,7 +143,8 @@ def print_table(results, wall):
 
 def markdown(results, wall):
     by = {}
-    for r in results:
+    for r in sorted(results, key=lambda r: ORDER.index(r['scenario']) if r['scenario'] in ORDER
+                    else len(ORDER)):
         by.setdefault(r['scenario'], []).append(r)
     ok = sum(r['ok'] for r in results)
     lines = ['# kmaplab findings', '',
@@ -149,7 +152,10 @@ def markdown(results, wall):
              f'{wall:.0f} s of wall time.', '',
              'Each scenario: what the 2002 thread claimed, the numbers of the time, '
              'and what this machine did (outcome and the counters that tell).  '
-             'Regenerate with `make report`.', '']
+             'Regenerate with `make report`.', '',
+             '| scenario | variant | outcome | expected | |', '|---|---|---|---|---|']
+    lines += [f'| {sc} | {v} | {o} | {e} | {ok} |' for sc, v, o, e, ok, _ in table_rows(results)]
+    lines.append('')
     for name, rs in by.items():
         scn = scn_mod.find(name)
         rep = scn.report
@@ -159,7 +165,7 @@ def markdown(results, wall):
         if rep.get('reference'):
             lines += ['**The numbers of the time:** ' + rep['reference'].strip(), '']
         keys = scn.report_keys or []
-        lines.append('| variant | outcome | expected | ' + ' | '.join(keys) + ' |')
+        lines.append('| ' + ' | '.join(['variant', 'outcome', 'expected'] + keys) + ' |')
         lines.append('|---' * (3 + len(keys)) + '|')
         for r in rs:
             cells = [_label(r['variant']), r['outcome'] + ('' if r['ok'] else ' **(missed)**'),
@@ -253,12 +259,9 @@ def _plot_insns_per_byte(plt, results, out_dir):
         pts = sorted((r['variant']['cpus'], r['counters'].get('insns_per_byte', 0)) for r in ks
                      if r['variant'].get('write_path') == path)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], 'o-', label=path)
-    for r in results:
-        if r['scenario'] == 'gup-pin':
-            ax.axhline(r['counters'].get('insns_per_byte', 0), linestyle=':', linewidth=1,
-                       color='gray')
-            ax.annotate(f'gup-pin: {r["variant"].get("write_path")}',
-                        (1, r['counters'].get('insns_per_byte', 0)), fontsize=7)
+    for r, color in zip([r for r in results if r['scenario'] == 'gup-pin'], ('gray', 'black')):
+        ax.axhline(r['counters'].get('insns_per_byte', 0), linestyle=':', linewidth=1, color=color,
+                   label=f'gup-pin scenario, {r["variant"].get("write_path")} (1 CPU)')
     ax.set_xscale('log', base=2)
     ax.set_xlabel('CPUs')
     ax.set_ylabel('guest instructions per byte written')
@@ -274,7 +277,8 @@ def _plot_insns_per_byte(plt, results, out_dir):
 
 def _plot_reclaim(plt, rc, out_dir):
     keys = [('pages_scanned', 'pages scanned'), ('ptes_visited', 'PTEs visited'),
-            ('instructions', 'instructions'), ('pte_chain_bytes_peak', 'pte_chain bytes (peak)')]
+            ('instructions', 'instructions (whole run)'),
+            ('pte_chain_bytes_peak', 'pte_chain bytes (peak)')]
     fig, axes = plt.subplots(1, len(keys), figsize=(13, 3.8))
     names = [r['variant'].get('reclaim') for r in rc]
     for ax, (key, title) in zip(axes, keys):
