@@ -16,6 +16,8 @@ A scenario is a TOML file (docs/scenarios.md has the full format):
                          copy number of this instance)
     [sweep]              key = [values...]: one variant per combination
     [[variant]]          or: an explicit list of variants (tables of options)
+    [[exclude]]          combinations of the sweep not to run (tables that match
+                         a variant's keys), e.g. a setting that cannot matter
     [full.sweep]         the sweep `kmaplab report --full` uses instead
     [report]             counters = [...] (the key counters shown), claim and
                          reference (what the 2002 thread said, the numbers of
@@ -40,7 +42,7 @@ OUTCOMES = ('completed', 'bug', 'oom', 'deadlock', 'no_progress', 'corruption', 
             'failed', 'timeout', 'crash')
 MACHINE_KEYS = {'cpus', 'mem', 'highmem', 'seed', 'quantum', 'schedule'}
 TOP_KEYS = {'name', 'description', 'machine', 'boot', 'task', 'sweep', 'expect', 'plan',
-            'report', 'notes', 'oracle', 'file', 'variant', 'full'}
+            'report', 'notes', 'oracle', 'file', 'variant', 'full', 'exclude'}
 REPORT_KEYS = {'counters', 'claim', 'reference'}
 FILE_KEYS = {'name', 'size', 'seed', 'max_size'}
 TASK_KEYS = {'name', 'program', 'args', 'cpu', 'start', 'thread_of', 'count'}
@@ -80,6 +82,7 @@ class Scenario:
         self.report = data.get('report', {})
         self.report_keys = self.report.get('counters', [])
         self.full_sweep = data.get('full', {}).get('sweep')
+        self.exclude = data.get('exclude', [])
         self.oracle = data.get('oracle', {})
         self.notes = data.get('notes', '')
 
@@ -96,7 +99,9 @@ class Scenario:
         keys = list(sweep)
         if not keys:
             return [{}]
-        return [dict(zip(keys, combo)) for combo in itertools.product(*(sweep[k] for k in keys))]
+        combos = [dict(zip(keys, combo)) for combo in itertools.product(*(sweep[k] for k in keys))]
+        return [v for v in combos
+                if not any(all(v.get(k) == val for k, val in ex.items()) for ex in self.exclude)]
 
     def options(self, variant, overrides=None, seed=None):
         """Boot options for one variant: machine, boot, the variant's
@@ -228,6 +233,12 @@ def validate(path, data):
                 raise ScenarioError(f'{path}: {where}args: {a!r} (allowed: integers and strings)')
         names.add(t.get('name', t['program']))
     _check_keys(path, 'full.', data.get('full', {}), {'sweep'})
+    for i, ex in enumerate(data.get('exclude', [])):
+        if not isinstance(ex, dict) or not ex:
+            raise ScenarioError(f'{path}: exclude[{i}]: a table of sweep values')
+        for k in ex:
+            if k not in data.get('sweep', {}) and k not in data.get('full', {}).get('sweep', {}):
+                raise ScenarioError(f'{path}: exclude[{i}].{k}: not a sweep axis')
     for where, sweep in (('sweep.', data.get('sweep', {})),
                          ('full.sweep.', data.get('full', {}).get('sweep', {}))):
         for k, vals in sweep.items():
