@@ -39,7 +39,6 @@ Rules
     does not match the scenario) is a ValueError with a one-line reason.
 """
 import base64
-import hashlib
 import itertools
 import json
 import os
@@ -74,7 +73,7 @@ GUEST_POINTS = ('kmap', 'kunmap', 'kmap_high', 'kunmap_high', 'flush_all_zero_pk
                 'kmap_atomic', 'kunmap_atomic', 'kmap_local_page', 'kunmap_local')
 
 
-# ---- scheduling points ---------------------------------------------------------------------
+# ---- scheduling points ------------------------------------------------------------------------
 
 def event_label(event, fields):
     """The point label of a kernel event, or None if it is not a point."""
@@ -103,12 +102,12 @@ def install_points(k):
             cpu.hook_code(addr, addr + 1, lambda c, a, name=name: m.sched_point(name, c.index))
 
 
-# ---- specs and policies ---------------------------------------------------------------------
+# ---- specs and policies -----------------------------------------------------------------------
 
 def pct_decider(spec):
-    """PCT's change points: at global step steps[i] the running CPU's
-    priority drops to d-1-i (below every initial priority, which are d and
-    up), so the CPU demoted at an earlier-drawn point stays lowest."""
+    """PCT's change points: the initial priorities are d .. d+n-1 (in the
+    spec's order); at global step steps[i] the running CPU's priority drops
+    to d-1-i, below every initial one (the paper's "priority i at k_i")."""
     d = spec['depth']
     prio = {cpu: d + len(spec['order']) - 1 - r for r, cpu in enumerate(spec['order'])}
     at = {s: d - 1 - i for i, s in enumerate(spec['steps'])}
@@ -145,16 +144,14 @@ def make_policy(spec, expect=None, labels=None):
                       spec['quantum'], expect=expect, labels=labels)
 
 
-# ---- one run ------------------------------------------------------------------------------
+# ---- one run ----------------------------------------------------------------------------------
 
-def run_schedule(scn, variant, seed, overrides, spec, expect=None, labels=None, setup=None):
-    """Boot the variant, run it under `spec`, judge it.  Returns
-    (runner result, policy)."""
+def run_schedule(scn, variant, seed, overrides, spec):
+    """Boot the variant, run it under `spec`, judge it (as runner.run_variant
+    does).  Returns (result, policy)."""
     t0 = time.perf_counter()
     k = runner.boot(scn, variant, seed, overrides)
-    policy = install(k, spec, expect, labels)
-    if setup is not None:
-        setup(k)
+    policy = install(k, spec)
     end = k.run()
     counters = runner.collect_counters(k)
     k.finish()
@@ -186,7 +183,8 @@ def run_job(job):
     k = r['kernel']
     rec = dict(index=job['index'], spec=job['spec'], outcome=r['outcome'], ok=r['ok'],
                why=r['why'], expected=r['expected'], findings=r['findings'],
-               steps=len(policy.points), cpus=len(k.machine.cpus), tasks=len(k.sched.tasks),
+               steps=len(policy.points), cpus=len(k.machine.cpus),
+               tasks=sum(1 for t in k.sched.tasks.values() if t.program is not None),
                applied=[_change(a) for a in policy.applied], trace=encode_trace(policy),
                digest=inject.counters_digest(r['counters']), wall_s=r['wall_s'])
     if not r['ok']:
@@ -223,7 +221,7 @@ def decode_trace(trace, where='schedule'):
     return codes, labels
 
 
-# ---- strategies: the specs of the runs ----------------------------------------------------------
+# ---- strategies: the specs of the runs --------------------------------------------------------
 
 def base_spec(strategy, ncpu, opts):
     return dict(strategy=strategy, order=list(range(ncpu)), changes=[], window=opts['window'],
@@ -251,7 +249,7 @@ def pct_spec(i, ncpu, opts, k):
     return spec
 
 
-def children(rec, opts):
+def children(rec):
     """Bounded search: the schedules with one more change than `rec`'s, at
     each of its points after its last change, to each other CPU on top."""
     codes, labels = decode_trace(rec['trace'])
@@ -272,7 +270,7 @@ def children(rec, opts):
     return out
 
 
-# ---- running many: the campaign pool ------------------------------------------------------------
+# ---- running many: the campaign pool ----------------------------------------------------------
 
 def job(index, target, spec):
     return dict(target, index=index, spec=spec, key=f'explore|{index}')
@@ -320,7 +318,8 @@ def explore(scn, variant, seed, overrides, opts, progress=None):
     all, target, window, quantum, depth, preemptions, seed, shrink.
     Returns the summary (see summarize) with the find, shrunk, if any."""
     t0 = time.perf_counter()
-    ncpu = scn.options(variant, overrides, seed).get('cpus', 1)
+    boot_opts = scn.options(variant, overrides, seed)
+    ncpu, seed = boot_opts.get('cpus', 1), boot_opts.get('seed', 0)
     if ncpu < 2:
         raise ValueError(f'{scn.name}: one CPU: a single interleaving of CPUs, nothing to explore '
                          f'(--cpus 2 or more)')
@@ -378,11 +377,11 @@ def _search_bounded(tgt, ncpu, opts, is_find, progress):
             break
         level += 1
         specs = [c for r in sorted(got.values(), key=lambda r: r['index'])
-                 for c in children(r, opts)]
+                 for c in children(r)]
     return recs
 
 
-# ---- shrinking -----------------------------------------------------------------------------------
+# ---- shrinking --------------------------------------------------------------------------------
 
 def shrink(tgt, found, is_find, opts):
     """ddmin over the changes the failing run made: the fewest changes
@@ -400,10 +399,11 @@ def shrink(tgt, found, is_find, opts):
     while changes:
         parts = _split(changes, n)
         cands = [[c for j, p in enumerate(parts) if j != i for c in p] for i in range(len(parts))]
-        if n == 2 or len(changes) == 1:
+        if n == 2 and [] not in cands:
             cands.insert(0, [])
         jobs = [job(i, tgt, dict(spec, changes=c)) for i, c in enumerate(cands)]
-        got = run_batch(jobs, opts['jobs'], same, True)
+        nworkers = opts['jobs'] if len(jobs) > 3 else 1           # no pool for 2 or 3 runs
+        got = run_batch(jobs, nworkers, same, True)
         tries += len(got)
         hit = min((i for i, r in got.items() if same(r)), default=None)
         if hit is not None:
@@ -426,7 +426,7 @@ def _split(items, n):
     return [p for p in out if p]
 
 
-# ---- the report ------------------------------------------------------------------------------------
+# ---- the report -------------------------------------------------------------------------------
 
 def pct_bound(n, k, d):
     """PCT's guarantee: one run finds a bug of depth d with probability at
@@ -453,8 +453,8 @@ def summarize(scn, tgt, opts, recs, finds, shrunk, elapsed):
                 found=finds[0] if finds else None, shrunk=shrunk)
 
 
-def print_summary(s, out=sys.stdout):
-    p = lambda *a: print(*a, file=out)      # noqa: E731
+def print_summary(s, out=None):
+    p = lambda *a: print(*a, file=out or sys.stdout)      # noqa: E731
     label = ' '.join(f'{k}={v}' for k, v in s['variant'].items()) or '(default)'
     p(f'== explore {s["path"]} {label} seed={s["seed"]}')
     extra = {'pct': f'depth d={s["depth"]}', 'bounded': f'preemptions c<={s["preemptions"]}',
@@ -465,8 +465,9 @@ def print_summary(s, out=sys.stdout):
     p(f'  runs {s["runs"]} of {s["budget"]} ({stop}); {s["schedules_per_s"]} schedules/s '
       f'({s["elapsed_s"]} s wall, {s["runs_per_core_s"]} runs/s per core)')
     p(f'  steps k per run: mean {s["steps_mean"]}, min {s["steps_min"]}, max {s["steps_max"]}')
-    p(f'  hit rate {s["finds"]}/{s["runs"]} = {100 * s["hit_rate"]:.2f}%; PCT bound for d={s["depth"]}: '
-      f'1/(n k^(d-1)) = {100 * s["pct_bound"]:.4f}%')
+    note = '' if s['all'] else ' (stopped at the first find: --all measures it)'
+    p(f'  hit rate {s["finds"]}/{s["runs"]} = {100 * s["hit_rate"]:.2f}%{note}; PCT bound for '
+      f'd={s["depth"]}: 1/(n k^(d-1)) = {100 * s["pct_bound"]:.4f}%')
     f = s['found']
     if f is None:
         p('  found nothing')
@@ -479,7 +480,8 @@ def print_summary(s, out=sys.stdout):
     if sh:
         p(f'  shrunk: {sh["before"]} -> {sh["after"]} change(s) in {sh["tries"]} runs')
         for c in sh['rec']['applied']:
-            p(f'    at step {c["step"]}: {c["label"]} #{c["n"]} on CPU{c["cpu"]} -> order {c["order"]}')
+            p(f'    at step {c["step"]}: {c["label"]} #{c["n"]} on CPU{c["cpu"]} '
+              f'-> order {c["order"]}')
 
 
 def _rel(path):
@@ -487,7 +489,7 @@ def _rel(path):
     return os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
 
 
-# ---- schedule files --------------------------------------------------------------------------------
+# ---- schedule files ---------------------------------------------------------------------------
 
 def schedule_record(s):
     """The file of a summary's find (the shrunk schedule if there is one)."""
@@ -582,7 +584,7 @@ def _abs(path):
     return path if os.path.isabs(path) else os.path.join(ROOT, path)
 
 
-# ---- the command line -----------------------------------------------------------------------------
+# ---- the command line -------------------------------------------------------------------------
 
 def add_parser(sub):
     e = sub.add_parser('explore', help='search the interleavings for a schedule that breaks the '
@@ -640,8 +642,8 @@ def select_variants(scn, variants, spec, parse_value):
         want[k.strip()] = parse_value(v.strip())
     out = [v for v in variants if all(_effective(scn, v, k) == val for k, val in want.items())]
     if not out:
-        raise ValueError(f'--variant {spec}: no variant matches (variants: '
-                         f'{"; ".join(",".join(f"{k}={x}" for k, x in v.items()) for v in variants)})')
+        known = '; '.join(','.join(f'{k}={x}' for k, x in v.items()) for v in variants)
+        raise ValueError(f'--variant {spec}: no variant matches (variants: {known})')
     return out
 
 

@@ -304,7 +304,11 @@ class Kernel:
             if self.sched.need_resched(task) or self.sched.rq[task.cpu]:
                 yield from self.sched.schedule(task)
                 continue
-            yield Guest('cpu_idle_halt')
+            # Interrupts off from the check above to the hlt, as 2.5's
+            # default_idle (local_irq_disable; if (!need_resched())
+            # safe_halt()): a wake-up from another CPU in between is taken
+            # in the hlt, not before it (and lost).
+            yield Guest('cpu_idle_halt', irqs=False)
 
     def _banner(self):
         c = self.config

@@ -1,11 +1,10 @@
 // asm/user/vwriter.S: fill a two-page buffer, wait, then writev() it.
 //
-//   vwriter PATH SLEEP_MS TAG [ROUNDS]
+//   vwriter PATH SLEEP_MS TAG
 // mmap2s an 8 KiB anonymous buffer, fills it with pattern(TAG), sleeps
 // SLEEP_MS milliseconds (while other tasks may push the buffer out to
 // swap), then writev(fd, {buf, 16}, {buf + 4096, 4000}, 2): both segments go
-// into the same page-cache page.  ROUNDS (default 1) times (sleep, then
-// writev), round r at offset r * 4096 (lseek): each round a new page.  The kernel prefaults only the first
+// into the same page-cache page.  The kernel prefaults only the first
 // segment, so the copy of the second one faults inside the kernel's copy,
 // i.e. inside kmap_atomic if the design uses it.
 // pattern(i) = (i * 7 + TAG) & 0xff
@@ -23,12 +22,6 @@ _start:
         mov dword ptr [ms], eax
         mov eax, dword ptr [esp + 12]
         mov dword ptr [tag], eax
-        mov dword ptr [rounds], 1
-        cmp dword ptr [esp], 4
-        jb 3f
-        mov eax, dword ptr [esp + 16]
-        mov dword ptr [rounds], eax
-3:
         mov eax, 8192
         call mmap_anon
         cmp eax, 0xfffff000
@@ -59,16 +52,7 @@ _start:
         int 0x80
         cmp eax, 4016
         jne short_write
-        dec dword ptr [rounds]
-        jz 5f
-        add dword ptr [pos], 4096
-        mov ebx, dword ptr [fd]                 // lseek(fd, round * 4096, SEEK_SET): a new page
-        mov ecx, dword ptr [pos]
-        xor edx, edx
-        mov eax, 19
-        int 0x80
-        jmp 2b
-5:      mov ebx, dword ptr [fd]
+        mov ebx, dword ptr [fd]
         call sys_close
         xor ebx, ebx
         call sys_exit
@@ -83,7 +67,5 @@ short_write:
 fd:     .long 0
 ms:     .long 0
 tag:    .long 0
-rounds: .long 0
-pos:    .long 0
 buf:    .long 0
 iov:    .long 0, 0, 0, 0
