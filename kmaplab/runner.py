@@ -176,6 +176,8 @@ def run_variant(scn, variant, seed=None, overrides=None, tracer=None, setup=None
     end = k.run()
     counters = collect_counters(k)          # the run itself, before the final writeback
     k.finish()
+    if k.oracle is not None:                # the oracle's verdicts come at finish
+        counters.update({key: int(v) for key, v in k.oracle.counters.items()})
     outcome, findings = judge(k, end)
     ok, why = check_expectation(scn, variant, outcome, findings, counters, k.config)
     exp = scn.expectation(variant)
