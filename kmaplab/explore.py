@@ -12,10 +12,13 @@ What this file owns
   - The scheduling points: which kernel events (Kernel.trace_event, through
     k.point_hook) and which guest routines (one-address code hooks on their
     first instruction) announce a point to the machine, and their labels.
-  - Schedules: a spec (an initial CPU priority order, changes of the order
-    anchored to points, and for PCT/random the strategy's own parameters)
-    turned into vm.policy.Priorities.  A CPU is a "thread" of PCT: n is the
-    number of CPUs; which task runs on a CPU is the kernel's business.
+  - Schedules: a spec (an initial CPU priority order, changes anchored to
+    points, and for PCT/random the strategy's own parameters) turned into
+    vm.policy.Priorities.  A change reorders the CPUs, or preempts the task
+    running on the point's CPU (its time slice ends there: the local timer
+    fires at that point, and the kernel preempts it if it may), or both.
+    A CPU is a "thread" of PCT: n is the number of CPUs; the tasks sharing
+    a CPU are reached through preemptions.
   - The strategies: seeded random at every point, PCT with depth d
     (Burckhardt et al., ASPLOS 2010: random priorities, d-1 random change
     points among k steps), and preemption-bounded search (CHESS's iterative
@@ -48,7 +51,9 @@ import sys
 import time
 import zlib
 
+from minikernel.faults import USER_POINTER
 from minikernel.kernel import BOOT_OPTIONS
+from minikernel.write_paths import FUSED_COPIES
 from vm.policy import Priorities
 
 from . import inject, runner
@@ -59,6 +64,7 @@ FORMAT = 'kmaplab-schedule/1'
 STRATEGIES = ('random', 'pct', 'bounded')
 DEFAULTS = dict(window=20_000, quantum=1000, runs=200, depth=2, preemptions=2, seed=0)
 RANDOM_SWITCH = 0.5          # random: at each point, the chance of a new random order
+RANDOM_PREEMPT = 0.02        # random: at each point, the chance of a preemption there
 
 # Kernel events that are scheduling points -> the label's detail field.
 EVENT_POINTS = {
@@ -71,6 +77,10 @@ EVENT_POINTS = {
 # Guest routines whose first instruction is a scheduling point (kmap and friends).
 GUEST_POINTS = ('kmap', 'kunmap', 'kmap_high', 'kunmap_high', 'flush_all_zero_pkmaps',
                 'kmap_atomic', 'kunmap_atomic', 'kmap_local_page', 'kunmap_local')
+# Guest routines whose return to kernel Python code is a scheduling point,
+# labelled ret:NAME: the user accesses (the kernel has just touched user
+# memory, which other CPUs and reclaim may change before it goes on).
+RETURN_POINTS = frozenset(USER_POINTER) | frozenset(FUSED_COPIES)
 
 
 # ---- scheduling points ------------------------------------------------------------------------
@@ -85,8 +95,9 @@ def event_label(event, fields):
 
 def install_points(k):
     """Make k's meaningful events scheduling points: the kernel's events
-    through k.point_hook, the guest's kmap routines through one-address
-    code hooks (they cost nothing elsewhere)."""
+    through k.point_hook, the guest's kmap routines and the returns of the
+    user accesses through one-address code hooks (on the routines' first
+    instruction, on ret_to_python: they cost nothing elsewhere)."""
     m = k.machine
 
     def hook(event, task, fields):
@@ -94,12 +105,18 @@ def install_points(k):
         if label is not None:
             m.sched_point(label)
     k.point_hook = hook
-    for name in GUEST_POINTS:
+
+    def ret(c, addr):
+        routine = k.sched.current[c.index].frames[-1].routine
+        if routine in RETURN_POINTS:
+            m.sched_point('ret:' + routine, c.index)
+    hooks = [(name, lambda c, a, name=name: m.sched_point(name, c.index)) for name in GUEST_POINTS]
+    for name, fn in hooks + [('ret_to_python', ret)]:
         addr = k.image.symbols.get(name)
         if addr is None:
             continue
         for cpu in m.cpus:
-            cpu.hook_code(addr, addr + 1, lambda c, a, name=name: m.sched_point(name, c.index))
+            cpu.hook_code(addr, addr + 1, fn)
 
 
 # ---- specs and policies -----------------------------------------------------------------------
@@ -107,7 +124,9 @@ def install_points(k):
 def pct_decider(spec):
     """PCT's change points: the initial priorities are d .. d+n-1 (in the
     spec's order); at global step steps[i] the running CPU's priority drops
-    to d-1-i, below every initial one (the paper's "priority i at k_i")."""
+    to d-1-i, below every initial one (the paper's "priority i at k_i"),
+    and the task running there is preempted: the thread at the change
+    point loses the processor whether it shares its CPU or not."""
     d = spec['depth']
     prio = {cpu: d + len(spec['order']) - 1 - r for r, cpu in enumerate(spec['order'])}
     at = {s: d - 1 - i for i, s in enumerate(spec['steps'])}
@@ -116,51 +135,49 @@ def pct_decider(spec):
         if step not in at:
             return None
         prio[cpu] = at[step]
-        return sorted(prio, key=lambda c: -prio[c])
+        return sorted(prio, key=lambda c: -prio[c]), True
     return decide
 
 
 def random_decider(spec):
     """Random at scheduling points: at each point, with probability p, a
-    random CPU goes to the top of the order."""
+    random CPU goes to the top of the order, and with probability
+    preempt_p the task running on the point's CPU is preempted."""
     rng = random.Random(f'kmaplab-explore:{spec["seed"]}')
-    p = spec.get('p', RANDOM_SWITCH)
+    p, pp = spec.get('p', RANDOM_SWITCH), spec.get('preempt_p', RANDOM_PREEMPT)
 
     def decide(policy, cpu, label, step):
-        if rng.random() >= p:
-            return None
-        top = rng.randrange(len(policy.order))
-        return [top] + [c for c in policy.order if c != top]
+        new = None
+        if rng.random() < p:
+            top = rng.randrange(len(policy.order))
+            new = [top] + [c for c in policy.order if c != top]
+        preempt = rng.random() < pp
+        return (new, preempt) if new is not None or preempt else None
     return decide
 
 
 DECIDERS = {'pct': pct_decider, 'random': random_decider}
 
 
-def make_policy(spec, expect=None, labels=None):
-    changes = {(c['cpu'], c['label'], c['n']): tuple(c['order']) for c in spec.get('changes', ())}
+def make_policy(spec, expect=None, labels=None, on_tick=None):
+    changes = {(c['cpu'], c['label'], c['n']): (tuple(c['order']), bool(c.get('preempt')))
+               for c in spec.get('changes', ())}
     make = DECIDERS.get(spec['strategy'])
     return Priorities(spec['order'], changes, make(spec) if make else None, spec['window'],
-                      spec['quantum'], expect=expect, labels=labels)
+                      spec['quantum'], expect=expect, labels=labels, on_tick=on_tick)
 
 
 # ---- one run ----------------------------------------------------------------------------------
 
 def run_schedule(scn, variant, seed, overrides, spec):
-    """Boot the variant, run it under `spec`, judge it (as runner.run_variant
-    does).  Returns (result, policy)."""
-    t0 = time.perf_counter()
-    k = runner.boot(scn, variant, seed, overrides)
-    policy = install(k, spec)
-    end = k.run()
-    counters = runner.collect_counters(k)
-    k.finish()
-    outcome, findings = runner.judge(k, end)
-    ok, why = runner.check_expectation(scn, variant, outcome, findings, counters, k.config)
-    r = dict(outcome=outcome, findings=sorted(findings), ok=ok, why=why, counters=counters,
-             expected=scn.expectation(variant)[0], reports=k.reports, end=end,
-             seed=k.config['seed'], wall_s=round(time.perf_counter() - t0, 3), kernel=k)
-    return r, policy
+    """Boot the variant, run it under `spec`, judge it (runner.run_variant
+    with the policy installed).  Returns (result, policy)."""
+    box = {}
+
+    def setup(k):
+        box['policy'] = install(k, spec)
+    r = runner.run_variant(scn, variant, seed, overrides, setup=setup)
+    return r, box['policy']
 
 
 def install(k, spec, expect=None, labels=None):
@@ -169,7 +186,10 @@ def install(k, spec, expect=None, labels=None):
     if sorted(spec['order']) != list(range(ncpu)):
         raise ValueError(f'schedule order {spec["order"]} does not name the {ncpu} CPUs '
                          f'of this machine')
-    policy = make_policy(spec, expect, labels)
+    def preempt(machine, cpu):
+        k.sched.end_timeslice(cpu)
+        machine.tick_now(cpu)
+    policy = make_policy(spec, expect, labels, on_tick=preempt)
     k.machine.policy = policy
     install_points(k)
     return policy
@@ -195,8 +215,8 @@ def run_job(job):
 
 
 def _change(applied):
-    step, cpu, label, n, order = applied
-    return dict(step=step, cpu=cpu, label=label, n=n, order=list(order))
+    step, cpu, label, n, order, preempt = applied
+    return dict(step=step, cpu=cpu, label=label, n=n, order=list(order), preempt=preempt)
 
 
 # ---- point traces (the replay's check, the bounded search's candidates) -----------------------
@@ -251,7 +271,8 @@ def pct_spec(i, ncpu, opts, k):
 
 def children(rec):
     """Bounded search: the schedules with one more change than `rec`'s, at
-    each of its points after its last change, to each other CPU on top."""
+    each of its points after its last change: each other CPU on top, and
+    a preemption of the task running on the point's CPU."""
     codes, labels = decode_trace(rec['trace'])
     spec = rec['spec']
     first = spec['changes'][-1]['step'] + 1 if spec['changes'] else 0
@@ -265,8 +286,10 @@ def children(rec):
             continue
         for top in order[1:]:
             new = [top] + [c for c in order if c != top]
-            change = dict(step=step, cpu=cpu, label=label, n=n, order=new)
+            change = dict(step=step, cpu=cpu, label=label, n=n, order=new, preempt=False)
             out.append(dict(spec, changes=spec['changes'] + [change]))
+        change = dict(step=step, cpu=cpu, label=label, n=n, order=list(order), preempt=True)
+        out.append(dict(spec, changes=spec['changes'] + [change]))
     return out
 
 
@@ -320,9 +343,6 @@ def explore(scn, variant, seed, overrides, opts, progress=None):
     t0 = time.perf_counter()
     boot_opts = scn.options(variant, overrides, seed)
     ncpu, seed = boot_opts.get('cpus', 1), boot_opts.get('seed', 0)
-    if ncpu < 2:
-        raise ValueError(f'{scn.name}: one CPU: a single interleaving of CPUs, nothing to explore '
-                         f'(--cpus 2 or more)')
     tgt = dict(scenario=os.path.abspath(scn.path), variant=variant, seed=seed, overrides=overrides)
     is_find = finder(opts.get('target'))
     search = {'random': _search_random, 'pct': _search_pct, 'bounded': _search_bounded}
@@ -473,15 +493,15 @@ def print_summary(s, out=None):
         p('  found nothing')
         return
     p(f'  found: run {f["index"]}: {f["outcome"]} (expected {f["expected"]}), '
-      f'{len(f["applied"])} change(s) of the CPU order')
+      f'{len(f["applied"])} change(s) of the CPU order or preemption(s)')
     for line in f.get('reports', [])[:3]:
         p(f'    {line[:160]}')
     sh = s['shrunk']
     if sh:
         p(f'  shrunk: {sh["before"]} -> {sh["after"]} change(s) in {sh["tries"]} runs')
         for c in sh['rec']['applied']:
-            p(f'    at step {c["step"]}: {c["label"]} #{c["n"]} on CPU{c["cpu"]} '
-              f'-> order {c["order"]}')
+            what = f'order {c["order"]}' + (', preempt' if c.get('preempt') else '')
+            p(f'    at step {c["step"]}: {c["label"]} #{c["n"]} on CPU{c["cpu"]} -> {what}')
 
 
 def _rel(path):
@@ -543,8 +563,10 @@ def load_schedule(path):
     if missing:
         raise ValueError(f'{path}: {missing[0]}: missing')
     for i, c in enumerate(data['changes']):
-        if not isinstance(c, dict) or not {'cpu', 'label', 'n', 'order'} <= set(c):
-            raise ValueError(f'{path}: changes[{i}]: needs cpu, label, n and order')
+        if not isinstance(c, dict) or not {'cpu', 'label', 'n', 'order'} <= set(c) \
+                or not isinstance(c.get('preempt', False), bool):
+            raise ValueError(f'{path}: changes[{i}]: needs cpu, label, n and order '
+                             f'(and preempt: true or false)')
     decode_trace(data['trace'], path)
     return data
 
@@ -594,7 +616,7 @@ def add_parser(sub):
     e.add_argument('--runs', type=int, default=DEFAULTS['runs'], help='schedules to try at most')
     e.add_argument('--depth', type=int, default=DEFAULTS['depth'], help='PCT bug depth d')
     e.add_argument('--preemptions', type=int, default=DEFAULTS['preemptions'],
-                   help='bounded: at most c changes of the CPU order')
+                   help='bounded: at most c changes (CPU reorderings or preemptions)')
     e.add_argument('--jobs', type=int, default=os.cpu_count() or 1)
     e.add_argument('--all', action='store_true', help='run all --runs schedules (hit rate)')
     e.add_argument('--seed', type=int, help='the scenario seed (the kernel\'s)')

@@ -56,10 +56,7 @@ def run_one(scn, variant=None, seed=0, plan=None, overrides=None):
     t0 = time.perf_counter()
     k = runner.boot(scn, variant, seed, overrides, plan=plan)
     faults = k.faults
-    end = k.run()
-    counters = runner.collect_counters(k)
-    k.finish()
-    outcome, findings = runner.judge(k, end)
+    end, counters, outcome, findings = runner.run_kernel(k)
     expected, ok, why = _expectation(scn, plan, variant, k, outcome, findings, counters)
     return dict(scenario=scn.name, path=scn.path, seed=k.config['seed'], variant=variant,
                 write_path=k.config['write_path'], plan=plan.name if plan else None,

@@ -164,6 +164,20 @@ def check_expectation(scn, variant, outcome, findings, counters, config=None):
     return not why, why
 
 
+def run_kernel(k):
+    """Run a booted kernel to its end, write back, judge.  Returns (end,
+    counters, outcome, findings): the counters of the run itself (before
+    the final writeback) and the data oracle's verdicts (they come at
+    finish)."""
+    end = k.run()
+    counters = collect_counters(k)
+    k.finish()
+    if k.oracle is not None:
+        counters.update({key: int(v) for key, v in k.oracle.counters.items()})
+    outcome, findings = judge(k, end)
+    return end, counters, outcome, findings
+
+
 def run_variant(scn, variant, seed=None, overrides=None, tracer=None, setup=None):
     """Boot, run and judge one variant.  setup(k), if given, runs between
     boot and run (kmaplab/explore.py puts a schedule's policy there)."""
@@ -173,12 +187,7 @@ def run_variant(scn, variant, seed=None, overrides=None, tracer=None, setup=None
         setup(k)
     if tracer is not None:
         tracer.attach(k)
-    end = k.run()
-    counters = collect_counters(k)          # the run itself, before the final writeback
-    k.finish()
-    if k.oracle is not None:                # the oracle's verdicts come at finish
-        counters.update({key: int(v) for key, v in k.oracle.counters.items()})
-    outcome, findings = judge(k, end)
+    end, counters, outcome, findings = run_kernel(k)
     ok, why = check_expectation(scn, variant, outcome, findings, counters, k.config)
     exp = scn.expectation(variant)
     return dict(scenario=scn.name, seed=k.config['seed'], variant=variant, outcome=outcome,

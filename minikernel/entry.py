@@ -39,6 +39,9 @@ class Engine:
         self.k = kernel
         self.m = kernel.machine
         self._since = [0] * len(kernel.machine.cpus)   # instructions at the last switch
+        # Per CPU: kernel Python code runs with interrupts off (schedule()'s
+        # spin_lock_irq(&rq->lock) up to the switch).
+        self.irqs_off = [False] * len(kernel.machine.cpus)
 
     # ---- the driver interface (vm.Machine.run) --------------------------
 
@@ -141,8 +144,9 @@ class Engine:
     def _maybe_interrupt(self, cpu, task):
         """Kernel Python code runs with the interrupt flag of the context it
         came from: take a pending interrupt at this yield boundary if that
-        flag is set (as the guest would at a block boundary)."""
-        if not self.m.pending[cpu.index] or task.frames[-1].kind == 'irq':
+        flag is set (as the guest would at a block boundary), unless the CPU
+        is inside a context switch (irqs_off)."""
+        if not self.m.pending[cpu.index] or task.frames[-1].kind == 'irq' or self.irqs_off[cpu.index]:
             return
         for f in reversed(task.frames):
             if f.saved is not None:
@@ -195,6 +199,7 @@ class Engine:
         eflags = 0x202 if req.irqs else 0x002
         cpu.enter(addr, esp, eflags, eax=req.eax, edx=req.edx, ecx=req.ecx)
         frame.guest = True
+        frame.routine = req.routine
 
     def _guest_esp(self, task):
         """Where a new guest call's stack starts: under the innermost
@@ -210,9 +215,12 @@ class Engine:
         return esp & ~3
 
     def _switch(self, cpu, prev, next_task):
+        """The switch itself; interrupts are on again once `next_task` is
+        current (finish_task_switch's spin_unlock_irq(&rq->lock))."""
         sched = self.k.sched
         self.account(cpu, prev)
         sched.current[cpu.index] = next_task
+        self.irqs_off[cpu.index] = False
         next_task.counters['switches'] += 1
         self.k.set_user_code(cpu, next_task)
 

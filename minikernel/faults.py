@@ -560,7 +560,8 @@ def _user_va(page, ctx):
 
 
 def evict_user_page(k, task, mm, va, honour_pins=True):
-    """Reclaim one user page now (what shrink_cache would do to it).
+    """Reclaim one user page now (what shrink_cache would do to it, with
+    the page locked from before its PTEs are cleared until it is written).
     Generator -> 'evicted', or why not: 'not_resident', 'pinned', 'busy',
     'swap_full', 'still_mapped', 'in_use'.  May sleep (flushes, writeback)."""
     pte_pa = k.mm.pte_offset(mm, va)
@@ -568,37 +569,46 @@ def evict_user_page(k, task, mm, va, honour_pins=True):
     if not pte & x86.PTE_P or pte >> 12 == k.mm.zero_pfn:
         return 'not_resident'
     pfn = pte >> 12
-    if k.page_alloc.page_flags(pfn) & ((1 << pa.PG_locked) | (1 << pa.PG_writeback)):
+    fm = k.filemap
+    if k.page_alloc.page_flags(pfn) & (1 << pa.PG_writeback) or not fm.trylock_page(task, pfn):
         return 'busy'
-    file_page = k.vmscan._is_file_page(pfn)
-    if not file_page and not k.page_alloc.test_page_flag(pfn, pa.PG_swapcache):
-        if not k.swap.add_to_swap(pfn):
-            return 'swap_full'
-    pinned = False
-    for m, v in list(k.rmap.mappers(pfn)):
-        if honour_pins and m.dont_unmap_pages:
-            pinned = True
-            continue
-        yield from m.page_table_lock.lock(task)
-        yield from k.vmscan._unmap_pte(task, m, v, pfn)
-        m.page_table_lock.unlock(task)
-    if k.rmap.mapcount(pfn) > 0:
-        return 'pinned' if pinned else 'still_mapped'
-    return (yield from _free_unmapped(k, task, pfn, file_page))
+    try:
+        file_page = k.vmscan._is_file_page(pfn)
+        if not file_page and not k.page_alloc.test_page_flag(pfn, pa.PG_swapcache):
+            if not k.swap.add_to_swap(pfn):
+                return 'swap_full'
+        pinned = False
+        for m, v in list(k.rmap.mappers(pfn)):
+            if honour_pins and m.dont_unmap_pages:
+                pinned = True
+                continue
+            yield from m.page_table_lock.lock(task)
+            yield from k.vmscan._unmap_pte(task, m, v, pfn)
+            m.page_table_lock.unlock(task)
+        if k.rmap.mapcount(pfn) > 0:
+            return 'pinned' if pinned else 'still_mapped'
+        return (yield from _free_unmapped(k, task, pfn, file_page))
+    finally:
+        if fm.lock_owner.get(pfn) is task:
+            fm.unlock_page(task, pfn)
 
 
 def _free_unmapped(k, task, pfn, file_page):
-    """shrink_cache's end for one unmapped page: write it if dirty, then
-    drop it from its cache if nobody else holds it.  Generator."""
+    """shrink_cache's end for one unmapped page, locked by the caller:
+    write it if dirty, unlock it, then drop it from its cache if nobody else
+    holds it.  Generator."""
+    fm = k.filemap
     k.page_ref(pfn)                                   # ours, while we sleep
     try:
         if file_page:
-            if k.filemap.PageDirty(pfn):
-                yield from k.vfs.writepage_for_reclaim(task, pfn)
+            if fm.PageDirty(pfn):
+                yield from k.vfs.writepage_for_reclaim(task, pfn)     # unlocks it
         elif k.page_alloc.test_page_flag(pfn, pa.PG_dirty):
             yield from k.swap.swap_writepage(task, pfn)
     finally:
         k.put_page(pfn)
+    if fm.lock_owner.get(pfn) is task:
+        fm.unlock_page(task, pfn)
     flags = k.page_alloc.page_flags(pfn)
     busy = (1 << pa.PG_locked) | (1 << pa.PG_writeback) | (1 << pa.PG_dirty)
     if flags & busy or k.page_alloc.page_count(pfn) != 1 or k.rmap.mapcount(pfn) > 0:

@@ -691,12 +691,10 @@ class Filemap:
         return written
 
     def writepage_for_reclaim(self, task, pfn):
-        """Reclaim's pageout() for a page cache page it holds a reference
-        to, unlocked: trylock (a locked page is busy: skip it), then
-        writepage if it is still dirty and in the cache.  Generator ->
-        'written', 'clean', 'busy' or 'error'; sleeps for the disk."""
-        if not self.trylock_page(task, pfn):
-            return 'busy'
+        """Reclaim's pageout() (2.5 shrink_list) for a page cache page it
+        holds locked, with a reference: writepage if it is still dirty and
+        in the cache (writepage unlocks it), else unlock it.  Generator ->
+        'written', 'clean' or 'error'; sleeps for the disk."""
         if self.page_mapping(pfn) is None or not self.PageDirty(pfn):
             self.unlock_page(task, pfn)
             return 'clean'

@@ -73,6 +73,7 @@ BOOT_OPTIONS = {
     'pkmap': (1024, int), 'atomic_fault': ('fixup', ('fixup', 'sleep')),
     'preempt': ('none', ('none', 'full')), 'debug_highmem': (False, bool),
     'disk_latency': (100_000, int), 'ipi_latency': (200, int), 'tick': (1_000_000, int),
+    'timeslice': (100_000, int),
     'swap': (64 * MiB, int), 'disk_blocks': (65536, int),
     'write_path': ('atomic_fallback', ('kmap', 'dont_unmap', 'gup_pin', 'atomic_fallback',
                                        'perform_write', 'kmap_local')),

@@ -86,8 +86,8 @@ def split_memory(ram, mem=None, highmem=None):
     total &= ~(PAGE_SIZE - 1)
     if highmem is not None:
         highmem &= ~(PAGE_SIZE - 1)
-        if highmem >= total - 16 * MiB:
-            raise ValueError(f'highmem={highmem >> 20}M leaves less than 16 MiB of lowmem '
+        if highmem > total - 4 * MiB:
+            raise ValueError(f'highmem={highmem >> 20}M leaves less than 4 MiB of lowmem '
                              f'(RAM {total >> 20}M)')
         low = min(total - highmem, MAXMEM)
     else:

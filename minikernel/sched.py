@@ -46,7 +46,6 @@ TIF_NEED_RESCHED = 3
 
 MIGHT_SLEEP_REPORTS = 10       # BUG reports filed per kind (sleep in atomic, might_sleep);
                                # every occurrence is counted
-TIMESLICE = 100_000            # cycles of CPU before a task is preempted (timer-driven)
 
 
 class WaitQueue:
@@ -86,7 +85,7 @@ class Scheduler:
         self.idle = [None] * ncpus
         self.tasks = {}               # pid -> Task
         self.next_pid = 1
-        self.counters = dict(context_switches=0, wakeups=0, preemptions=0,
+        self.counters = dict(context_switches=0, wakeups=0, wakeup_preemptions=0, preemptions=0,
                              sleep_in_atomic_bugs=0, might_sleep_bugs=0,
                              switches_in_kmap_local=0)
 
@@ -107,7 +106,7 @@ class Scheduler:
             self.next_pid += 1
         task = Task(pid, name, mm, cpu, pfn, ti_va)
         task.idle = idle
-        task.timeslice = TIMESLICE
+        task.timeslice = k.config['timeslice']
         self.write_ti(task, TI_TASK, pid)
         self.write_ti(task, TI_CPU, cpu)
         if not idle:
@@ -159,7 +158,8 @@ class Scheduler:
 
     def wake_up_process(self, task):
         """try_to_wake_up(): runnable again, on its own CPU's queue; that CPU
-        is told to reschedule (an IPI if it is another CPU)."""
+        is told to reschedule (an IPI if it is another CPU) if it is idle,
+        or if the woken task should preempt what runs there."""
         if task.state != TASK_UNINTERRUPTIBLE:
             return
         self.k.trace_event('wakeup', task=task, was_waiting_on=task.waiting_on)
@@ -168,18 +168,34 @@ class Scheduler:
         self.counters['wakeups'] += 1
         if self.current[task.cpu] is not task:
             self._enqueue(task)
-            self._kick(task.cpu)
+            self._kick(task.cpu, task)
 
     def _enqueue(self, task):
         if not task.on_rq and not task.idle:
             self.rq[task.cpu].append(task)
             task.on_rq = True
 
-    def _kick(self, cpu):
+    def _kick(self, cpu, woken=None):
+        """reschedule_idle() (2.4): an idle CPU, or one whose task is going
+        to sleep, reschedules; so does one whose task has less of its time
+        slice left than the task just woken (preemption_goodness: the
+        sleeper kept its slice, the CPU hog used it up): the woken task
+        runs next, and the one it preempts right after it (2.5's O(1)
+        scheduler keeps it in the active array; a task whose slice ran out
+        goes to the back).  With slices no longer than a tick (the default) every
+        slice is full, and a wake-up never preempts."""
         cur = self.current[cpu]
         if cur is None:
             return
         if cur.idle or cur.state != TASK_RUNNING:
+            self.set_need_resched(cur)
+            self.k.irq.send_reschedule(cpu)
+        elif woken is not None and woken.timeslice > cur.timeslice:
+            rq = self.rq[cpu]
+            rq.remove(woken)
+            rq.appendleft(woken)
+            cur.keeps_place = True
+            self.counters['wakeup_preemptions'] += 1
             self.set_need_resched(cur)
             self.k.irq.send_reschedule(cpu)
 
@@ -218,8 +234,12 @@ class Scheduler:
         rq = self.rq[cpu]
         self.clear_need_resched(task)
         if task.state == TASK_RUNNING and not task.idle and not task.on_rq:
-            rq.append(task)
+            if task.keeps_place:            # its slice is not used up: next after the waker
+                rq.insert(min(1, len(rq)), task)
+            else:
+                rq.append(task)
             task.on_rq = True
+        task.keeps_place = False
         nxt = rq.popleft() if rq else self.idle[cpu]
         nxt.on_rq = False
         if nxt is task:
@@ -227,9 +247,13 @@ class Scheduler:
         yield from self.context_switch(task, nxt)
 
     def context_switch(self, prev, nxt):
-        """switch_mm (lazy TLB for kernel threads) + __switch_to, in guest code."""
+        """switch_mm (lazy TLB for kernel threads) + __switch_to, in guest
+        code, with interrupts off from here to the switch (schedule() holds
+        rq->lock with spin_lock_irq in Linux): an interrupt taken between the
+        two guest calls would schedule again in the middle of this switch."""
         k = self.k
         cpu = prev.cpu
+        k.engine.irqs_off[cpu] = True
         self.counters['context_switches'] += 1
         if self.read_ti(prev, TI_KMAP_IDX):
             self.counters['switches_in_kmap_local'] += 1      # prev holds local kmaps
@@ -299,9 +323,17 @@ class Scheduler:
             return
         task.timeslice -= period
         if task.timeslice <= 0:
-            task.timeslice = TIMESLICE
+            task.timeslice = self.k.config['timeslice']
             if self.rq[task.cpu]:
                 self.set_need_resched(task)
+
+    def end_timeslice(self, cpu):
+        """The running task's slice is used up: the next tick on `cpu` asks
+        for a reschedule (if another task is runnable there).  For schedule
+        exploration: a preemption placed at a chosen point."""
+        task = self.current[cpu]
+        if not task.idle:
+            task.timeslice = 0
 
     def runnable(self):
         return [t for t in self.tasks.values() if t.state == TASK_RUNNING]

@@ -49,7 +49,7 @@ def is_swap_pte(pte):
 class Swap:
     def __init__(self, kernel, nbytes):
         self.k = kernel
-        self.nslots = max(2, nbytes // PAGE)
+        self.nslots = max(2, nbytes // PAGE) if nbytes else 1     # slot 0: the header; swap=0: none
         self.first_block = kernel.alloc_boot_blocks(self.nslots)
         self.swap_map = np.zeros(self.nslots, dtype=np.int32)
         self.swap_map[0] = 1 << 30                     # the header: never handed out

@@ -68,7 +68,7 @@ class SwitchTo:
 
 class Frame:
     """One level of a task's kernel control flow."""
-    __slots__ = ('gen', 'kind', 'saved', 'guest', 'value', 'throw', 'where')
+    __slots__ = ('gen', 'kind', 'saved', 'guest', 'value', 'throw', 'where', 'routine')
 
     def __init__(self, gen, kind, where=None):
         self.gen = gen          # the generator
@@ -78,6 +78,7 @@ class Frame:
         self.value = None       # value to send at the next resume
         self.throw = None       # exception to throw in at the next resume
         self.where = where      # trap eip (for reports)
+        self.routine = None     # the last Guest routine this frame called
 
 
 class Task:
@@ -100,6 +101,7 @@ class Task:
         self.in_user = False        # running (or about to run) user code
         self.on_rq = False
         self.timeslice = 0
+        self.keeps_place = False    # preempted by a wake-up: back right after the waker
         self.exit_code = None
         self.killed_by = None       # e.g. ('SIGSEGV', detail) once killed
         self.waiting_on = None      # what it sleeps on (for the wait-for graph)

@@ -27,6 +27,11 @@ Locks and rules
   - The LRU lists are guarded by pagemap_lru_lock in Linux; here Python
     steps are atomic.  Reclaim sleeps for writeback I/O and runs guest TLB
     shootdowns; it never holds a spinlock across a sleep.
+  - A page being reclaimed is locked (TestSetPageLocked, as 2.4's
+    try_to_swap_out and 2.5's shrink_list do) from before its PTEs are
+    cleared until the TLB flushes are done and it is written: another
+    reclaimer skips it, so it cannot be freed and reused while some CPU
+    may still hold a TLB entry for it.
   - Every unmapping is followed by flush_tlb_page (guest code, IPIs to the
     CPUs in mm->cpu_vm_mask).
 """
@@ -233,6 +238,7 @@ class VMScan:
         """shrink_cache(): scan the inactive list from its tail.  Generator
         -> the pages still to free."""
         k = self.k
+        fm = k.filemap
         max_scan = max(len(self.inactive) // priority, nr_pages)
         max_mapped = SWAP_CLUSTER_MAX << (DEF_PRIORITY - priority)
         while max_scan > 0 and self.inactive and nr_pages > 0:
@@ -240,16 +246,17 @@ class VMScan:
             pfn = next(iter(self.inactive))
             self.counters['pages_scanned'] += 1
             yield Charge(k.costs['scan_page'])
-            flags = self._flags(pfn)
-            if flags & ((1 << pa.PG_locked) | (1 << pa.PG_writeback)):
+            if self._flags(pfn) & (1 << pa.PG_writeback) or not fm.trylock_page(task, pfn):
                 self._rotate(pfn)
                 continue
             if k.rmap.mapcount(pfn) > 0:
                 if self.mode == 'rmap':
                     done = yield from self._rmap_unmap(task, pfn)
                     if not done:
+                        fm.unlock_page(task, pfn)
                         continue
                 else:
+                    fm.unlock_page(task, pfn)
                     max_mapped -= 1
                     self._rotate(pfn)
                     if max_mapped <= 0:
@@ -262,14 +269,16 @@ class VMScan:
         return nr_pages
 
     def _free_unmapped(self, task, pfn):
-        """An unmapped page on the inactive list: write it if dirty, drop it
-        from its cache if clean and nobody else holds it.  A reference is
-        held throughout (page_cache_get in shrink_cache), so the page cannot
-        be freed under us while its write sleeps.  Generator -> True if
-        freed."""
+        """An unmapped page on the inactive list, locked by the caller: write
+        it if dirty, unlock it, drop it from its cache if clean and nobody
+        else holds it.  A reference is held throughout (page_cache_get in
+        shrink_cache), so the page cannot be freed under us while its write
+        sleeps.  Generator -> True if freed."""
         k = self.k
+        fm = k.filemap
         swapcache = bool(self._flags(pfn) & (1 << pa.PG_swapcache))
         if not swapcache and not self._is_file_page(pfn):
+            fm.unlock_page(task, pfn)
             self._rotate(pfn)
             return False
         k.page_ref(pfn)
@@ -279,7 +288,9 @@ class VMScan:
                 if swapcache:
                     yield from k.swap.swap_writepage(task, pfn)
                 else:
-                    yield from k.vfs.writepage_for_reclaim(task, pfn)
+                    yield from k.vfs.writepage_for_reclaim(task, pfn)    # unlocks it
+            if fm.lock_owner.get(pfn) is task:
+                fm.unlock_page(task, pfn)
             busy = (1 << pa.PG_dirty) | (1 << pa.PG_locked) | (1 << pa.PG_writeback)
             if (k.page_alloc.page_count(pfn) != 2 or k.rmap.mapcount(pfn) > 0
                     or self._flags(pfn) & busy
@@ -448,23 +459,26 @@ class VMScan:
         k = self.k
         pfn = pte >> 12
         flags = self._flags(pfn)
-        if flags & ((1 << pa.PG_locked) | (1 << pa.PG_writeback)):
-            return 0
-        if vma.flags & 0x2000 or pte & x86.PTE_A:               # VM_LOCKED, or young
-            if pte & x86.PTE_A:
-                k.mm.write_pte(pte_pa, pte & ~x86.PTE_A)        # ptep_test_and_clear_young
-            self._set(pfn, pa.PG_referenced, True)                # mark_page_accessed
-            return 0
-        if not flags & (1 << pa.PG_swapcache) and not self._is_file_page(pfn):
-            if not k.swap.add_to_swap(pfn):
-                self.counters['swap_full'] += 1
+        if flags & (1 << pa.PG_writeback) or not k.filemap.trylock_page(task, pfn):
+            return 0                                            # TryLockPage
+        try:
+            if vma.flags & 0x2000 or pte & x86.PTE_A:           # VM_LOCKED, or young
+                if pte & x86.PTE_A:
+                    k.mm.write_pte(pte_pa, pte & ~x86.PTE_A)    # ptep_test_and_clear_young
+                self._set(pfn, pa.PG_referenced, True)            # mark_page_accessed
                 return 0
-        if not mm.page_table_lock.trylock(task):
-            self.counters['unmap_trylock_failed'] += 1
-            return 0
-        yield from self._unmap_pte(task, mm, va, pfn)
-        mm.page_table_lock.unlock(task)
-        return 1 if k.page_alloc.page_count(pfn) <= 2 else 0
+            if not flags & (1 << pa.PG_swapcache) and not self._is_file_page(pfn):
+                if not k.swap.add_to_swap(pfn):
+                    self.counters['swap_full'] += 1
+                    return 0
+            if not mm.page_table_lock.trylock(task):
+                self.counters['unmap_trylock_failed'] += 1
+                return 0
+            yield from self._unmap_pte(task, mm, va, pfn)
+            mm.page_table_lock.unlock(task)
+            return 1 if k.page_alloc.page_count(pfn) <= 2 else 0
+        finally:
+            k.filemap.unlock_page(task, pfn)                    # UnlockPage
 
     # ---- kswapd -----------------------------------------------------------------
 

@@ -56,6 +56,10 @@ from .task import Charge, Guest
 EFAULT, ENOMEM = 14, 12
 PAGE = 4096
 DESIGNS = ('kmap', 'dont_unmap', 'gup_pin', 'atomic_fallback', 'perform_write', 'kmap_local')
+# The fused guest routines (kmap + user copy + kunmap in one call, as the
+# Linux helpers of those names): user accesses like __copy_from_user.
+FUSED_COPIES = ('filemap_copy_from_user_atomic', 'iov_iter_copy_from_user_atomic',
+                'copy_page_from_iter_local')
 
 
 class WritePaths:

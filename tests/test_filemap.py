@@ -529,21 +529,24 @@ def test_reclaim_writes_a_dirty_page_then_drops_it():
         pfn = yield from fm.grab_cache_page(task, inode.mapping, 0)
         yield from fm.block_prepare_write(task, pfn, 0, 10)
         yield from fm.generic_commit_write(task, pfn, 0, 10)
-        got['busy'] = yield from fm.writepage_for_reclaim(task, pfn)    # we hold the lock
         fm.unlock_page(task, pfn)
         try:
             fm.remove_from_page_cache(pfn)
         except KernelBug as e:
             got['dirty_bug'] = e.message
+        assert fm.trylock_page(task, pfn)                               # reclaim locks it first
         got['written'] = yield from k.vfs.writepage_for_reclaim(task, pfn)
+        got['unlocked'] = not fm.PageLocked(pfn)                        # writepage unlocked it
+        assert fm.trylock_page(task, pfn)
         got['clean'] = yield from fm.writepage_for_reclaim(task, pfn)
+        got['unlocked'] &= not fm.PageLocked(pfn)
         fm.page_cache_release(pfn)                                     # our reference
         got['count'] = k.page_alloc.page_count(pfn)
         k.vfs.remove_from_page_cache(pfn)
         got['freed'] = k.page_alloc.page_count(pfn)
     kthread(k, 'reclaim', body)
     assert k.run() == 'finished'
-    assert got['busy'] == 'busy' and 'dirty' in got['dirty_bug']
+    assert 'dirty' in got['dirty_bug'] and got['unlocked']
     assert got['written'] == 'written' and got['clean'] == 'clean'
     assert got['count'] == 1 and got['freed'] == 0
     assert inode.mapping.pages == {}

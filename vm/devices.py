@@ -102,10 +102,21 @@ class Timer:
     def __init__(self, machine, cpu, period, vector):
         self.machine, self.cpu, self.period, self.vector = machine, cpu, period, vector
         self.ticks = 0
-        first = machine.time(cpu) + period
-        machine.schedule(first, self._tick, first, periodic=True)
+        self._arm(machine.time(cpu) + period)
+
+    def _arm(self, at):
+        self.next_at = at
+        self.machine.schedule(at, self._tick, at, periodic=True)
 
     def _tick(self, at):
+        if at != self.next_at:
+            return                          # the timer was re-phased by fire_now
+        self.fire_now(at)
+
+    def fire_now(self, at=None):
+        """Raise the vector now; the next tick is a period from `at` (default:
+        the CPU's time)."""
+        at = self.machine.time(self.cpu) if at is None else at
         self.ticks += 1
         self.machine.raise_irq(self.cpu, self.vector)
-        self.machine.schedule(at + self.period, self._tick, at + self.period, periodic=True)
+        self._arm(at + self.period)

@@ -71,6 +71,7 @@ class Machine:
         self._events = []                # heap of (time, seq, periodic, fn, args)
         self._seq = 0
         self.devices = []
+        self.timers = []                 # per-CPU local timers (add_timers)
         self.counters = dict(ipis_dropped=0)
         self.schedule_log = []           # (cpu, budget) picks, for replay and determinism tests
         self.log_schedule = False
@@ -175,7 +176,14 @@ class Machine:
         """A periodic local timer on every CPU, first tick after `period`."""
         timers = [Timer(self, i, period, vector) for i in range(len(self.cpus))]
         self.devices.extend(timers)
+        self.timers = timers
         return timers
+
+    def tick_now(self, cpu):
+        """`cpu`'s local timer fires now and keeps its period from here (a
+        different phase of the timer against the code: what a schedule
+        explorer chooses, as the hardware's timing would)."""
+        self.timers[cpu].fire_now()
 
     # ---- the run loop ---------------------------------------------------
 
@@ -196,6 +204,27 @@ class Machine:
     def stop(self, reason):
         """Ask run() to return after the current step."""
         self.stopped = reason
+
+    def _while_halted(self, cpu, budget, nxt):
+        """The policy picked a halted CPU with nothing pending.  It idles
+        until the next event or the time of the slowest CPU that can still
+        act (run, or take an interrupt), whichever comes first: nothing can
+        wake it before then.  Past that it stays where it is, so it takes a
+        device interrupt or an IPI on time rather than a lead late, and the
+        slowest CPU runs instead.  -> (cpu to run, budget) or (None, None)
+        when the time was spent idling."""
+        t = self.time(cpu)
+        active = [i for i, x in enumerate(self.cpus) if not x.halted or self.pending[i]]
+        limit = min([self.time(i) for i in active] + ([nxt] if nxt is not None else []))
+        if t < limit:
+            self.extra[cpu] += min(budget, limit - t)
+            return None, None
+        slow = min(range(len(self.cpus)), key=self.time)
+        budget = max(1, min(t, nxt if nxt is not None else t) - self.time(slow))
+        if self.cpus[slow].halted and not self.pending[slow]:
+            self.extra[slow] += budget
+            return None, None
+        return slow, budget
 
     def run(self, driver, max_cycles=None):
         """Drive the machine until driver.finished(), stop(), or `max_cycles`
@@ -226,9 +255,11 @@ class Machine:
                 if nxt is not None and all(x.halted for x in self.cpus):
                     for i in range(ncpu):          # everyone waits: skip to the event
                         self.extra[i] += max(0, nxt - self.time(i))
-                else:
-                    self.extra[cpu] += budget
-                continue
+                    continue
+                cpu, budget = self._while_halted(cpu, budget, nxt)
+                if cpu is None:
+                    continue
+                c = self.cpus[cpu]
             self.running, self.yield_cpu = cpu, False
             driver.step(c, budget)
             self.running = None

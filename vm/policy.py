@@ -69,11 +69,15 @@ class Priorities:
     bounded lead).
 
     order     CPU indexes, highest priority first (every CPU once).
-    changes   {(cpu, label, n): new order}: at that point the order becomes
-              the new one (the point's CPU ends its run if it is no longer
-              first).
-    decide    optional fn(policy, cpu, label, step) -> new order or None,
-              asked at every point without a change of its own.
+    changes   {(cpu, label, n): (new order or None, tick)}: at that point
+              the order becomes the new one (the point's CPU ends its run
+              if it is no longer first), and with tick the point's CPU's
+              timer fires there (on_tick).
+    decide    optional fn(policy, cpu, label, step) -> (new order or None,
+              tick) or None, asked at every point without a change of its
+              own.
+    on_tick   fn(machine, cpu) for a tick (default machine.tick_now: the
+              local timer fires at this point; the driver gives it meaning).
     window    how far (cycles) a CPU may run ahead of the slowest one: the
               highest-priority CPU runs until it is `window` ahead, then the
               next one runs, `quantum` cycles at a time.  No CPU is ever
@@ -86,19 +90,20 @@ class Priorities:
     name = 'priorities'
 
     def __init__(self, order, changes=None, decide=None, window=20_000, quantum=1000,
-                 expect=None, labels=None):
+                 expect=None, labels=None, on_tick=None):
         if window < 1 or quantum < 1:
             raise ValueError('window and quantum must be >= 1')
         self.order = list(order)
         self.changes = dict(changes or {})
         self.decide = decide
+        self.on_tick = on_tick or (lambda machine, cpu: machine.tick_now(cpu))
         self.window, self.quantum = window, quantum
         self.expect = expect
         self.labels = list(labels or [])            # label table: code = index * 32 + cpu
         self._label_index = {lab: i for i, lab in enumerate(self.labels)}
         self.points = []                            # the code of every point, in order
         self.seen = {}                              # (cpu, label) -> points so far
-        self.applied = []                           # (step, cpu, label, n, order) taken
+        self.applied = []                           # (step, cpu, label, n, order, tick) taken
         self.diverged = None
 
     def code(self, cpu, label):
@@ -131,13 +136,19 @@ class Priorities:
         n = self.seen[(cpu, label)] = self.seen.get((cpu, label), 0) + 1
         if self.expect is not None and self._diverges(machine, step, code):
             return True
-        new = self.changes.get((cpu, label, n))
-        if new is None and self.decide is not None:
-            new = self.decide(self, cpu, label, step)
-        if new is None or list(new) == self.order:
+        change = self.changes.get((cpu, label, n))
+        if change is None and self.decide is not None:
+            change = self.decide(self, cpu, label, step)
+        if change is None:
             return False
-        self.order = list(new)
-        self.applied.append((step, cpu, label, n, tuple(self.order)))
+        new, tick = change
+        new = self.order if new is None else list(new)
+        if new == self.order and not tick:
+            return False
+        self.order = new
+        self.applied.append((step, cpu, label, n, tuple(new), bool(tick)))
+        if tick:
+            self.on_tick(machine, cpu)
         return self.order[0] != cpu
 
     def _diverges(self, machine, step, code):

@@ -1,9 +1,10 @@
 // asm/user/spwriter.S: write() a file page from an mmap of that page, again
 // and again (the same-page write of the same-page-write scenario, in a loop).
 //
-//   spwriter PATH COUNT ITER
+//   spwriter PATH COUNT ITER [PAUSE]
 // fd = open(PATH, O_RDWR); p = mmap2(0, 4096, PROT_READ, MAP_SHARED, fd, 0);
-// ITER times: lseek(fd, 0, SEEK_SET); write(fd, p, COUNT).  The file's page
+// ITER times: lseek(fd, 0, SEEK_SET); write(fd, p, COUNT); then PAUSE turns
+// of a user-mode loop (default 0: think time between writes, no syscall).  The file's page
 // 0 is copied onto itself: its bytes never change.  Whether the source is
 // present when the copy runs depends on what else the machine does (reclaim
 // may take the page between the kernel's prefault and its lock_page).
@@ -17,6 +18,11 @@ _start:
         mov dword ptr [sw_count], eax
         mov eax, dword ptr [esp + 12]
         mov dword ptr [sw_iter], eax
+        cmp dword ptr [esp], 4
+        jb 2f
+        mov eax, dword ptr [esp + 16]
+        mov dword ptr [sw_pause], eax
+2:
         mov ebx, dword ptr [esp + 4]
         mov ecx, 2                              // O_RDWR
         xor edx, edx
@@ -49,11 +55,16 @@ _start:
         mov edx, dword ptr [sw_count]
         call sys_write
         cmp eax, dword ptr [sw_count]
-        je 1b
+        je 3f
         cmp eax, -14                            // -EFAULT: the file was cut under the
-        je 1b                                   // mapping (a truncate): go on
+        je 3f                                   // mapping (a truncate): go on
         mov ebx, 1
         jmp sw_die
+3:      mov ecx, dword ptr [sw_pause]           // think time
+        jecxz 1b
+4:      dec ecx
+        jnz 4b
+        jmp 1b
 sw_ok:  xor ebx, ebx
         jmp sw_die
 sw_fail10: mov ebx, 10
@@ -66,3 +77,4 @@ sw_count: .long 0
 sw_iter:  .long 0
 sw_fd:    .long 0
 sw_map:   .long 0
+sw_pause: .long 0
