@@ -25,6 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MUNMAP = 'explore/munmap-race.toml'
 SLOT = 'explore/sleep-in-atomic.toml'
 TRUNC = 'explore/same-page-truncate.toml'
+RECLAIM = 'explore/same-page-reclaim.toml'
 SCHEDULES = sorted(glob.glob(os.path.join(ROOT, 'scenarios', 'schedules', '*.json')))
 DONT_UNMAP_SLEEP = {'write_path': 'dont_unmap', 'atomic_fault': 'sleep'}
 DONT_UNMAP_FIXUP = {'write_path': 'dont_unmap', 'atomic_fault': 'fixup'}
@@ -186,6 +187,8 @@ def test_round_robin_does_not_hit_the_races_the_explorer_finds():
         assert runner.run_variant(scn, v)['outcome'] == 'completed'
     r = runner.run_variant(scenario(SLOT), {'atomic_fault': 'sleep'})
     assert r['outcome'] == 'bug' and r['counters']['kmap_slot_reuses'] == 0
+    assert runner.run_variant(scenario(RECLAIM), {'write_path': 'atomic_fallback'})['outcome'] \
+        == 'completed'
 
 
 # ---- the finds (fast: the strategy that needs few runs) ---------------------------------------
@@ -231,7 +234,7 @@ def test_a_find_is_the_same_whatever_the_job_count():
 def test_the_finds_are_shipped():
     names = {os.path.basename(p) for p in SCHEDULES}
     assert {'munmap-race-dont_unmap-sleep.json', 'munmap-race-dont_unmap-fixup.json',
-            'sleep-in-atomic-slot-reuse.json'} <= names
+            'sleep-in-atomic-slot-reuse.json', 'same-page-reclaim-atomic_fallback.json'} <= names
 
 
 @pytest.mark.parametrize('path', SCHEDULES, ids=os.path.basename)
@@ -422,3 +425,28 @@ def test_a_truncate_cannot_make_the_same_page_deadlock_i_sem_serializes_them(str
     for wp in ('atomic_fallback', 'kmap'):
         s = explore(TRUNC, {'write_path': wp}, strategy, 100, jobs=2, all=True)
         assert s['finds'] == 0
+
+
+# ---- the same-page deadlock under reclaim (slow: ~300k points and ~9 s per run) ---------------
+
+RECLAIM_BUDGET = 24
+
+
+@pytest.mark.slow
+def test_pct_finds_the_same_page_deadlock_under_reclaim_on_atomic_fallback():
+    """One preemption right after the writer's prefault, reclaim evicts the
+    source page while the writer is off its CPU, and the writer deadlocks
+    on the lock of the page it is writing (a new, not uptodate page)."""
+    s = explore(RECLAIM, {'write_path': 'atomic_fallback'}, 'pct', RECLAIM_BUDGET, jobs=2)
+    f = s['found']
+    assert f is not None and f['outcome'] == 'deadlock'
+    assert any('w/2 -> w/2' in m for m in f['reports'])
+    (change,) = s['shrunk']['rec']['applied']
+    assert change['label'] == 'ret:fault_in_pages_readable' and change['cpu'] == 0
+    assert change['preempt']
+
+
+@pytest.mark.slow
+def test_nothing_to_find_on_perform_write_under_reclaim_within_the_same_budget():
+    s = explore(RECLAIM, {'write_path': 'perform_write'}, 'pct', RECLAIM_BUDGET, jobs=2, all=True)
+    assert s['runs'] == RECLAIM_BUDGET and s['finds'] == 0

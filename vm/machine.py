@@ -211,20 +211,19 @@ class Machine:
         act (run, or take an interrupt), whichever comes first: nothing can
         wake it before then.  Past that it stays where it is, so it takes a
         device interrupt or an IPI on time rather than a lead late, and the
-        slowest CPU runs instead.  -> (cpu to run, budget) or (None, None)
-        when the time was spent idling."""
+        slowest active CPU runs the budget instead (up to the next event).
+        -> (cpu to run, budget) or (None, None) when the time was spent
+        idling."""
         t = self.time(cpu)
         active = [i for i, x in enumerate(self.cpus) if not x.halted or self.pending[i]]
         limit = min([self.time(i) for i in active] + ([nxt] if nxt is not None else []))
-        if t < limit:
-            self.extra[cpu] += min(budget, limit - t)
+        if t < limit or not active:
+            self.extra[cpu] += min(budget, limit - t) if t < limit else budget
             return None, None
-        slow = min(range(len(self.cpus)), key=self.time)
-        budget = max(1, min(t, nxt if nxt is not None else t) - self.time(slow))
-        if self.cpus[slow].halted and not self.pending[slow]:
-            self.extra[slow] += budget
-            return None, None
-        return slow, budget
+        slow = min(active, key=self.time)
+        if nxt is not None:
+            budget = min(budget, nxt - self.time(slow))
+        return slow, max(budget, 1)
 
     def run(self, driver, max_cycles=None):
         """Drive the machine until driver.finished(), stop(), or `max_cycles`
