@@ -406,7 +406,9 @@ def _search_bounded(tgt, ncpu, opts, is_find, progress):
 def shrink(tgt, found, is_find, opts):
     """ddmin over the changes the failing run made: the fewest changes
     (kept in their order, anchored to their points) that still give the
-    same outcome.  Returns dict(rec, tries, before, after)."""
+    same outcome; then, for each change that both reorders the CPUs and
+    preempts, whether one of the two is enough.  Returns dict(rec, tries,
+    before, after)."""
     spec = dict(base_spec('replay', len(found['spec']['order']), found['spec']),
                 order=found['spec']['order'], changes=found['applied'])
     same = lambda r: is_find(r) and r['outcome'] == found['outcome']      # noqa: E731
@@ -433,7 +435,26 @@ def shrink(tgt, found, is_find, opts):
             break
         else:
             n = min(2 * n, len(changes))
+    changes = list(best['applied'])
+    for i in range(len(changes)):                 # then the fewest parts of each change
+        for cand in _halves(changes, i, spec['order']):
+            r = run_job(job(0, tgt, dict(spec, changes=cand)))
+            tries += 1
+            if same(r):
+                changes, best = cand, r
+                break
     return dict(rec=best, tries=tries, before=len(found['applied']), after=len(best['applied']))
+
+
+def _halves(changes, i, initial):
+    """Change i both reorders the CPUs and preempts: the two schedules
+    with one of those parts dropped (the order left as it was before it)."""
+    c = changes[i]
+    before = changes[i - 1]['order'] if i else list(initial)
+    if not c['preempt'] or list(c['order']) == list(before):
+        return []
+    return [changes[:i] + [dict(c, order=list(before))] + changes[i + 1:],
+            changes[:i] + [dict(c, preempt=False)] + changes[i + 1:]]
 
 
 def _split(items, n):
@@ -499,9 +520,12 @@ def print_summary(s, out=None):
     sh = s['shrunk']
     if sh:
         p(f'  shrunk: {sh["before"]} -> {sh["after"]} change(s) in {sh["tries"]} runs')
+        before = sh['rec']['spec']['order']
         for c in sh['rec']['applied']:
-            what = f'order {c["order"]}' + (', preempt' if c.get('preempt') else '')
-            p(f'    at step {c["step"]}: {c["label"]} #{c["n"]} on CPU{c["cpu"]} -> {what}')
+            parts = ([] if c['order'] == list(before) else [f'order {c["order"]}']) \
+                + (['preempt'] if c.get('preempt') else [])
+            before = c['order']
+            p(f'    at step {c["step"]}: {c["label"]} #{c["n"]} on CPU{c["cpu"]} -> {", ".join(parts)}')
 
 
 def _rel(path):

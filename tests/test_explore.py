@@ -157,6 +157,17 @@ def test_bounded_children_add_one_change_after_the_last_one():
     assert min(c['changes'][1]['step'] for c in grand) == 4
 
 
+def test_shrinking_tries_each_half_of_a_change_that_reorders_and_preempts():
+    a = dict(step=5, cpu=0, label='kmap', n=1, order=[1, 0], preempt=True)
+    b = dict(step=9, cpu=1, label='kunmap', n=1, order=[0, 1], preempt=True)
+    assert ex._halves([a, b], 0, [0, 1]) == [[dict(a, order=[0, 1]), b],
+                                             [dict(a, preempt=False), b]]
+    assert ex._halves([a, b], 1, [0, 1]) == [[a, dict(b, order=[1, 0])],
+                                             [a, dict(b, preempt=False)]]
+    assert ex._halves([dict(a, preempt=False)], 0, [0, 1]) == []      # one part only
+    assert ex._halves([dict(a, order=[0, 1])], 0, [0, 1]) == []
+
+
 def test_shrinking_splits_keep_every_item_once():
     items = list(range(7))
     for n in (2, 3, 7):
@@ -443,7 +454,7 @@ def test_pct_finds_the_same_page_deadlock_under_reclaim_on_atomic_fallback():
     assert any('w/2 -> w/2' in m for m in f['reports'])
     (change,) = s['shrunk']['rec']['applied']
     assert change['label'] == 'ret:fault_in_pages_readable' and change['cpu'] == 0
-    assert change['preempt']
+    assert change['preempt'] and change['order'] == s['shrunk']['rec']['spec']['order']
 
 
 @pytest.mark.slow
