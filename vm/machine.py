@@ -216,7 +216,8 @@ class Machine:
         idling."""
         t = self.time(cpu)
         active = [i for i, x in enumerate(self.cpus) if not x.halted or self.pending[i]]
-        limit = min([self.time(i) for i in active] + ([nxt] if nxt is not None else []))
+        limit = min([self.time(i) for i in active] + ([nxt] if nxt is not None else []),
+                    default=t + budget)          # nothing can wake it: the budget passes
         if t < limit or not active:
             self.extra[cpu] += min(budget, limit - t) if t < limit else budget
             return None, None

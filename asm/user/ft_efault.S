@@ -39,15 +39,8 @@ _start:
         cmp dword ptr [ef_mode], 2
         jb ef_done
 
-        push ebp                                // p = mmap2(0, 4096, RW, PRIVATE|ANON)
-        xor ebx, ebx
-        mov ecx, 4096
-        mov edx, 3
-        mov esi, 0x22
-        mov edi, -1
-        xor ebp, ebp
-        call sys_mmap2
-        pop ebp
+        mov eax, 4096                           // p = mmap2(0, 4096, RW, PRIVATE|ANON)
+        call mmap_anon
         cmp eax, -4096
         jae ef_fail11
         mov ebx, dword ptr [ef_fd]              // 100 bytes fit before the hole

@@ -140,21 +140,8 @@ rw_die: call sys_exit
 // void *rw_map_buffer(void): mmap2(0, size, PROT_READ|PROT_WRITE,
 // MAP_PRIVATE|MAP_ANONYMOUS, -1, 0); exits with 11 on failure.
 rw_map_buffer:
-        push ebp
-        push esi
-        push edi
-        push ebx
-        xor ebx, ebx
-        mov ecx, dword ptr [rw_size]
-        mov edx, 3
-        mov esi, 0x22
-        mov edi, -1
-        xor ebp, ebp
-        call sys_mmap2
-        pop ebx
-        pop edi
-        pop esi
-        pop ebp
+        mov eax, dword ptr [rw_size]
+        call mmap_anon
         cmp eax, -4096
         jae 1f
         ret

@@ -9,16 +9,9 @@
 
 _start:
         mov ebp, esp
-        mov ebx, 0                      // addr
-        mov ecx, dword ptr [ebp + 4]    // npages
-        shl ecx, 12                     // len
-        mov edx, 3                      // PROT_READ | PROT_WRITE
-        mov esi, 0x22                   // MAP_PRIVATE | MAP_ANONYMOUS
-        mov edi, -1
-        push ebp
-        xor ebp, ebp
-        call sys_mmap2
-        pop ebp
+        mov eax, dword ptr [ebp + 4]    // npages
+        shl eax, 12                     // len
+        call mmap_anon
         cmp eax, 0xfffff000
         jae mmap_failed
         mov dword ptr [base], eax
