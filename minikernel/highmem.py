@@ -14,6 +14,17 @@ code; Python never maps or unmaps a kmap slot.  This file owns:
     global flushes (flush_tlb_all), kmap sleeps, kmap_atomic and
     kmap_local calls, shootdowns; and the instructions spent in the spin
     loops (kmap_lock, TLB acknowledgements, call_function waits);
+  - the per-call-site profile (Bligh's shape, `kmap_high_calls.copy_strings`):
+    a one-address hook at the entry of kmap_high, kmap_atomic and
+    kmap_local_page reads the return address the guest pushed.  A return
+    into a guest routine credits that routine (file_read_actor's kmap is
+    the guest copy routine that called it); a return into ret_to_python, or
+    into a page helper Python called directly (copy_user_highpage,
+    clear_user_highpage: 2.4 inlines them into their callers), credits the
+    Python kernel function that issued the Guest request (the innermost
+    generator of the running frame: do_wp_page, file_read_actor, ...;
+    every write path's Python side is generic_file_write).  kmap() of a
+    highmem page tail-jumps to kmap_high, so its caller is kmap's caller.
   - a read-only view of the pool for checkers and tests.
 """
 from .layout import PAGE_OFFSET
@@ -37,6 +48,18 @@ COUNTED_LABELS = {
 }
 
 
+# counter prefix -> the entry label whose callers are counted
+CALLER_COUNTED = {
+    'kmap_high_calls': 'kmap_high',
+    'kmap_atomic_calls': 'kmap_atomic',
+    'kmap_local_calls': 'kmap_local_page',
+}
+# Guest page helpers 2.4 inlines into their callers: credit the caller.
+PAGE_HELPERS = ('copy_user_highpage', 'clear_user_highpage')
+# Python files whose functions are one Linux function for the profile.
+PY_SITE_BY_FILE = {'write_paths.py': 'generic_file_write'}
+
+
 class Highmem:
     def __init__(self, kernel):
         self.k = kernel
@@ -48,6 +71,48 @@ class Highmem:
         for name, label in COUNTED_LABELS.items():
             addr = img.symbols[label]
             self._hooks[name] = [cpu.count_at(addr, 'label') for cpu in kernel.machine.cpus]
+        self._ret_to_python = img.symbols['ret_to_python']
+        self._helpers = {img.symbols[h]: h for h in PAGE_HELPERS}
+        self._sites = {}            # (prefix, return address or python name) -> calls
+        for prefix, label in CALLER_COUNTED.items():
+            addr = img.symbols[label]
+            for cpu in kernel.machine.cpus:
+                cpu.hook_code(addr, addr + 1, self._caller_hook(prefix))
+
+    def _caller_hook(self, prefix):
+        """The hook at a kmap entry: credit the call site (see the top)."""
+        read32, sites, k = self.k.machine.read32, self._sites, self.k
+        ret_to_python, helpers = self._ret_to_python, self._helpers
+
+        def hook(cpu, addr):
+            ret = read32(cpu.get_reg('esp') - PAGE_OFFSET)
+            if ret == ret_to_python or (k.image.symbol_at(ret) or ('', 0))[0] in helpers.values():
+                key = (prefix, self._python_site(cpu.index))
+            else:
+                key = (prefix, ret)
+            sites[key] = sites.get(key, 0) + 1
+        return hook
+
+    def _python_site(self, cpu):
+        """The Python kernel function whose Guest request is running on `cpu`."""
+        task = self.k.sched.current[cpu]
+        if not task.frames:
+            return '?'
+        gen = task.frames[-1].gen
+        while getattr(gen, 'gi_yieldfrom', None) is not None:
+            gen = gen.gi_yieldfrom
+        code = gen.gi_code
+        fname = code.co_filename.rsplit('/', 1)[-1]
+        return PY_SITE_BY_FILE.get(fname) or code.co_name.lstrip('_')
+
+    def caller_profile(self):
+        """{'kmap_high_calls.copy_strings': n, ...}: calls per caller."""
+        out = {}
+        for (prefix, site), n in self._sites.items():
+            name = site if isinstance(site, str) else (self.k.image.symbol_at(site) or (f'{site:#x}', 0))[0]
+            key = f'{prefix}.{name}'
+            out[key] = out.get(key, 0) + n
+        return out
 
     @property
     def counters(self):
@@ -62,6 +127,7 @@ class Highmem:
                     name, _ = img.symbol_at(addr)
                     key = f'invlpg_{name}'
                     c[key] = c.get(key, 0) + int(ctr.value)
+        c.update(self.caller_profile())
         return c
 
     # ---- a read-only view for checkers and tests -------------------------
