@@ -1,12 +1,13 @@
 # kmaplab: the user's entry points.  Every target sets itself up first.
 PY      := .venv/bin/python
 STAMP   := .venv/.installed
+WORKLOADS := build/workloads/.built
 SCENARIO ?= hello
 ARGS    ?=
 
 .PHONY: setup test test-slow report run trace faults bench selftest clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(WORKLOADS)
 
 $(STAMP): pyproject.toml setup.py vm/_native.c
 	python3 -m venv .venv
@@ -14,16 +15,22 @@ $(STAMP): pyproject.toml setup.py vm/_native.c
 	.venv/bin/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
+# The C workloads (zig) and busybox-static:i386 (where root and dpkg allow):
+# workloads/build.py; the first zig build of musl takes ~40 s of CPU, cached.
+$(WORKLOADS): $(STAMP) workloads/build.py $(wildcard workloads/*.c) workloads/busybox.sha256
+	$(PY) workloads/build.py
+	touch $(WORKLOADS)
+
+test: $(STAMP) $(WORKLOADS)
 	.venv/bin/pytest -q
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) $(WORKLOADS)
 	.venv/bin/pytest -q -m slow
 
-report: $(STAMP)
+report: $(STAMP) $(WORKLOADS)
 	.venv/bin/kmaplab report $(ARGS)
 
-run: $(STAMP)
+run: $(STAMP) $(WORKLOADS)
 	.venv/bin/kmaplab run $(SCENARIO) $(ARGS)
 
 trace: $(STAMP)

@@ -14,6 +14,7 @@ expectation), counters (flat name -> number), reports, console, wall_s.
 import os
 import time
 
+from minikernel import binfmt
 from minikernel.binfmt import assemble_program
 from minikernel.faults import apply_plan, load_plan
 
@@ -29,6 +30,7 @@ REPORT_KIND = {'bug': 'bug', 'oops': 'bug', 'deadlock': 'deadlock', 'oom': 'oom'
 DEFAULT_MAX_CYCLES = 2_000_000_000
 
 _programs = {}
+binfmt.BITMAP_CACHE_DIR = os.path.join(ROOT, 'build', 'cache')   # ELF instruction bitmaps
 
 
 def program_image(name):

@@ -621,6 +621,7 @@ class Filemap:
         oracle = getattr(k, 'oracle', None)
         rec = oracle.write_begin(task, inode, iov, count) if oracle is not None else None
         yield from inode.i_sem.down_write(task)
+        inode.exec_image = None                 # exec no longer knows its contents (binfmt.py)
         pos = inode.size if file.append else file.pos
         written, status = 0, 0
         if pos >= inode.max_size:

@@ -82,6 +82,7 @@ class Inode:
         self.on_disk = set()           # block indexes whose data is on the disk
         self.mapping = None            # filemap.AddressSpace
         self.i_sem = None              # RWSemaphore, used in write mode only
+        self.exec_image = None         # the ELF bytes shipped at boot (binfmt); a write drops it
 
     @property
     def max_size(self):
@@ -221,6 +222,8 @@ class Vfs:
         if inode is None:
             raise ValueError(f'file {name!r}: no room on the disk for a {max_size}-byte extent')
         k.disk.load(inode.first_block, bytes(data))
+        if bytes(data[:4]) == b'\x7fELF':
+            inode.exec_image = bytes(data)              # what exec parses (binfmt.py)
         inode.on_disk.update(range((len(data) + PAGE - 1) // PAGE))
         inode.size = len(data)
         if k.oracle is not None:
@@ -298,6 +301,7 @@ class Vfs:
         cache and their blocks from the file.  Generator -> 0; may sleep."""
         k = self.k
         yield from inode.i_sem.down_write(task)
+        inode.exec_image = None
         old, inode.size = inode.size, length
         if length < old:
             first = (length + PAGE - 1) // PAGE           # the first page wholly past the end

@@ -409,7 +409,8 @@ class Kernel:
     def describe_user(self, task, eip):
         prog = task.mm.program if task.mm is not None else None
         if prog is not None and prog.image.contains(eip):
-            return Symbolizer([prog.image]).describe(eip)
+            where = Symbolizer([prog.image]).describe(eip)
+            return f'{where} ({prog.name})' if getattr(prog, 'elf', False) else where
         return f'{eip:#010x}'
 
     def search_exception_tables(self, eip):
@@ -535,6 +536,34 @@ class Kernel:
         task.program = prog
         task.frames.append(Frame(self.traps.from_user(task, self.binfmt.start_user(task, list(args), stack_top),
                                                       'exec'), 'exec'))
+        if workload:
+            self.workload.append(task)
+        self.machine.schedule(start, self.sched.start, task)
+        return task
+
+    def spawn_exec(self, name, path, argv, envp=(), cpu=0, start=0, workload=True):
+        """Create a user task that execs the ELF file `path` of the lab's
+        filesystem with `argv` and `envp` on `cpu` at simulated time
+        `start`.  ValueError (one line) if the file is missing or not a
+        runnable static i386 ELF (binfmt.ElfError says why)."""
+        inode = self.vfs.lookup(path)
+        if inode is None:
+            raise ValueError(f'exec {path}: no such file')
+        prog = self.binfmt.elf_program(inode)          # ElfError is a ValueError
+        if prog is None:
+            raise ValueError(f'exec {path}: not an executable shipped with the disk image')
+        mm = self.mm.mm_alloc()
+        if mm is None:
+            raise ValueError('out of lowmem at spawn')
+        task = self.sched.new_task(name, mm, cpu)
+        self.vfs.files_init(task)
+        task.program = prog
+
+        def exec_first():
+            err = yield from self.binfmt.load_elf_binary(task, inode, list(argv), list(envp), path)
+            if err:
+                self.kill_task(task, 'SIGKILL', f'exec {path} failed ({err})')
+        task.frames.append(Frame(self.traps.from_user(task, exec_first(), 'exec'), 'exec'))
         if workload:
             self.workload.append(task)
         self.machine.schedule(start, self.sched.start, task)

@@ -98,6 +98,7 @@ class MM:
         self.rss = 0
         self.pt_pages = {}                    # pde index -> pfn of the user page table
         self.program = None                   # the image its text comes from
+        self.start_brk = self.brk = 0         # the heap (ELF programs: after the bss)
         self.swap_address = 0                 # swap_out's cursor (2.4)
 
     def _gw(self, off):

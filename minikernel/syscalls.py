@@ -32,7 +32,7 @@ class Syscalls:
             1: self.sys_exit, 3: self.sys_read, 4: self.sys_write, 5: self.sys_open,
             6: self.sys_close, 19: self.sys_lseek, 93: self.sys_ftruncate, 20: self.sys_getpid, 91: self.sys_munmap,
             120: self.sys_clone, 146: self.sys_writev, 158: self.sys_sched_yield, 162: self.sys_nanosleep,
-            192: self.sys_mmap2, 252: self.sys_exit_group, 318: self.sys_getcpu,
+            45: self.sys_brk, 192: self.sys_mmap2, 252: self.sys_exit_group, 318: self.sys_getcpu,
         }
         self.counters = {}
 
@@ -45,6 +45,8 @@ class Syscalls:
         self.counters[name] = self.counters.get(name, 0) + 1
         self.k.trace_event('syscall', task=task, nr=nr, name=name, args=args)
         if fn is None:
+            key = f'enosys.{nr}'                 # what a program asked for that is not here
+            self.counters[key] = self.counters.get(key, 0) + 1
             return -ENOSYS
         ret = yield from fn(task, args)
         self.k.trace_event('syscall_exit', task=task, name=name, ret=ret)
@@ -143,6 +145,40 @@ class Syscalls:
         finally:
             mm.mmap_sem.up_write(task)
         return r
+
+    def sys_brk(self, task, args):
+        """sys_brk() (mm/mmap.c 2.4.18): below start_brk or into another
+        mapping, nothing changes; shrinking unmaps; growing extends the
+        anonymous heap VMA (do_brk, merged with the one below when they
+        touch).  Returns the new (or unchanged) break."""
+        from .memory import VMA, VM_READ, VM_WRITE
+        brk, mm = args[0], task.mm
+        if mm is None or not mm.start_brk or brk < mm.start_brk:
+            return mm.brk if mm is not None else 0
+        newbrk = (brk + PAGE - 1) & ~(PAGE - 1)
+        oldbrk = (mm.brk + PAGE - 1) & ~(PAGE - 1)
+        if newbrk == oldbrk:
+            mm.brk = brk
+            return brk
+        yield from mm.mmap_sem.down_write(task)
+        try:
+            if brk <= mm.brk:
+                yield from self.k.mm.do_munmap(task, mm, newbrk, oldbrk - newbrk)
+                mm.brk = brk
+                return brk
+            if newbrk > self.k.PAGE_OFFSET or any(v.start < newbrk + PAGE and v.end > oldbrk
+                                                  for v in mm.vmas):
+                return mm.brk
+            below = next((v for v in mm.vmas if v.end == oldbrk and v.file is None
+                          and v.flags == VM_READ | VM_WRITE and v.name == '[heap]'), None)
+            if below is not None:
+                below.end = newbrk
+            else:
+                mm.insert_vma(VMA(mm, oldbrk, newbrk, VM_READ | VM_WRITE, None, 0, '[heap]'))
+            mm.brk = brk
+            return brk
+        finally:
+            mm.mmap_sem.up_write(task)
 
     def sys_munmap(self, task, args):
         addr, length = args[0], args[1]

@@ -74,3 +74,26 @@ class Symbolizer:
                 raw = image.code[a - image.base:a - image.base + min(n, DATA_BYTES)].hex(' ')
                 raw += ' ...' if n > DATA_BYTES else ''
                 yield f'{a:08x} <{self.name(a)}> {raw}   {mnem} {ops}'.rstrip() + f'   ; {file}:{line}'
+
+
+def insn_start_bitmap(code, base, ranges):
+    """The instruction-start bitmap of machine code nobody assembled here
+    (an ELF binary's text): a capstone linear sweep over each [lo, hi) of
+    `ranges` (virtual addresses inside [base, base+len(code))), one bit per
+    byte of `code`.  A byte that does not decode is skipped (no bit).
+
+    Exact as long as the swept ranges hold only instructions laid end to end
+    (compiled text: padding between functions is nop/int3, which decode);
+    data inside a swept range, or a jump into the middle of an instruction,
+    would make the count of that block wrong."""
+    bm = bytearray((len(code) + 7) // 8)
+    for lo, hi in ranges:
+        off, end = lo - base, hi - base
+        while off < end:
+            for a, size, _, _ in _CS.disasm_lite(bytes(code[off:end]), base + off):
+                i = a - base
+                bm[i >> 3] |= 1 << (i & 7)
+                off = i + size
+            if off < end:             # stopped at a byte that does not decode
+                off += 1
+    return bytes(bm)
