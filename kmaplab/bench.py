@@ -272,9 +272,9 @@ def row_syscall(b):
 
 
 def row_trace(b):
-    """Tracing speeds (kmaplab/trace.py): capture, decode, text, and the
+    """Tracing speeds (kmaplab/trace_bench.py): capture, decode, text, and the
     naive one-Python-call-per-instruction tracer on the same workload."""
-    from .trace import trace_rows
+    from .trace_bench import trace_rows
     return trace_rows(b)
 
 

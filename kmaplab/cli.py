@@ -1,11 +1,13 @@
 """kmaplab: the command line.
 
     kmaplab scenarios
-    kmaplab run SCENARIO [--seed N] [--cpus N] [--set key=value ...] [--json] [--schedule F]
+    kmaplab new NAME [--dir D]
+    kmaplab run SCENARIO [--seed N] [--cpus N] [--set key=value ...] [--variant k=v,...] [--json]
+                [--schedule F]
     kmaplab explore SCENARIO [--strategy random|pct|bounded] [--runs N] [--jobs J] [--all] ...
     kmaplab selftest
     kmaplab bench [--json]
-    kmaplab trace SCENARIO [--format text|jsonl|perfetto|tenet] [--out F] [filters]
+    kmaplab trace SCENARIO [--format text|jsonl|perfetto|tenet] [--out F] [--events CAT,...] [filters]
     kmaplab inject SCENARIO [--plan F] [--seed N] [--set key=value ...] [--json]
     kmaplab report [--out DIR] [--full] [--jobs J] [--scenarios a,b]
     kmaplab campaign [--seeds N] [--jobs J] [--plans DIR] [--out DIR] [--backend pool|ray]
@@ -15,20 +17,20 @@ Exit codes: 0 every variant met its expectation (or the command succeeded),
 """
 import argparse
 import json
+import os
 import sys
+from importlib import metadata
 
 from vm.asm import AsmError
 
 from . import explore
 from . import inject
+from . import options
 from . import report
 from . import scenario as scn_mod
-from . import trace
+from . import trace_cmd
+from .options import UsageError
 from .runner import run_variant
-
-
-class UsageError(Exception):
-    pass
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,69 +38,77 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _parse_set(items):
-    out = {}
-    for item in items or []:
-        if '=' not in item:
-            raise UsageError(f'--set {item!r}: expected key=value')
-        k, v = item.split('=', 1)
-        out[k.strip()] = _value(v.strip())
-    return out
+# The shared helpers under their old names (explore and inject take them as arguments).
+_value = options.value
+_variants = options.variants_of
 
 
-def _value(v):
-    low = v.lower()
-    if low in ('true', 'false'):
-        return low == 'true'
+def version():
     try:
-        return int(v, 0)
-    except ValueError:
-        pass
-    if v[-1:].upper() in 'KMG' and v[:-1].isdigit():
-        return scn_mod.parse_size(v, '--set')
-    return v
+        v = metadata.version('kmaplab')
+    except metadata.PackageNotFoundError:
+        v = 'unknown'
+    import unicorn
+    return f'kmaplab {v} (unicorn {unicorn.__version__}, Python {sys.version.split()[0]})'
+
+
+SCENARIO_DIRS = (('', 'the scenarios of the report (kmaplab run NAME)'),
+                 ('explore', 'scenarios for kmaplab explore (correct behaviour expected; '
+                             'run or explore them by path)'))
 
 
 def cmd_scenarios(args):
-    for name in scn_mod.list_names():
-        s = scn_mod.find(name)
-        print(f'{name:18} {s.description}')
+    """Every runnable scenario directory: the report's (by name), then
+    scenarios/explore/ (by path)."""
+    for sub, what in SCENARIO_DIRS:
+        d = os.path.join(scn_mod.SCENARIO_DIR, sub)
+        files = sorted(f for f in os.listdir(d) if f.endswith('.toml'))
+        rel = os.path.relpath(d, os.getcwd())
+        print(f'# {rel if sub else "scenarios"}/: {what}')
+        for f in files:
+            s = scn_mod.load(os.path.join(d, f))
+            label = f[:-5] if not sub else os.path.join(rel, f)
+            print(f'{label:18} {s.description}' if not sub else f'{label}\n{"":18} {s.description}')
+        print()
+    print('# scenarios/plans/: fault plans (kmaplab inject SCENARIO --plan F); '
+          'scenarios/schedules/: recorded schedules (kmaplab run SCENARIO --schedule F)')
     return 0
 
 
-def _variants(s, args):
-    overrides = _parse_set(args.set)
-    if args.cpus is not None:
-        overrides['cpus'] = args.cpus
-    variants = s.variants()
-    # an override of a swept key pins that axis
-    pinned = [dict(v, **{k: overrides[k] for k in v if k in overrides}) for v in variants]
-    seen, out = set(), []
-    for v in pinned:
-        key = json.dumps(v, sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            out.append(v)
-    for k in overrides:
-        scn_mod._check_option('--set', '', k, overrides[k])
-    return out, {k: v for k, v in overrides.items() if not any(k in v2 for v2 in variants)}
+def cmd_new(args):
+    from .templates import write_new
+    paths = write_new(args.name, args.dir)
+    for p in paths:
+        print(f'wrote {p}')
+    print(f'run it: kmaplab run {paths[0]}')
+    return 0
 
 
 def cmd_run(args):
     if args.schedule:
         return explore.cmd_replay(args, _print_human)
     s = scn_mod.find(args.scenario)
-    variants, overrides = _variants(s, args)
+    variants, overrides = options.variants_of(s, args)
+    variants = options.select(s, variants, args.variant)
     all_ok = True
     for v in variants:
         r = run_variant(s, v, seed=args.seed, overrides=overrides)
         all_ok &= r['ok']
         if args.json:
-            print(json.dumps({k: r[k] for k in ('scenario', 'seed', 'variant', 'outcome', 'expected',
-                                                'ok', 'counters', 'wall_s')}, sort_keys=True))
+            print(json.dumps(json_record(r), sort_keys=True))
         else:
             _print_human(r, first=v is variants[0])
     return 0 if all_ok else 1
+
+
+def json_record(r):
+    """One --json line: the result with the reasons, as report.json has
+    them (why: the failed parts of the expectation; findings; reports: the
+    kernel's BUG/Oops/deadlock/OOM texts with a deadlock's wait-for cycle)."""
+    out = {k: r[k] for k in ('scenario', 'seed', 'variant', 'outcome', 'findings', 'expected',
+                             'ok', 'why', 'counters', 'wall_s')}
+    out['reports'] = report.report_reasons(r['reports'])
+    return out
 
 
 def _print_human(r, first):
@@ -131,20 +141,36 @@ def cmd_bench(args):
 
 
 def build_parser():
-    p = _Parser(prog='kmaplab', description='a laboratory for the 2002 "scalable kmap" debate')
-    sub = p.add_subparsers(dest='cmd', required=True, parser_class=_Parser)
-    sub.add_parser('scenarios', help='list the scenarios')
-    r = sub.add_parser('run', help='run a scenario (a name or a .toml path)')
-    r.add_argument('scenario')
-    r.add_argument('--seed', type=int)
-    r.add_argument('--cpus', type=int)
-    r.add_argument('--set', action='append', metavar='KEY=VALUE')
-    r.add_argument('--json', action='store_true')
-    r.add_argument('--schedule', metavar='F', help='replay a schedule file of kmaplab explore')
+    p = _Parser(prog='kmaplab', description='a laboratory for the 2002 "scalable kmap" debate',
+                epilog='exit codes: 0 every variant met its expectation (or the command succeeded), '
+                       '1 one did not, 2 bad input')
+    p.add_argument('--version', action='version', version=version(),
+                   help='the kmaplab, Unicorn and Python versions')
+    sub = p.add_subparsers(dest='cmd', required=True, parser_class=_Parser, metavar='COMMAND')
+    sub.add_parser('scenarios', help='list every runnable scenario (scenarios/, scenarios/explore/)')
+    r = sub.add_parser('run', help='run a scenario\'s variants and judge each against its expectation')
+    r.add_argument('scenario', metavar='SCENARIO',
+                   help='a scenario name (kmaplab scenarios) or a path to a .toml file')
+    r.add_argument('--seed', type=int, metavar='N',
+                   help="the machine's seed (all randomness comes from it; default: the scenario's)")
+    r.add_argument('--cpus', type=int, metavar='N',
+                   help='the machine size: how many CPUs it has (= --set cpus=N)')
+    r.add_argument('--set', action='append', metavar='KEY=VALUE',
+                   help='a boot option or machine key, e.g. write_path=kmap or pkmap=4096 '
+                        '(repeatable); a swept key pins that axis')
+    r.add_argument('--variant', metavar='KEY=VALUE,...',
+                   help='run only the variants with these swept values, e.g. write_path=kmap,cpus=4')
+    r.add_argument('--json', action='store_true',
+                   help='one JSON line per variant: outcome, reasons (why, reports), counters')
+    r.add_argument('--schedule', metavar='FILE', help='replay a schedule file of kmaplab explore')
     sub.add_parser('selftest', help='check the emulated hardware properties the lab relies on')
     b = sub.add_parser('bench', help='speed against raw Unicorn')
-    b.add_argument('--json', action='store_true')
-    trace.add_parser(sub)
+    b.add_argument('--json', action='store_true', help='one JSON object instead of the table')
+    n = sub.add_parser('new', help='write NAME.toml and NAME.S: a commented scenario and a user '
+                                   'program to start from')
+    n.add_argument('name', metavar='NAME', help='the scenario and program name')
+    n.add_argument('--dir', default='.', help='where to write them (default: here)')
+    trace_cmd.add_parser(sub)
     inject.add_parsers(sub)
     report.add_parser(sub)
     explore.add_parser(sub)
@@ -152,7 +178,7 @@ def build_parser():
 
 
 COMMANDS = {'scenarios': cmd_scenarios, 'run': cmd_run, 'selftest': cmd_selftest, 'bench': cmd_bench,
-            'trace': lambda args: trace.cmd_trace(args),
+            'new': cmd_new, 'trace': lambda args: trace_cmd.cmd_trace(args),
             'inject': lambda args: inject.cmd_inject(args, _variants),
             'campaign': lambda args: inject.cmd_campaign(args),
             'report': lambda args: report.cmd_report(args),
@@ -163,7 +189,7 @@ def main(argv=None):
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.cmd](args)
-    except (UsageError, scn_mod.ScenarioError, ValueError, AsmError) as e:
+    except (scn_mod.ScenarioError, ValueError, AsmError) as e:
         print(f'kmaplab: {e}', file=sys.stderr)
         return 2
     except OSError as e:

@@ -56,7 +56,7 @@ from minikernel.kernel import BOOT_OPTIONS
 from minikernel.write_paths import FUSED_COPIES
 from vm.policy import Priorities
 
-from . import inject, runner
+from . import inject, options, runner
 from . import scenario as scn_mod
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -330,10 +330,12 @@ def run_batch(jobs, nworkers, is_find, stop_first, progress=None):
 
 def finder(target):
     """is_find(rec): the outcome is one of `target` (a set), or, without
-    a target, not what the scenario expects."""
+    a target, a departure from the correct behaviour: any outcome but
+    completed (a run that did not happen to hit a scripted scenario's
+    expected bug is not a find)."""
     if target:
         return lambda rec: rec['outcome'] in target
-    return lambda rec: not rec['ok']
+    return lambda rec: rec['outcome'] != 'completed'
 
 
 def explore(scn, variant, seed, overrides, opts, progress=None):
@@ -485,7 +487,7 @@ def summarize(scn, tgt, opts, recs, finds, shrunk, elapsed):
                 seed=tgt['seed'], overrides=tgt['overrides'], strategy=opts['strategy'],
                 window=opts['window'], depth=opts['depth'], preemptions=opts['preemptions'],
                 runs=len(rs), budget=opts['runs'], all=bool(opts.get('all')),
-                finds=len(finds), hit_rate=len(finds) / len(rs) if rs else 0.0,
+                target=sorted(opts['target']) if opts.get('target') else None, finds=len(finds), hit_rate=len(finds) / len(rs) if rs else 0.0,
                 steps_mean=round(k, 1), steps_min=min(steps), steps_max=max(steps),
                 cpus=n, tasks=rs[0]['tasks'] if rs else 0,
                 pct_bound=pct_bound(n, k, opts['depth']), elapsed_s=round(elapsed, 2),
@@ -511,7 +513,8 @@ def print_summary(s, out=None):
       f'd={s["depth"]}: 1/(n k^(d-1)) = {100 * s["pct_bound"]:.4f}%')
     f = s['found']
     if f is None:
-        p('  found nothing')
+        what = ', '.join(sorted(s['target'])) if s.get('target') else 'a departure from completed'
+        p(f'  found nothing ({what}) in {s["runs"]} schedules')
         return
     p(f'  found: run {f["index"]}: {f["outcome"]} (expected {f["expected"]}), '
       f'{len(f["applied"])} change(s) of the CPU order or preemption(s)')
@@ -563,7 +566,7 @@ def save_schedule(s, path):
 def default_out(s):
     v = '-'.join(f'{val}' for val in s['variant'].values())
     name = f'{s["scenario"]}{"-" + v if v else ""}-{s["strategy"]}.json'
-    return os.path.join('out', 'schedules', name)
+    return options.out_dir('schedules', name)
 
 
 SCHEDULE_KEYS = {'format', 'scenario', 'variant', 'seed', 'overrides', 'order', 'window', 'quantum',
@@ -633,29 +636,34 @@ def _abs(path):
 # ---- the command line -------------------------------------------------------------------------
 
 def add_parser(sub):
-    e = sub.add_parser('explore', help='search the interleavings for a schedule that breaks the '
-                                       'expectation (docs/explore.md)')
-    e.add_argument('scenario')
-    e.add_argument('--strategy', choices=STRATEGIES, default='pct')
+    e = sub.add_parser('explore', help='search the interleavings for a schedule under which a design '
+                                       'is not correct (docs/explore.md)')
+    e.add_argument('scenario', metavar='SCENARIO',
+                   help='a scenario name or a path (scenarios/explore/ holds ones for exploring)')
+    e.add_argument('--strategy', choices=STRATEGIES, default='pct',
+                   help='random, pct (default: probabilistic concurrency testing) or bounded '
+                        '(preemption bounding)')
     e.add_argument('--runs', type=int, default=DEFAULTS['runs'], help='schedules to try at most')
     e.add_argument('--depth', type=int, default=DEFAULTS['depth'], help='PCT bug depth d')
     e.add_argument('--preemptions', type=int, default=DEFAULTS['preemptions'],
                    help='bounded: at most c changes (CPU reorderings or preemptions)')
-    e.add_argument('--jobs', type=int, default=os.cpu_count() or 1)
+    e.add_argument('--jobs', type=int, default=os.cpu_count() or 1, help='worker processes')
     e.add_argument('--all', action='store_true', help='run all --runs schedules (hit rate)')
     e.add_argument('--seed', type=int, help='the scenario seed (the kernel\'s)')
     e.add_argument('--explore-seed', type=int, default=DEFAULTS['seed'],
                    help='the strategy\'s own seed')
     e.add_argument('--window', type=int, default=DEFAULTS['window'],
                    help='cycles a CPU may run ahead of the slowest')
-    e.add_argument('--target', help='comma-separated outcomes that count as a find '
-                                    '(default: any outcome the scenario does not expect)')
-    e.add_argument('--set', action='append', metavar='KEY=VALUE')
-    e.add_argument('--cpus', type=int)
-    e.add_argument('--variant', help='k=v,...: only the variants with these values')
-    e.add_argument('--out', help='where to save the schedule found (default out/schedules/...)')
-    e.add_argument('--no-shrink', action='store_true')
-    e.add_argument('--json', action='store_true')
+    e.add_argument('--target', metavar='OUTCOME,...',
+                   help='comma-separated outcomes that count as a find (default: any departure '
+                        'from the correct behaviour, i.e. every outcome but completed)')
+    e.add_argument('--set', action='append', metavar='KEY=VALUE',
+                   help='a boot option or machine key (repeatable)')
+    e.add_argument('--cpus', type=int, help='the machine size (= --set cpus=N)')
+    e.add_argument('--variant', metavar='KEY=VALUE,...', help='only the variants with these values')
+    e.add_argument('--out', metavar='FILE', help='where to save the schedule found (default out/schedules/...)')
+    e.add_argument('--no-shrink', action='store_true', help='keep the find as found')
+    e.add_argument('--json', action='store_true', help='one JSON object per variant')
 
 
 def explore_options(args):
@@ -737,7 +745,10 @@ def json_summary(s):
 
 
 def cmd_replay(args, print_human):
-    """kmaplab run SCENARIO --schedule F: replay a schedule file."""
+    """kmaplab run SCENARIO --schedule F: replay a schedule file.  Exit 0
+    when the run reproduced the recorded outcome and counters (a recorded
+    find is expected to break the scenario's expectation: that is what it
+    shows); a run that leaves the file is exit 2 with the reason."""
     if args.seed is not None or args.set or args.cpus is not None:
         raise ValueError('--schedule: the file pins the seed, the variant and the options '
                          '(no --seed, --set or --cpus)')
@@ -749,10 +760,12 @@ def cmd_replay(args, print_human):
     if r['diverged']:
         raise ValueError(f'{args.schedule}: {r["diverged"]}')
     if args.json:
-        print(json.dumps({k: r[k] for k in ('scenario', 'seed', 'variant', 'outcome', 'expected',
-                                             'ok', 'counters', 'wall_s')}, sort_keys=True))
+        rec = {k: r[k] for k in ('scenario', 'seed', 'variant', 'outcome', 'expected', 'ok', 'counters',
+                                 'wall_s')}
+        rec['reproduced'] = True
+        print(json.dumps(rec, sort_keys=True))
     else:
         print_human(r, first=True)
-        print(f'replayed {args.schedule}: {r["points"]} points, {len(data["changes"])} change(s), '
-              f'as recorded ({data["outcome"]})')
-    return 0 if r['ok'] else 1
+        print(f'reproduced: {args.schedule} replayed as recorded ({r["points"]} points, '
+              f'{len(data["changes"])} change(s), outcome {data["outcome"]}, same counters)')
+    return 0

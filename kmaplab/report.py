@@ -23,6 +23,7 @@ import shutil
 import sys
 import time
 
+from . import options
 from . import scenario as scn_mod
 from .runner import run_variant
 
@@ -37,10 +38,16 @@ def _job(path, variant, full):
     scn = scn_mod.load(path)
     r = run_variant(scn, variant)
     out = {k: r[k] for k in RESULT_KEYS}
-    out['reports'] = [{k: v for k, v in rep.items() if k in ('kind', 'message', 'graph')}
-                      for rep in r['reports'] if rep['kind'] not in ('fault', 'warning')][:20]
+    out['reports'] = report_reasons(r['reports'])
     out['console'] = r['console'][:20]
     return out
+
+
+def report_reasons(reports, limit=20):
+    """The kernel's reports that explain an outcome (BUG, Oops, deadlock
+    with its wait-for graph, OOM, corruption ...): kind, message, graph."""
+    return [{k: v for k, v in rep.items() if k in ('kind', 'message', 'graph')}
+            for rep in reports if rep['kind'] not in ('fault', 'warning')][:limit]
 
 
 def plan(names, full):
@@ -311,6 +318,7 @@ def write_outputs(results, wall, out_dir):
 
 
 def cmd_report(args):
+    args.out = args.out or options.out_dir()
     names = args.scenarios.split(',') if args.scenarios else None
     if names:
         for n in names:
@@ -323,8 +331,8 @@ def cmd_report(args):
 
 
 def add_parser(sub):
-    r = sub.add_parser('report', help='run every scenario: findings table, JSON, plots, report.md')
-    r.add_argument('--out', default='out')
-    r.add_argument('--full', action='store_true', help='the bigger sweeps')
-    r.add_argument('--jobs', type=int, help='worker processes (default: one per core)')
-    r.add_argument('--scenarios', help='a comma-separated subset')
+    r = sub.add_parser('report', help='run every scenario: verdicts, findings table, JSON, plots, report.md')
+    r.add_argument('--out', default=None, metavar='DIR', help='where to write (default out/)')
+    r.add_argument('--full', action='store_true', help='the bigger sweeps and more seeds')
+    r.add_argument('--jobs', type=int, metavar='J', help='worker processes (default: one per core)')
+    r.add_argument('--scenarios', metavar='A,B,...', help='a comma-separated subset')

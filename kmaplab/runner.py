@@ -33,10 +33,20 @@ _programs = {}
 binfmt.BITMAP_CACHE_DIR = os.path.join(ROOT, 'build', 'cache')   # ELF instruction bitmaps
 
 
-def program_image(name):
-    if name not in _programs:
-        _programs[name] = assemble_program(name, ROOT, ASM_DIR)
-    return _programs[name]
+def program_image(name, scn_path=None):
+    """The assembled image of a [[task]] program (asm/user/<name>.S, or a
+    file NAME.S beside the scenario file scn_path), cached per source file."""
+    if not name.endswith('.S'):
+        if name not in _programs:
+            _programs[name] = assemble_program(name, ROOT, ASM_DIR)
+        return _programs[name]
+    from vm.asm import assemble_files
+    from minikernel.binfmt import USER_TEXT
+    path = scenario_mod.program_path(scn_path, name)
+    key = (path, os.path.getmtime(path))
+    if key not in _programs:
+        _programs[key] = assemble_files([path, os.path.join(ASM_DIR, 'user', 'lib.S')], USER_TEXT)
+    return _programs[key]
 
 
 def boot(scn, variant, seed=None, overrides=None, plan=None):
@@ -49,7 +59,7 @@ def boot(scn, variant, seed=None, overrides=None, plan=None):
         plan = load_plan(plan, base_dir=os.path.dirname(os.path.abspath(scn.path)))
         for key, value in plan.boot.items():
             opts.setdefault(key, value)
-    programs = {p: program_image(p) for p in scn.programs()}
+    programs = {p: program_image(p, scn.path) for p in scn.programs()}
     k = Kernel(opts, programs)
     create_files(k, scn)
     spawn_tasks(k, scn)

@@ -10,7 +10,8 @@ A scenario is a TOML file (docs/scenarios.md has the full format):
                          pattern(i) = (i * 13 + seed) & 0xff (or all zeros
                          with seed = -1); max_size (default: its size, at
                          least 4M)
-    [[task]]             name, program, args, cpu (int or "each"), start,
+    [[task]]             name, program (asm/user/<program>.S, or a file
+                         "x.S" beside the scenario), args, cpu (int or "each"), start,
                          thread_of (share the mm of an earlier task), count;
                          string args may say {cpu} and {n} (the CPU and the
                          copy number of this instance)
@@ -133,6 +134,14 @@ class Scenario:
         return outcome, also, checks, nots
 
 
+def program_path(scn_path, program):
+    """The source of a [[task]] program: asm/user/<program>.S, or, for a
+    name ending in .S (your own program), that file beside the scenario."""
+    if program.endswith('.S'):
+        return os.path.join(os.path.dirname(os.path.abspath(scn_path)), program)
+    return os.path.join(USER_ASM_DIR, program + '.S')
+
+
 def file_data(spec, where):
     """The bytes of a [[file]]: pattern(i) = (i * 13 + seed) & 0xff."""
     size = parse_size(spec.get('size', 0), where)
@@ -218,7 +227,10 @@ def validate(path, data):
         _check_keys(path, where, t, TASK_KEYS)
         if not isinstance(t.get('program'), str):
             raise ScenarioError(f'{path}: {where}program: missing or not a string')
-        if not os.path.exists(os.path.join(USER_ASM_DIR, t['program'] + '.S')):
+        if t['program'].endswith('.S'):
+            if not os.path.exists(program_path(path, t['program'])):
+                raise ScenarioError(f'{path}: {where}program: no file {t["program"]!r} beside the scenario')
+        elif not os.path.exists(program_path(path, t['program'])):
             known = sorted(f[:-2] for f in os.listdir(USER_ASM_DIR)
                            if f.endswith('.S') and f != 'lib.S')
             raise ScenarioError(f'{path}: {where}program: no program {t["program"]!r} in asm/user/ '

@@ -1,8 +1,9 @@
-"""`kmaplab trace`: instruction-level tracing of a scenario run.
+"""`kmaplab trace`: the tracer (what is traced, and how entries are made).
 
 What this file owns
-  - Filters: which CPUs, tasks, routines (--symbols), rings, window, and
-    whether instructions are traced at all (--events-only).
+  - Filters: which CPUs, tasks, routines (--symbols), rings, window, which
+    event categories (--events, in the spirit of QEMU's -d), and whether
+    instructions are traced at all.
   - Tracer: the consumer of vm/trace.py's per-run records and of the kernel's
     trace_event() calls.  It turns records into Insn entries (sequence
     number, simulated time, CPU, task, ring, EIP symbolized with file:line,
@@ -10,12 +11,13 @@ What this file owns
     accesses with virtual and physical address) and into Events, synthesizes
     the events Python cannot see (kmap slot map/unmap/wrap, TLB flushes, IPI
     acknowledgements, a kmap_atomic slot reused under a sleeping holder) from
-    one-address hooks on the kernel's labels, and hands everything, in
-    order, to one sink.
-  - The sinks: text (aligned, one line per entry), jsonl (schema in
-    docs/tracing.md), perfetto (Chrome trace-event JSON: a track per CPU,
-    task and routine slices, instant events), tenet (one file per CPU).
-  - The `trace` subcommand and the bench rows (trace_rows).
+    one-address hooks on the kernel's labels, samples counters (free pages
+    per zone, pkmap slots in use) at every CPU run's end, and hands
+    everything, in order, to one sink.
+  - Sink: the interface of the output formats, which live beside it:
+    trace_text.py (text, jsonl), trace_perfetto.py (Perfetto protobuf and
+    legacy JSON), trace_tenet.py (Tenet, one file per task); the command in
+    trace_cmd.py; the bench rows in trace_bench.py.
 
 Rules
   - Tracing never changes the run: the tracer only reads guest state and
@@ -32,11 +34,8 @@ Rules
 """
 import bisect
 import fnmatch
-import io
-import json
 import os
 import re
-import sys
 
 import capstone
 from capstone import x86_const as cx
@@ -48,9 +47,7 @@ from minikernel.kernel import ROOT
 from vm import trace as vtrace
 from vm.symbols import Symbolizer
 
-from . import scenario as scn_mod
 
-FORMATS = ('text', 'jsonl', 'perfetto', 'tenet')
 REGS = vtrace.REGS
 _CS_REG = REGS.index('cs')
 _CR3_REG = REGS.index('cr3')
@@ -66,6 +63,45 @@ _STACK_INSNS = {cx.X86_INS_PUSH, cx.X86_INS_POP, cx.X86_INS_CALL, cx.X86_INS_RET
 _PAGE_OFFSET = layout.PAGE_OFFSET
 _REC_WORDS = vtrace.REC_DTYPE.itemsize // 4
 _MEM_READ = vtrace.MEM_READ
+# --events: the categories of events (QEMU -d style); 'insn' is the instructions.
+CATEGORY_EVENTS = {
+    'fault': ('page_fault', 'fault_resolved', 'fixup'),
+    'ipi': ('ipi_sent', 'ipi_received', 'ipi_ack', 'ipi_done'),
+    'tlb': ('tlb_flush',),
+    'sched': ('context_switch', 'preempt', 'wakeup', 'exit'),
+    'kmap': ('kmap_atomic', 'kunmap_atomic', 'pkmap_map', 'pkmap_wrap', 'pkmap_sleep', 'kunmap_high',
+             'kmap_local', 'kunmap_local', 'kmap_slot_reused', 'kmap_wrong_page'),
+    'syscall': ('syscall', 'syscall_exit'),
+    'lock': ('rwsem', 'spin_lock', 'lock_page', 'unlock_page'),
+    'mm': ('pte_zap', 'reclaim_unmap', 'swap_in', 'swap_out'),
+    'disk': ('disk_read', 'disk_write', 'disk_done'),
+    'report': ('report', 'trace_dropped'),
+}
+CATEGORIES = tuple(CATEGORY_EVENTS) + ('insn',)
+_CATEGORY_OF = {name: cat for cat, names in CATEGORY_EVENTS.items() for name in names}
+
+
+def category(name):
+    """The --events category of an event name ('disk_read' ... 'disk'; an
+    event no table names is 'other', shown unless categories are chosen)."""
+    got = _CATEGORY_OF.get(name)
+    if got is None and name.startswith('disk_'):
+        return 'disk'
+    return got or 'other'
+
+
+def parse_events(text):
+    """--events 'fault,ipi,insn' -> the set of categories (None: all)."""
+    if text is None:
+        return None
+    cats = set(_split(text))
+    bad = sorted(cats - set(CATEGORIES))
+    if bad or not cats:
+        raise ValueError(f'--events {text!r}: categories are {",".join(CATEGORIES)} '
+                         f'(--events help lists the events of each)')
+    return cats
+
+
 _LABEL_ONLY = re.compile(r'^\s*[\w.$]+:\s*(//.*)?$')
 _COMMENT = re.compile(r'^\s*(//|/\*|\*|# )')
 
@@ -120,11 +156,16 @@ def _split(text):
 class Filters:
     """What to trace.  cpus: set of CPU indexes or None (all); tasks: names,
     pids or name/pid globs, or None; symbols: routine names or globs, or
-    None; kernel/user: rings; window: parse_window(); events_only; memory."""
+    None; kernel/user: rings; window: parse_window(); events_only; memory;
+    categories: parse_events() (None: every event; without 'insn' no
+    instructions are traced)."""
 
     def __init__(self, cpus=None, tasks=None, symbols=None, kernel=False, user=False,
-                 window=None, events_only=False, memory=True):
+                 window=None, events_only=False, memory=True, categories=None):
         self.cpus = None if cpus is None else set(cpus)
+        self.categories = categories
+        if categories is not None and 'insn' not in categories:
+            events_only = True
         self.tasks = tasks
         self.symbols = symbols
         self.kernel, self.user = kernel, user
@@ -141,7 +182,11 @@ class Filters:
             except ValueError:
                 raise ValueError(f'--cpu {args.cpu!r}: expected CPU numbers, e.g. 0,2') from None
         return cls(cpus, _split(args.task) or None, _split(args.symbols) or None, args.kernel,
-                   args.user, parse_window(args.window), args.events_only, not args.no_mem)
+                   args.user, parse_window(args.window), args.events_only, not args.no_mem,
+                   parse_events(getattr(args, 'events', None)))
+
+    def event_ok(self, name):
+        return self.categories is None or category(name) in self.categories
 
     def check(self, ncpus):
         for c in self.cpus or ():
@@ -189,6 +234,8 @@ class Filters:
         for key in ('tasks', 'symbols', 'window'):
             if getattr(self, key) is not None:
                 d[key] = getattr(self, key)
+        if self.categories is not None:
+            d['events'] = sorted(self.categories)
         if self.cpus is not None:
             d['cpus'] = sorted(self.cpus)
         for key in ('kernel', 'user', 'events_only'):
@@ -634,7 +681,8 @@ class Tracer:
 
     def _emit(self, e):
         f = self.f
-        if not (f.cpu_ok(e.cpu) and (e.task is None or f.task_ok(e.task) or f.mentions(e.fields))
+        if not (f.event_ok(e.name) and f.cpu_ok(e.cpu)
+                and (e.task is None or f.task_ok(e.task) or f.mentions(e.fields))
                 and f.in_window(e.seq, e.time)):
             return
         self.counts['events'] += 1
@@ -842,52 +890,11 @@ class KernelPoints:
                     f'(reported once; see the memory accesses)'}))
 
 
-# ---- sinks ------------------------------------------------------------------------------
+# ---- the sink interface -------------------------------------------------------------------
 #
 # A sink gets begin(meta), then span(cpu, task, t0, t1) for each run of a
-# task on a CPU, insn(Insn) and event(Event) in sequence order, then
-# end(summary).
-
-def _hex(v):
-    return f'{v:#x}' if isinstance(v, int) and not isinstance(v, bool) else str(v)
-
-
-def _num(v):
-    return f'{v:#x}' if isinstance(v, int) and not isinstance(v, bool) and v >= 0x10000 else str(v)
-
-
-def _fmt_field(key, v):
-    if isinstance(v, int) and not isinstance(v, bool) and (key in ADDR_KEYS or key.endswith('pfn')):
-        return f'{key}={v:#x}'
-    if isinstance(v, list):
-        return f'{key}=(' + ', '.join(_num(x) for x in v) + ')'
-    if isinstance(v, str) and (' ' in v or not v):
-        return f'{key}="{v}"' if v else ''
-    return f'{key}={v}'
-
-
-def error_code_text(err):
-    return ' '.join(('protection' if err & PF_P else 'not-present', 'write' if err & PF_W else 'read',
-                     'user' if err & PF_U else 'kernel'))
-
-
-def event_text(e):
-    """The fields of an event as text, symbolized where known."""
-    f = dict(e.fields)
-    parts = []
-    if e.name == 'page_fault' and 'error' in f:
-        parts.append(f'address={f.pop("address", 0):#010x} error={f["error"]:#x} '
-                     f'({error_code_text(f.pop("error"))})')
-        atomic = f.pop('in_atomic', None)
-        if atomic:
-            parts.append(f'IN ATOMIC (preempt_count {atomic})')
-    for key in SYM_KEYS:
-        if key + '_at' in f:
-            f.pop(key, None)
-            f[key] = f.pop(key + '_at')
-    parts += [_fmt_field(k, v) for k, v in f.items()]
-    return ' '.join(p for p in parts if p)
-
+# task on a CPU, insn(Insn), event(Event) and counter(name, time, value) in
+# sequence order, then end(summary).
 
 class Sink:
     def begin(self, meta):
@@ -902,6 +909,9 @@ class Sink:
     def event(self, e):
         pass
 
+    def counter(self, name, t, value):
+        pass
+
     def end(self, summary):
         pass
 
@@ -911,396 +921,3 @@ def _open(path):
         return open(path, 'w')
     except OSError as e:
         raise ValueError(f'cannot write {path}: {e.strerror}') from None
-
-
-class TextSink(Sink):
-    """Aligned text, one line per instruction or event (see docs/tracing.md)."""
-    HEADER = (f'{"seq":>10} {"time":>11} {"cpu":>3} {"task":<14} r {"eip":<8} {"where":<46} '
-              f'{"bytes":<20} {"instruction":<34} changes / memory')
-
-    def __init__(self, out):
-        self.out = out
-
-    def begin(self, meta):
-        w = self.out.write
-        w(f'# kmaplab trace: {json.dumps({k: v for k, v in meta.items() if k != "regs"}, sort_keys=True)}\n')
-        w('# seq: instructions retired by all CPUs before; time: this CPU\'s clock in cycles; '
-          'r: ring; * = event; mem: r/w va(pa)=value\n')
-        w('#' + self.HEADER[1:] + '\n')
-
-    def insn(self, x):
-        i = x.info
-        if i.text is None:
-            i.text = f'{x.eip:08x} {i.where:<46} {i.raw.hex(" "):<20} {i.asm:<34}'
-        if x.regs is not None:
-            tail = ' '.join(['%s=%08x' % rv for rv in x.regs])
-        else:
-            tail = '(faulted: not retired)' if not x.retired else '(after-state not traced)'
-        if x.mem:
-            tail += '  ' + ' '.join([('%s %08x(pa %08x)=%0*x' % (op, va, pa, 2 * sz, val)) if va is not None
-                                     else ('%s ?(pa %08x)=%0*x' % (op, pa, 2 * sz, val))
-                                     for op, va, pa, sz, val in x.mem])
-        self.out.write('%10d %11d %3d %-14s %d %s %s\n' % (x.seq, x.time, x.cpu, _label(x.task), x.ring,
-                                                          i.text, tail))
-
-    def event(self, e):
-        cpu = '-' if e.cpu is None else e.cpu
-        self.out.write(f'{e.seq:>10} {e.time:>11} {cpu:>3} {_label(e.task):<14} * '
-                       f'{e.name:<16} {event_text(e)}\n')
-
-    def end(self, summary):
-        self.out.write(f'# end: {json.dumps(summary, sort_keys=True)}\n')
-
-
-class JsonlSink(Sink):
-    """One JSON object per line (schema: docs/tracing.md)."""
-
-    def __init__(self, out):
-        self.out = out
-
-    def _w(self, obj):
-        self.out.write(json.dumps(obj, separators=(',', ':')) + '\n')
-
-    def begin(self, meta):
-        self._w(dict(type='meta', version=1, **meta))
-
-    def insn(self, x):
-        i = x.info
-        self._w({'type': 'insn', 'seq': x.seq, 'time': x.time, 'cpu': x.cpu, 'task': _label(x.task),
-                 'ring': x.ring, 'eip': x.eip, 'sym': i.sym, 'file': i.file, 'line': i.line,
-                 'bytes': i.raw.hex(), 'asm': i.asm, 'retired': x.retired,
-                 'regs': None if x.regs is None else dict(x.regs),
-                 'mem': [{'op': op, 'va': va, 'pa': pa, 'size': sz, 'value': val}
-                         for op, va, pa, sz, val in x.mem]})
-
-    def event(self, e):
-        self._w({'type': 'event', 'seq': e.seq, 'time': e.time, 'cpu': e.cpu,
-                 'task': None if e.task is None else _label(e.task), 'event': e.name, 'args': e.fields})
-
-    def end(self, summary):
-        self._w(dict(type='end', **summary))
-
-
-class PerfettoSink(Sink):
-    """Chrome trace-event JSON (loads in ui.perfetto.dev and chrome://tracing):
-    one track (thread) per CPU; a slice per stretch of a task on it, a
-    nested slice per stretch of traced instructions in one routine; kernel
-    events as instant events.  Time: 1 simulated cycle = 1 ns."""
-    PID = 1
-    MACHINE_TID = 999
-
-    def __init__(self, out):
-        self.out = out
-        self.first = True
-        self.tasks = {}            # cpu -> [label, start, end]
-        self.routine = {}          # cpu -> [name, start, last time, last seq, first seq]
-
-    def _w(self, obj):
-        self.out.write(('' if self.first else ',\n') + json.dumps(obj, separators=(',', ':')))
-        self.first = False
-
-    @staticmethod
-    def _us(t):
-        return round(t / 1000, 3)
-
-    def begin(self, meta):
-        self.meta = meta
-        self.out.write('{"traceEvents":[\n')
-        variant = ' '.join(f'{k}={v}' for k, v in (meta.get('variant') or {}).items())
-        name = f'kmaplab {meta.get("scenario", "")} {variant}'.strip()
-        self._w({'ph': 'M', 'pid': self.PID, 'name': 'process_name', 'args': {'name': name}})
-        for c in range(meta.get('cpus', 1)):
-            self._w({'ph': 'M', 'pid': self.PID, 'tid': c, 'name': 'thread_name', 'args': {'name': f'CPU {c}'}})
-            self._w({'ph': 'M', 'pid': self.PID, 'tid': c, 'name': 'thread_sort_index',
-                     'args': {'sort_index': c}})
-        self._w({'ph': 'M', 'pid': self.PID, 'tid': self.MACHINE_TID, 'name': 'thread_name',
-                 'args': {'name': 'machine (no CPU)'}})
-
-    def _slice(self, tid, name, t0, t1, cat, args=None):
-        ev = {'ph': 'X', 'pid': self.PID, 'tid': tid, 'ts': self._us(t0), 'dur': self._us(max(t1 - t0, 1)),
-              'name': name, 'cat': cat}
-        if args:
-            ev['args'] = args
-        self._w(ev)
-
-    def span(self, cpu, task, t0, t1):
-        self._close_routine(cpu)
-        label = _label(task)
-        cur = self.tasks.get(cpu)
-        if cur is not None and cur[0] == label:
-            cur[2] = t1
-            return
-        if cur is not None:
-            self._slice(cpu, cur[0], cur[1], t0, 'idle' if cur[0].startswith('swapper') else 'task')
-        self.tasks[cpu] = [label, t0, t1]
-
-    def _close_routine(self, cpu):
-        r = self.routine.pop(cpu, None)
-        if r is not None:
-            self._slice(cpu, r[0], r[1], r[2] + 1, 'routine', {'first_seq': r[4], 'last_seq': r[3]})
-
-    def insn(self, x):
-        r = self.routine.get(x.cpu)
-        name = x.info.routine
-        if r is not None and r[0] == name and x.seq == r[3] + 1:
-            r[2], r[3] = x.time, x.seq
-            return
-        self._close_routine(x.cpu)
-        self.routine[x.cpu] = [name, x.time, x.time, x.seq, x.seq]
-
-    def event(self, e):
-        tid = self.MACHINE_TID if e.cpu is None else e.cpu
-        args = {k: (_hex(v) if k in ADDR_KEYS else v) for k, v in e.fields.items()}
-        args.update(seq=e.seq, task=_label(e.task), text=event_text(e))
-        self._w({'ph': 'i', 's': 't', 'pid': self.PID, 'tid': tid, 'ts': self._us(e.time),
-                 'name': e.name, 'cat': 'event', 'args': args})
-
-    def end(self, summary):
-        for cpu in list(self.routine):
-            self._close_routine(cpu)
-        for cpu, (label, t0, t1) in sorted(self.tasks.items()):
-            self._slice(cpu, label, t0, t1, 'idle' if label.startswith('swapper') else 'task')
-        self.out.write('\n],"displayTimeUnit":"ns","otherData":'
-                       + json.dumps(dict(self.meta, **summary, time='1 cycle = 1 ns'), default=str) + '}\n')
-
-
-class TenetSink(Sink):
-    """Tenet text traces (github.com/gaasedelen/tenet), one file per CPU:
-    each line holds the registers an instruction changed, EIP of the next
-    one, and the memory it read (mr=) or wrote (mw=) at virtual addresses.
-    The first line of a file holds every register."""
-    GPRS = ('eax', 'ebx', 'ecx', 'edx', 'ebp', 'esp', 'esi', 'edi')
-    _IDX = [REGS.index(r) for r in GPRS]
-
-    def __init__(self, prefix):
-        self.prefix = prefix
-        self.files = {}
-        self.state = {}            # cpu -> (registers, eip) the file last described
-        self.paths = []
-
-    def path(self, cpu):
-        root, ext = os.path.splitext(self.prefix)
-        return f'{root}.cpu{cpu}{ext or ".tenet"}'
-
-    def _file(self, cpu):
-        f = self.files.get(cpu)
-        if f is None:
-            p = self.path(cpu)
-            f = self.files[cpu] = _open(p)
-            self.paths.append(p)
-        return f
-
-    def _delta(self, old, new):
-        return [f'{r}={new[i]:#x}' for r, i in zip(self.GPRS, self._IDX) if old is None or old[i] != new[i]]
-
-    def insn(self, x):
-        f = self._file(x.cpu)
-        st = self.state.get(x.cpu)
-        if st is None or st != (x.before, x.eip):
-            parts = self._delta(None if st is None else st[0], x.before) + [f'eip={x.eip:#x}']
-            f.write(','.join(parts) + '\n')
-        if x.after is None or x.next_eip is None:
-            self.state[x.cpu] = (x.before, x.eip)
-            return
-        parts = self._delta(x.before, x.after) + [f'eip={x.next_eip:#x}']
-        for op, va, pa, sz, val in x.mem:
-            if va is not None:
-                parts.append(f'm{op}={va:#x}:{val.to_bytes(8, "little")[:sz].hex()}')
-        f.write(','.join(parts) + '\n')
-        self.state[x.cpu] = (x.after, x.next_eip)
-
-    def end(self, summary):
-        for f in self.files.values():
-            f.close()
-
-
-def make_sink(fmt, out, name):
-    """The sink for --format/--out; `name` names default files (tenet)."""
-    if fmt not in FORMATS:
-        raise ValueError(f'--format {fmt!r}: one of {", ".join(FORMATS)}')
-    if fmt == 'tenet':
-        return TenetSink(out or f'{name}.tenet')
-    stream = _open(out) if out else sys.stdout
-    return {'text': TextSink, 'jsonl': JsonlSink, 'perfetto': PerfettoSink}[fmt](stream)
-
-
-# ---- the command ------------------------------------------------------------------------
-
-def add_parser(sub):
-    """The `trace` subcommand's arguments (kmaplab/cli.py)."""
-    t = sub.add_parser('trace', help='trace a scenario instruction by instruction (docs/tracing.md)')
-    t.add_argument('scenario')
-    t.add_argument('--seed', type=int)
-    t.add_argument('--cpus', type=int, help='machine CPUs (as in run)')
-    t.add_argument('--set', action='append', metavar='KEY=VALUE')
-    t.add_argument('--variant', metavar='KEY=VALUE,...',
-                   help='which variant of a sweep to trace (default: the first)')
-    t.add_argument('--out', metavar='FILE', help='output file (tenet: the prefix of one file per CPU)')
-    t.add_argument('--format', default='text', choices=FORMATS)
-    t.add_argument('--cpu', metavar='N,...', help='trace only these CPUs')
-    t.add_argument('--task', metavar='NAME,...', help='only these tasks (names, pids, globs)')
-    t.add_argument('--symbols', metavar='NAME,...', help="only these routines (names or globs)")
-    t.add_argument('--kernel', action='store_true', help='only kernel code (ring 0)')
-    t.add_argument('--user', action='store_true', help='only user code (ring 3)')
-    t.add_argument('--window', metavar='FROM:TO,...',
-                   help='sequence numbers, or simulated cycles with a c suffix (1000c:9000c)')
-    t.add_argument('--events-only', action='store_true', help='kernel events only, no instructions')
-    t.add_argument('--no-mem', action='store_true', help='do not record memory accesses')
-    return t
-
-
-def pick_variant(variants, spec):
-    """The variant matching --variant 'k=v,...' (values as in --set), or the first."""
-    if not spec:
-        return variants[0]
-    from .cli import _value
-    want = {}
-    for item in _split(spec):
-        if '=' not in item:
-            raise ValueError(f'--variant {spec!r}: expected key=value,...')
-        k, v = item.split('=', 1)
-        want[k.strip()] = _value(v.strip())
-    for v in variants:
-        if all(k in v and v[k] == val for k, val in want.items()):
-            return v
-    listed = '; '.join(','.join(f'{k}={x}' for k, x in v.items()) for v in variants[:6])
-    raise ValueError(f'--variant {spec!r}: no such variant (e.g. {listed})')
-
-
-def cmd_trace(args):
-    from .cli import _variants
-    from .runner import run_variant
-    s = scn_mod.find(args.scenario)
-    variants, overrides = _variants(s, args)
-    variant = pick_variant(variants, args.variant)
-    filters = Filters.from_args(args)
-    sink = make_sink(args.format, args.out, s.name)
-    meta = dict(scenario=s.name, variant=variant, seed=args.seed)
-    tracer = Tracer(sink, filters, meta)
-    result = None
-    try:
-        try:
-            result = run_variant(s, variant, seed=args.seed, overrides=overrides, tracer=tracer)
-        finally:
-            summary = tracer.close(result)
-            if getattr(sink, 'out', None) not in (None, sys.stdout):
-                sink.out.close()
-    except BrokenPipeError:             # `kmaplab trace ... | head`: the reader has gone
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    label = ' '.join(f'{k}={v}' for k, v in variant.items()) or '(default)'
-    where = args.out or 'stdout'
-    if isinstance(sink, TenetSink):
-        where = ', '.join(sink.paths) or 'no file (no instruction traced)'
-    print(f'kmaplab trace: {s.name} {label}: outcome {result["outcome"]} (expected {result["expected"]}); '
-          f'{summary["instructions"]} instructions, {summary["events"]} events -> {where}', file=sys.stderr)
-    return 0 if result['ok'] else 1
-
-
-# ---- bench rows (kmaplab/bench.py calls trace_rows(bench)) ----------------------------------
-
-BENCH_CYCLES = 30_000            # simulated cycles per measured chunk (per CPU)
-
-
-def _bench_kernel():
-    """A kernel-mode workload on 2 CPUs that never ends: kmap_atomic a
-    highmem page, copy 1 KiB out of it, kunmap_atomic, memset, again
-    (about 300 instructions per return to Python, as in the scenarios)."""
-    from minikernel import page_alloc as gfp
-    from minikernel.kernel import Kernel
-    from minikernel.task import Guest
-    k = Kernel(dict(cpus=2, mem=64 << 20, highmem=32 << 20, pkmap=16, seed=1))
-    for cpu in range(2):
-        page = k.page_to_guest(k.page_alloc.alloc_pages_fast(gfp.GFP_HIGHUSER, 0))
-        buf = layout.PAGE_OFFSET + (k.page_alloc.alloc_pages_fast(gfp.GFP_KERNEL, 0) << 12)
-
-        def body(task, page=page, buf=buf):
-            while True:
-                vaddr = yield Guest('kmap_atomic', page, layout.KM_USER0)
-                yield Guest('memcpy', buf, vaddr, 1024)
-                yield Guest('kunmap_atomic', vaddr, layout.KM_USER0)
-                yield Guest('memset', buf, 0x5A, 64)
-        k.kernel_thread(f'bench{cpu}', cpu, body)
-    return k
-
-
-class _Counting(Sink):
-    def __init__(self):
-        self.n = 0
-
-    def insn(self, x):
-        self.n += 1
-
-
-class _Collect:
-    """A vm.trace consumer that keeps the raw records (no decoding)."""
-
-    def __init__(self):
-        self.records = 0
-
-    def before_run(self, cpu, budget):
-        return True
-
-    def after_run(self, cpu, trap, recs, mems, stop, dropped):
-        self.records += len(recs)
-
-
-def _measure(b, mode):
-    """(instructions/s, instructions in the first chunk) for one mode."""
-    k = _bench_kernel()
-    hold = None
-    if mode == 'c-collect':
-        hold = vtrace.MachineTrace(k.machine, _Collect())
-        hold.set_ranges([(0, 1 << 32)])
-        hold.attach()
-        hold.on()
-    elif mode in ('c-text', 'c-decode', 'events'):
-        sink = TextSink(io.StringIO()) if mode == 'c-text' else _Counting()
-        hold = Tracer(sink, Filters(events_only=mode == 'events'))
-        hold.attach(k)
-    elif mode == 'naive':
-        hold = vtrace.NaiveTrace(k.machine)
-        hold.on()
-    state = {'until': 0}
-
-    def chunk():
-        before = sum(c.instructions for c in k.machine.cpus)
-        state['until'] += BENCH_CYCLES
-        k.run(max_cycles=state['until'])
-        if mode == 'c-text':
-            hold.sink.out.seek(0)
-            hold.sink.out.truncate()
-        elif mode == 'naive':
-            hold.log.clear()
-        return sum(c.instructions for c in k.machine.cpus) - before
-    first = chunk()
-    n, dt = b.timed(chunk)
-    return n / dt, first
-
-
-def trace_rows(b):
-    """Rows for kmaplab bench: the same kernel workload untraced, traced by
-    the C hooks (raw records; decoded; as text), events only, and by the
-    naive Python tracer.  Also checks that tracing did not change the run
-    (the first chunk retires the same instructions in every mode)."""
-    from .bench import Row
-    modes = [('untraced', 'trace: kernel workload, untraced'),
-             ('events', 'trace: events only (kmap/TLB points, kernel events)'),
-             ('c-collect', 'trace: C hooks, every instruction + memory, raw records'),
-             ('c-decode', 'trace: C hooks + decoded entries (no output)'),
-             ('c-text', 'trace: C hooks + decoded + text format'),
-             ('naive', 'trace: naive Python UC_HOOK_CODE + MEM hooks')]
-    rates, firsts, rows = {}, {}, []
-    for mode, name in modes:
-        rates[mode], firsts[mode] = _measure(b, mode)
-        rows.append(Row(name, rates[mode], 'insn/s'))
-    naive = rates['naive']
-    for r, (mode, _) in zip(rows, modes):
-        if mode.startswith('c-'):
-            r.note = f'{rates[mode] / naive:.1f}x the naive tracer'
-        elif mode == 'untraced':
-            r.note = 'kmap_atomic + memcpy + kunmap_atomic + memset, 2 CPUs'
-    if len(set(firsts.values())) != 1:
-        raise RuntimeError(f'tracing changed the run: instructions per first chunk {firsts}')
-    rows[0].note += f'; same run traced and untraced ({firsts["untraced"]} insns per chunk)'
-    return rows

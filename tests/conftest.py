@@ -73,3 +73,11 @@ def pytest_runtest_makereport(item, call):
     lab = getattr(item, '_kmaplab_lab', None)
     if rep.when == 'call' and rep.failed and lab is not None and lab.replays:
         rep.sections.append(('kmaplab replay', '\n'.join(lab.replays)))
+
+
+@pytest.fixture(autouse=True, scope='session')
+def _outputs_in_tmp(tmp_path_factory):
+    """Commands' default outputs (out/: schedules, inline plans, traces,
+    reports) go to a temporary directory, never the source tree's out/."""
+    os.environ['KMAPLAB_OUT'] = str(tmp_path_factory.mktemp('kmaplab-out'))
+    yield

@@ -14,6 +14,9 @@ import pytest
 
 from kmaplab import scenario as scn_mod
 from kmaplab import trace as ktrace
+from kmaplab import trace_perfetto as kperfetto
+from kmaplab import trace_tenet as ktenet
+from kmaplab import trace_text as ktext
 from kmaplab.runner import run_variant
 from minikernel import layout
 from vm import trace as vtrace
@@ -127,7 +130,7 @@ def test_tracing_off_for_a_run_records_nothing_and_counts_stay_exact():
 
 def _trace(name='hello', sink=None, filters=None, variant=None, overrides=None, seed=None):
     s = scn_mod.find(name)
-    sink = sink or ktrace.JsonlSink(io.StringIO())
+    sink = sink or ktext.JsonlSink(io.StringIO())
     tracer = ktrace.Tracer(sink, filters or ktrace.Filters(), dict(scenario=s.name))
     r = run_variant(s, variant or s.variants()[0], seed=seed,
                     overrides=overrides if overrides is not None else {'cpus': 2}, tracer=tracer)
@@ -238,7 +241,7 @@ def test_tracing_does_not_change_a_swapping_writer(swap_writer, how):
     else:
         f = ktrace.Filters(events_only=True) if how == 'events-only' else \
             ktrace.Filters(symbols=['kmap_atomic', '__copy_from_user*', 'flush_tlb_all'])
-        tracer = ktrace.Tracer(ktrace.TextSink(io.StringIO()), f, {})
+        tracer = ktrace.Tracer(ktext.TextSink(io.StringIO()), f, {})
     traced = run_variant(s, {}, seed=3, tracer=tracer)
     summary = tracer.close(traced)
     assert _counters(traced) == _counters(plain)
@@ -257,7 +260,7 @@ def test_tracing_does_not_change_a_swapping_writer(swap_writer, how):
 @pytest.mark.slow
 def test_full_decoded_trace_does_not_change_a_swapping_writer(swap_writer):
     s, plain = swap_writer
-    tracer = ktrace.Tracer(ktrace.JsonlSink(io.StringIO()), ktrace.Filters(), {})
+    tracer = ktrace.Tracer(ktext.JsonlSink(io.StringIO()), ktrace.Filters(), {})
     traced = run_variant(s, {}, seed=3, tracer=tracer)
     tracer.close(traced)
     assert _counters(traced) == _counters(plain)
@@ -393,7 +396,7 @@ def test_cli_bad_input_exits_2_with_one_line(capsys, tmp_path):
     for args, msg in ((['hello', '--symbols', 'no_such_routine*'], 'no routine or label'),
                       (['hello', '--window', '9:3'], 'greater'),
                       (['hello', '--cpu', '7'], 'CPUs 0..'),
-                      (['hello', '--variant', 'cpus=3'], 'no such variant'),
+                      (['hello', '--variant', 'cpus=3'], 'no variant matches'),
                       (['hello', '--out', str(tmp_path / 'no' / 'dir' / 'f')], 'cannot write')):
         code, out = _cli(args, capsys)
         assert code == 2, args
@@ -417,7 +420,7 @@ def test_text_format_is_aligned_one_line_per_entry(capsys, tmp_path):
 
 def test_perfetto_is_valid_chrome_trace_json_with_nested_slices(tmp_path):
     out = io.StringIO()
-    _trace(sink=ktrace.PerfettoSink(out), overrides={'cpus': 2})
+    _trace(sink=kperfetto.PerfettoSink(out), overrides={'cpus': 2})
     doc = json.loads(out.getvalue())
     events = doc['traceEvents']
     names = {e['args']['name'] for e in events if e['ph'] == 'M' and e['name'] == 'thread_name'}
@@ -438,7 +441,7 @@ def test_perfetto_is_valid_chrome_trace_json_with_nested_slices(tmp_path):
 
 
 def test_tenet_writes_one_file_per_cpu_with_eip_on_every_line(tmp_path):
-    sink = ktrace.TenetSink(str(tmp_path / 'h.log'))
+    sink = ktenet.TenetSink(str(tmp_path / 'h.log'))
     _trace(sink=sink, overrides={'cpus': 2})
     assert sorted(os.path.basename(p) for p in sink.paths) == ['h.cpu0.log', 'h.cpu1.log']
     lines = (tmp_path / 'h.cpu0.log').read_text().splitlines()
@@ -462,7 +465,7 @@ def test_sleep_in_atomic_text_trace_tells_the_story():
     """The fault inside __copy_from_user inside kmap_atomic, the sleep,
     writer's kmap_atomic reusing the slot, and the wrong bytes copied."""
     s = scn_mod.find('sleep-in-atomic')
-    sink = ktrace.TextSink(io.StringIO())
+    sink = ktext.TextSink(io.StringIO())
     tracer = ktrace.Tracer(sink, ktrace.Filters(symbols=['kmap_atomic', '__copy_from_user'],
                                                 tasks=['vwriter']), {})
     r = run_variant(s, {'atomic_fault': 'sleep'}, tracer=tracer)
