@@ -4,11 +4,12 @@ What this file owns
   - Running all scenarios' variants on a process pool (results do not
     depend on the job count: each variant is a deterministic run), with a
     progress bar.
-  - The findings table on the terminal, out/report.json (every result),
-    out/report.md (each scenario's results beside what the 2002 thread
-    claimed and the numbers of the time, from the scenario's [report]
-    table), and PNG plots (global flushes and IPIs against CPUs per design;
-    instructions per byte per design; reclaim scan cost).
+  - Each variant runs with several seeds (SEEDS, FULL_SEEDS with --full):
+    tables give the median and min..max.
+  - The findings table and the verdicts on the terminal, out/report.json
+    (top-level `verdicts`, kmaplab/verdicts.py, and every result with its
+    memory time series), out/report.md (report_md.py: the verdicts first,
+    then a section per scenario) and the PNG plots (report_plots.py).
 
 Rules
   - Nothing is lost: results go to out/.partial/ as they come; the files in
@@ -23,21 +24,24 @@ import shutil
 import sys
 import time
 
-from . import options
+from . import options, verdicts
 from . import scenario as scn_mod
 from .runner import run_variant
 
 ORDER = ('hello', 'kmap-scaling', 'sleep-in-atomic', 'dont-unmap', 'munmap-race', 'swapin-storm',
          'gup-pin', 'same-page-write', 'kmap-local', 'reclaim')
 RESULT_KEYS = ('scenario', 'seed', 'variant', 'outcome', 'findings', 'expected', 'ok', 'why',
-               'counters', 'wall_s')
+               'counters', 'series', 'wall_s')
+SEEDS = 3              # seeds per variant in the default report (min/median/max)
+FULL_SEEDS = 5         # with --full
 
 
-def _job(path, variant, full):
-    """One variant in a worker process: the JSON-able part of its result."""
+def _job(path, variant, full, seed=None, overrides=None):
+    """One variant and seed in a worker process: the JSON-able part of its result."""
     scn = scn_mod.load(path)
-    r = run_variant(scn, variant)
+    r = run_variant(scn, variant, seed=seed, overrides=overrides)
     out = {k: r[k] for k in RESULT_KEYS}
+    out['schedule'] = r['kernel'].config.get('schedule')
     out['reports'] = report_reasons(r['reports'])
     out['console'] = r['console'][:20]
     return out
@@ -50,20 +54,31 @@ def report_reasons(reports, limit=20):
             for rep in reports if rep['kind'] not in ('fault', 'warning')][:limit]
 
 
-def plan(names, full):
-    """[(scenario, variant)] to run, in the mission's order of scenarios."""
+def plan(names, full, seeds=1):
+    """[(scenario, variant, seed, overrides)] to run, in the mission's order
+    of scenarios.  seeds: runs per variant.  The first is the scenario as
+    written (its seed, its interleaving: round robin unless it says); the
+    others use the next seeds with the seeded random interleaving
+    (schedule=random: which CPU runs next and for how long come from the
+    machine's generator), so min..max is the spread over interleavings.
+    With round robin the seed changes nothing, so rr seeds would repeat."""
     jobs = []
     for name in sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n)):
         scn = scn_mod.find(name)
+        base = scn.options({}).get('seed', 0)
         for v in scn.variants(full=full):
-            jobs.append((scn, v))
+            own = scn.options(v).get('schedule')
+            for i in range(seeds):
+                over = {} if i == 0 or own is not None else {'schedule': 'random'}
+                jobs.append((scn, v, base + i, over))
     return jobs
 
 
-def run_all(names=None, jobs=None, full=False, out_dir='out', progress=True):
+def run_all(names=None, jobs=None, full=False, out_dir='out', progress=True, seeds=None):
     """Run the report; returns (results, wall seconds)."""
     names = names or [n for n in scn_mod.list_names()]
-    todo = plan(names, full)
+    seeds = seeds or (FULL_SEEDS if full else SEEDS)
+    todo = plan(names, full, seeds)
     partial = os.path.join(out_dir, '.partial')
     os.makedirs(partial, exist_ok=True)
     log = open(os.path.join(partial, 'results.jsonl'), 'w')
@@ -71,14 +86,15 @@ def run_all(names=None, jobs=None, full=False, out_dir='out', progress=True):
     results = [None] * len(todo)
     workers = jobs or os.cpu_count() or 1
     with _Progress(len(todo), progress) as bar, cf.ProcessPoolExecutor(workers) as pool:
-        futs = {pool.submit(_job, scn.path, v, full): i for i, (scn, v) in enumerate(todo)}
+        futs = {pool.submit(_job, scn.path, v, full, seed, over): i
+                for i, (scn, v, seed, over) in enumerate(todo)}
         for fut in cf.as_completed(futs):
             i = futs[fut]
             r = fut.result()
             results[i] = r
             log.write(json.dumps(r, sort_keys=True) + '\n')
             log.flush()
-            bar.advance(f'{r["scenario"]} {_label(r["variant"])}: {r["outcome"]}')
+            bar.advance(f'{r["scenario"]} {_label(r["variant"])} seed {r["seed"]}: {r["outcome"]}')
     log.close()
     return results, time.perf_counter() - t0
 
@@ -115,201 +131,57 @@ def _label(variant):
 # ---- the findings table -----------------------------------------------------
 
 def table_rows(results):
-    """(scenario, variant, outcome, expected, ok, key counters) per result."""
+    """(scenario, variant, outcomes over seeds, expected, ok, key counters
+    as medians) per variant."""
+    from .report_md import group, outcome_cell, stat_cell
     rows = []
-    for r in results:
-        scn = scn_mod.find(r['scenario'])
+    for (name, _), rs in group(results).items():
+        scn = scn_mod.find(name)
         keys = scn.report_keys or []
-        counters = ', '.join(f'{k}={_fmt(r["counters"].get(k))}' for k in keys)
-        rows.append((r['scenario'], _label(r['variant']), r['outcome'], r['expected'],
-                     'ok' if r['ok'] else 'MISSED', counters))
+        counters = ', '.join(f'{k}={stat_cell(rs, k)}' for k in keys)
+        rows.append((name, _label(rs[0]['variant']), outcome_cell(rs).replace('**', ''), rs[0]['expected'],
+                     'ok' if all(r['ok'] for r in rs) else 'MISSED', counters))
     return rows
 
 
-def _fmt(v):
-    if isinstance(v, float):
-        return f'{v:.3g}'
-    return str(v)
-
-
-def print_table(results, wall):
+def print_table(results, wall, verdicts=()):
     from rich.console import Console
     from rich.table import Table
     t = Table(title=f'kmaplab findings ({len(results)} runs, {wall:.0f} s)', show_lines=False)
-    for col in ('scenario', 'variant', 'outcome', 'expected', '', 'key counters'):
+    for col in ('scenario', 'variant', 'outcome', 'expected', '', 'key counters (median over seeds)'):
         t.add_column(col, overflow='fold')
     for row in table_rows(results):
         t.add_row(*row)
-    Console(width=200).print(t)
+    console = Console(width=200)
+    console.print(t)
+    if verdicts:
+        v = Table(title='verdicts on the thread\'s claims (out/report.md explains each)')
+        for col in ('claim', 'the thread', 'ours', 'verdict'):
+            v.add_column(col, overflow='fold')
+        for x in verdicts:
+            v.add_row(x['claim'], x['thread'], x['lab'], x['verdict'])
+        console.print(v)
     missed = [r for r in results if not r['ok']]
     for r in missed:
-        print(f'MISSED {r["scenario"]} {_label(r["variant"])}: {"; ".join(r["why"])}')
-
-
-# ---- report.md ------------------------------------------------------------------
-
-def markdown(results, wall):
-    by = {}
-    for r in sorted(results, key=lambda r: ORDER.index(r['scenario']) if r['scenario'] in ORDER
-                    else len(ORDER)):
-        by.setdefault(r['scenario'], []).append(r)
-    ok = sum(r['ok'] for r in results)
-    lines = ['# kmaplab findings', '',
-             f'{len(results)} runs of {len(by)} scenarios, {ok} as expected; '
-             f'{wall:.0f} s of wall time.', '',
-             'Each scenario: what the 2002 thread claimed, the numbers of the time, '
-             'and what this machine did (outcome and the counters that tell).  '
-             'Regenerate with `make report`.', '',
-             '| scenario | variant | outcome | expected | |', '|---|---|---|---|---|']
-    lines += [f'| {sc} | {v} | {o} | {e} | {ok} |' for sc, v, o, e, ok, _ in table_rows(results)]
-    lines.append('')
-    for name, rs in by.items():
-        scn = scn_mod.find(name)
-        rep = scn.report
-        lines += [f'## {name}', '', scn.description, '']
-        if rep.get('claim'):
-            lines += ['**The thread:** ' + rep['claim'].strip(), '']
-        if rep.get('reference'):
-            lines += ['**The numbers of the time:** ' + rep['reference'].strip(), '']
-        keys = scn.report_keys or []
-        lines.append('| ' + ' | '.join(['variant', 'outcome', 'expected'] + keys) + ' |')
-        lines.append('|---' * (3 + len(keys)) + '|')
-        for r in rs:
-            cells = [_label(r['variant']), r['outcome'] + ('' if r['ok'] else ' **(missed)**'),
-                     r['expected']] + [_fmt(r['counters'].get(k)) for k in keys]
-            lines.append('| ' + ' | '.join(cells) + ' |')
-        lines.append('')
-        for derived in _derived(name, rs):
-            lines.append(f'- {derived}')
-        notable = [rep_ for r in rs for rep_ in r['reports']
-                   if rep_['kind'] in ('deadlock', 'oom', 'corruption', 'no_progress')][:3]
-        for n in notable:
-            lines.append(f'- `{n["kind"]}`: {n["message"]}')
-        lines.append('')
-    return '\n'.join(lines)
-
-
-def _derived(name, rs):
-    """A few numbers computed across variants (ratios the thread argued about)."""
-    out = []
-    if name == 'kmap-scaling':
-        for cpus in sorted({r['variant'].get('cpus') for r in rs}):
-            f = {r['variant'].get('pkmap'): r['counters'].get('global_flushes', 0) for r in rs
-                 if r['variant'].get('cpus') == cpus and r['variant'].get('write_path') == 'kmap'}
-            if f.get(4096):
-                out.append(f'{cpus} CPUs: global flushes with 1024 slots / with 4096 slots = '
-                           f'{f.get(1024, 0)} / {f[4096]} = {f.get(1024, 0) / f[4096]:.1f}x')
-    if name == 'gup-pin':
-        c = {r['variant'].get('write_path'): r['counters'] for r in rs}
-        if 'gup_pin' in c and 'atomic_fallback' in c and c['atomic_fallback'].get('cycles_per_byte'):
-            ratio = c['gup_pin']['cycles_per_byte'] / c['atomic_fallback']['cycles_per_byte']
-            out.append(f'gup_pin costs {ratio:.2f}x the cycles per byte of atomic_fallback')
-    if name == 'reclaim':
-        for r in rs:
-            c = r['counters']
-            if c.get('pages_reclaimed'):
-                out.append(f'{_label(r["variant"])}: {c["pages_scanned"] / c["pages_reclaimed"]:.1f} '
-                           f'pages scanned and {c["ptes_visited"] / c["pages_reclaimed"]:.0f} PTEs '
-                           f'visited per page reclaimed')
-    return out
-
-
-# ---- plots ------------------------------------------------------------------------
-
-def plots(results, out_dir):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    written = []
-    ks = [r for r in results if r['scenario'] == 'kmap-scaling']
-    if ks:
-        written.append(_plot_flushes(plt, ks, out_dir))
-        written.append(_plot_insns_per_byte(plt, results, out_dir))
-    rc = [r for r in results if r['scenario'] == 'reclaim']
-    if rc:
-        written.append(_plot_reclaim(plt, rc, out_dir))
-    return written
-
-
-def _plot_flushes(plt, ks, out_dir):
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for (path, pool), style in _series(ks):
-        pts = sorted((r['variant']['cpus'], r['counters']) for r in ks
-                     if r['variant'].get('write_path') == path and r['variant'].get('pkmap') == pool)
-        xs = [p[0] for p in pts]
-        a1.plot(xs, [p[1].get('global_flushes', 0) for p in pts], style, label=f'{path}, {pool} slots')
-        a2.plot(xs, [p[1].get('ipis_sent', 0) for p in pts], style, label=f'{path}, {pool} slots')
-    for ax, title in ((a1, 'global TLB flushes (flush_tlb_all)'), (a2, 'IPIs sent')):
-        ax.set_xscale('log', base=2)
-        ax.set_xlabel('CPUs (each writes 4 MiB of new pages)')
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-    a1.legend(fontsize=8)
-    fig.suptitle('kmap-scaling: the cost of the pkmap pool')
-    fig.tight_layout()
-    path = os.path.join(out_dir, 'flushes_ipis.png')
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _series(ks):
-    combos = sorted({(r['variant'].get('write_path'), r['variant'].get('pkmap')) for r in ks})
-    styles = ['o-', 's--', '^-', 'v--', 'd-', 'x--']
-    return [(c, styles[i % len(styles)]) for i, c in enumerate(combos)]
-
-
-def _plot_insns_per_byte(plt, results, out_dir):
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    ks = [r for r in results if r['scenario'] == 'kmap-scaling' and r['variant'].get('pkmap') == 1024]
-    for path in sorted({r['variant'].get('write_path') for r in ks}):
-        pts = sorted((r['variant']['cpus'], r['counters'].get('insns_per_byte', 0)) for r in ks
-                     if r['variant'].get('write_path') == path)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], 'o-', label=path)
-    for r, color in zip([r for r in results if r['scenario'] == 'gup-pin'], ('gray', 'black')):
-        ax.axhline(r['counters'].get('insns_per_byte', 0), linestyle=':', linewidth=1, color=color,
-                   label=f'gup-pin scenario, {r["variant"].get("write_path")} (1 CPU)')
-    ax.set_xscale('log', base=2)
-    ax.set_xlabel('CPUs')
-    ax.set_ylabel('guest instructions per byte written')
-    ax.set_title('instructions per byte, by write design (pool 1024)')
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = os.path.join(out_dir, 'insns_per_byte.png')
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _plot_reclaim(plt, rc, out_dir):
-    keys = [('pages_scanned', 'pages scanned'), ('ptes_visited', 'PTEs visited'),
-            ('instructions', 'instructions (whole run)'),
-            ('pte_chain_bytes_peak', 'pte_chain bytes (peak)')]
-    fig, axes = plt.subplots(1, len(keys), figsize=(13, 3.8))
-    names = [r['variant'].get('reclaim') for r in rc]
-    for ax, (key, title) in zip(axes, keys):
-        ax.bar(names, [r['counters'].get(key, 0) for r in rc], color=['#4477aa', '#cc6677'][:len(rc)])
-        ax.set_title(title, fontsize=9)
-        ax.tick_params(labelsize=8)
-    fig.suptitle('reclaim: 2.4 swap_out (virtual scan) vs 2.5 rmap (pte_chains), same pressure')
-    fig.tight_layout()
-    path = os.path.join(out_dir, 'reclaim.png')
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        print(f'MISSED {r["scenario"]} {_label(r["variant"])} seed {r["seed"]}: {"; ".join(r["why"])}')
 
 
 # ---- the command ------------------------------------------------------------------
 
-def write_outputs(results, wall, out_dir):
+def write_outputs(results, wall, out_dir, verdict_list=None):
     """Everything into out/.partial, then moved into out/ in one go."""
+    from .report_md import markdown
+    from .report_plots import plots
     partial = os.path.join(out_dir, '.partial')
+    os.makedirs(partial, exist_ok=True)
+    verdict_list = verdict_list if verdict_list is not None else verdicts.verdicts(results)
     with open(os.path.join(partial, 'report.json'), 'w') as f:
-        json.dump(dict(wall_s=round(wall, 1), results=results), f, indent=1, sort_keys=True)
+        json.dump(dict(wall_s=round(wall, 1), verdicts=verdict_list, results=results), f, indent=1,
+                  sort_keys=True)
+    figures = plots(results, partial, verdict_list)
     with open(os.path.join(partial, 'report.md'), 'w') as f:
-        f.write(markdown(results, wall))
-    pngs = plots(results, partial)
+        f.write(markdown(results, verdict_list, wall, figures))
+    pngs = [name for figs in figures.values() for name, _ in figs]
     for name in ['report.json', 'report.md'] + [os.path.basename(p) for p in pngs]:
         os.replace(os.path.join(partial, name), os.path.join(out_dir, name))
     shutil.rmtree(partial, ignore_errors=True)
@@ -319,13 +191,16 @@ def write_outputs(results, wall, out_dir):
 
 def cmd_report(args):
     args.out = args.out or options.out_dir()
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError('--seeds must be at least 1')
     names = args.scenarios.split(',') if args.scenarios else None
     if names:
         for n in names:
             scn_mod.find(n)                      # bad names: exit 2 before any work
-    results, wall = run_all(names, jobs=args.jobs, full=args.full, out_dir=args.out)
-    print_table(results, wall)
-    files = write_outputs(results, wall, args.out)
+    results, wall = run_all(names, jobs=args.jobs, full=args.full, out_dir=args.out, seeds=args.seeds)
+    verdict_list = verdicts.verdicts(results)
+    print_table(results, wall, verdict_list)
+    files = write_outputs(results, wall, args.out, verdict_list)
     print(f'wrote {", ".join(files)}  ({wall:.0f} s)')
     return 0 if all(r['ok'] for r in results) else 1
 
@@ -336,3 +211,5 @@ def add_parser(sub):
     r.add_argument('--full', action='store_true', help='the bigger sweeps and more seeds')
     r.add_argument('--jobs', type=int, metavar='J', help='worker processes (default: one per core)')
     r.add_argument('--scenarios', metavar='A,B,...', help='a comma-separated subset')
+    r.add_argument('--seeds', type=int, metavar='N',
+                   help=f'seeds per variant (default {SEEDS}, {FULL_SEEDS} with --full)')

@@ -204,7 +204,7 @@ def run_variant(scn, variant, seed=None, overrides=None, tracer=None, setup=None
     exp = scn.expectation(variant)
     return dict(scenario=scn.name, seed=k.config['seed'], variant=variant, outcome=outcome,
                 findings=sorted(findings), expected=exp[0], ok=ok, why=why, counters=counters,
-                reports=k.reports, console=_console(k), boot_log=k.boot_log,
+                reports=k.reports, console=_console(k), boot_log=k.boot_log, series=k.vmstat.series(),
                 wall_s=round(time.perf_counter() - t0, 3), kernel=k)
 
 

@@ -42,6 +42,8 @@ class Interrupts:
         yield Charge(k.costs['irq_entry'])
         if vector == LOCAL_TIMER_VECTOR:
             self.counters['timer_irqs'] += 1
+            if task is not None and task.cpu == 0:      # the memory time series (vmstat.py)
+                k.vmstat.sample(k.machine.time(0))
             k.sched.scheduler_tick(task, k.tick_period)
             k.run_timers()
         elif vector == INVALIDATE_TLB_VECTOR:

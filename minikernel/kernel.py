@@ -45,6 +45,7 @@ from .oracle import Oracle
 from .memory import MM_CPU_VM_MASK, MM_PGD, MM_SIZE, MM_USERS, MemoryManager
 from .page_alloc import PageAlloc, memmap_extent
 from .rmap import Rmap
+from .vmstat import VmStat
 from .highmem import Highmem, PKMAP_WAIT_ID
 from .sched import (Scheduler, TI_CPU, TI_FLAGS, TI_KMAP_IDX, TI_KMAP_PTEVAL,
                     TI_PAGEFAULT_DISABLED, TI_PREEMPT_COUNT, TIF_NEED_RESCHED, WaitQueue)
@@ -272,6 +273,7 @@ class Kernel:
         self.binfmt = Binfmt(self)
         self.checks = Checks(self)
         self.highmem = Highmem(self)
+        self.vmstat = VmStat(self)
         self.blockdev = BlockDev(self, self.disk)
         self.filemap = Filemap(self)
         self.oracle = Oracle(self)
