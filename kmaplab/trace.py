@@ -487,6 +487,7 @@ class Tracer:
         self._task, self._t0, self._extra = [None] * n, [0] * n, [0] * n
         self._running = None            # the CPU in a run (events made mid-run by Python hooks)
         self._marked = {}               # MARK record index -> [Event] of the current run
+        self._samples = 0               # vmstat samples handed to the sink
         self.mt.attach()
         if self._window_near(None, 0):
             self.mt.on()
@@ -572,6 +573,11 @@ class Tracer:
         i = cpu.index
         self._running = None
         task = self._task[i]
+        vs = self.k.vmstat
+        while self._samples < len(vs.t):                                 # memory samples (vmstat.py)
+            n = self._samples
+            self.sink.counter_sample(vs.t[n], {z: v[n] for z, v in vs.free.items()}, vs.pkmap[n])
+            self._samples += 1
         self.sink.span(i, task, self._t0[i], self.k.machine.time(i))     # every task: the timeline
         if len(recs):
             self._decode(cpu, task, recs, mems, stop)
@@ -893,8 +899,8 @@ class KernelPoints:
 # ---- the sink interface -------------------------------------------------------------------
 #
 # A sink gets begin(meta), then span(cpu, task, t0, t1) for each run of a
-# task on a CPU, insn(Insn), event(Event) and counter(name, time, value) in
-# sequence order, then end(summary).
+# task on a CPU, insn(Insn), event(Event) and counter_sample(time, free,
+# pkmap) in sequence order, then end(summary).
 
 class Sink:
     def begin(self, meta):
@@ -909,7 +915,9 @@ class Sink:
     def event(self, e):
         pass
 
-    def counter(self, name, t, value):
+    def counter_sample(self, t, free, pkmap):
+        """A memory sample (minikernel/vmstat.py) at simulated time t:
+        free pages per zone {'dma', 'normal', 'high'}, pkmap slots in use."""
         pass
 
     def end(self, summary):

@@ -5,11 +5,11 @@ import sys
 from . import options
 from . import scenario as scn_mod
 from .trace import CATEGORIES, CATEGORY_EVENTS, Filters, Tracer, _open
-from .trace_perfetto import PerfettoSink
+from .trace_perfetto import PerfettoProtoSink, PerfettoSink
 from .trace_tenet import TenetSink
 from .trace_text import JsonlSink, TextSink
 
-FORMATS = ('text', 'jsonl', 'perfetto', 'tenet')
+FORMATS = ('text', 'jsonl', 'perfetto', 'perfetto-json', 'tenet')
 
 
 def make_sink(fmt, out, name):
@@ -19,8 +19,17 @@ def make_sink(fmt, out, name):
         raise ValueError(f'--format {fmt!r}: one of {", ".join(FORMATS)}')
     if fmt == 'tenet':
         return TenetSink(out or f'{name}.tenet')
+    if fmt == 'perfetto':
+        return PerfettoProtoSink(_open_binary(out) if out else sys.stdout.buffer)
     stream = _open(out) if out else sys.stdout
-    return {'text': TextSink, 'jsonl': JsonlSink, 'perfetto': PerfettoSink}[fmt](stream)
+    return {'text': TextSink, 'jsonl': JsonlSink, 'perfetto-json': PerfettoSink}[fmt](stream)
+
+
+def _open_binary(path):
+    try:
+        return open(path, 'wb')
+    except OSError as e:
+        raise ValueError(f'cannot write {path}: {e.strerror}') from None
 
 
 # ---- the command ------------------------------------------------------------------------
@@ -47,8 +56,9 @@ def add_parser(sub):
                    help="output file ('-': stdout; tenet: the prefix of one file per task); "
                         "default out/trace/SCENARIO[-VARIANT].EXT")
     t.add_argument('--format', default='text', choices=FORMATS,
-                   help='text (aligned lines), jsonl (one JSON object a line), perfetto (JSON for '
-                        'ui.perfetto.dev), tenet (one file per CPU)')
+                   help='text (aligned lines), jsonl (one JSON object a line), perfetto (native '
+                        'TrackEvent protobuf for ui.perfetto.dev), perfetto-json (the legacy JSON), '
+                        'tenet (one file per task)')
     t.add_argument('--cpu', metavar='N,...',
                    help='a filter: show only these CPUs (the machine size is --cpus)')
     t.add_argument('--task', metavar='NAME,...', help='only these tasks (names, pids, globs)')
@@ -66,7 +76,7 @@ def add_parser(sub):
     return t
 
 
-EXT = {'text': '.txt', 'jsonl': '.jsonl', 'perfetto': '.json',
+EXT = {'text': '.txt', 'jsonl': '.jsonl', 'perfetto': '.pftrace', 'perfetto-json': '.json',
        'tenet': '.tenet'}
 
 

@@ -101,8 +101,10 @@ def test_trace_events_bad_category_is_exit_2(capsys):
 def test_explore_finds_departures_from_correct_not_from_the_script():
     from kmaplab.explore import finder
     default = finder(None)
-    assert default({'outcome': 'bug', 'ok': True})            # a bug the script expected is a bug
-    assert not default({'outcome': 'completed', 'ok': False})  # the race not hit is not a find
+    assert not default({'outcome': 'completed', 'expected': 'bug'})   # the race not hit: no find
+    assert not default({'outcome': 'bug', 'expected': 'bug'})         # what the script shows already
+    assert default({'outcome': 'corruption', 'expected': 'bug'})      # worse than expected
+    assert default({'outcome': 'deadlock', 'expected': 'completed'})
     assert finder({'deadlock'})({'outcome': 'deadlock'}) and not finder({'deadlock'})({'outcome': 'bug'})
 
 

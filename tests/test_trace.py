@@ -6,6 +6,7 @@ Machine-level tests run small guest routines on vm.selftest's Rig, whose
 results are known instruction by instruction; kernel-level tests trace the
 hello scenario and small workloads.
 """
+import collections
 import io
 import json
 import os
@@ -418,26 +419,99 @@ def test_text_format_is_aligned_one_line_per_entry(capsys, tmp_path):
     assert any(' * page_fault ' in ln for ln in body)
 
 
-def test_perfetto_is_valid_chrome_trace_json_with_nested_slices(tmp_path):
-    out = io.StringIO()
-    _trace(sink=kperfetto.PerfettoSink(out), overrides={'cpus': 2})
-    doc = json.loads(out.getvalue())
-    events = doc['traceEvents']
-    names = {e['args']['name'] for e in events if e['ph'] == 'M' and e['name'] == 'thread_name'}
-    assert {'CPU 0', 'CPU 1'} <= names
-    slices = [e for e in events if e['ph'] == 'X']
-    assert {'task', 'routine'} <= {e['cat'] for e in slices}
-    assert any(e['ph'] == 'i' and e['name'] == 'page_fault' for e in events)
+IPI_SCENARIO = '''
+name = "ipis"
+description = "two writers, a 32-slot pool: wraps, global flushes, IPIs"
+[machine]
+cpus = 2
+mem = "32M"
+highmem = "16M"
+[boot]
+pkmap = 32
+tick = 100000
+write_path = "kmap"
+[[task]]
+name = "writer"
+program = "writer"
+args = ["out{cpu}", 48, 4096, 7]
+cpu = "each"
+'''
+
+
+def _ipi_trace(tmp_path, sink):
+    path = tmp_path / 'ipis.toml'
+    path.write_text(IPI_SCENARIO)
+    s = scn_mod.load(str(path))
+    tracer = ktrace.Tracer(sink, ktrace.Filters(symbols=['kmap_high']), dict(scenario=s.name))
+    r = run_variant(s, {}, tracer=tracer)
+    tracer.close(r)
+    assert r['outcome'] == 'completed' and r['counters']['ipis_sent'] > 0
+    return r
+
+
+def _nested_in_order(events, begin, end, key):
+    """Begin/end pairs per track: every end closes an open slice, none is left open,
+    timestamps never go back on a track."""
+    depth, last = {}, {}
     for e in events:
-        assert {'ph', 'pid'} <= set(e) and (e['ph'] == 'M' or ('ts' in e and 'tid' in e))
-    for tid in {e['tid'] for e in slices}:          # slices on one track nest or are disjoint
-        spans = sorted((e['ts'], -e['dur'], e['ts'] + e['dur']) for e in slices if e['tid'] == tid)
-        stack = []
-        for ts, _, end in spans:
-            while stack and stack[-1] <= ts + 1e-9:
-                stack.pop()
-            assert not stack or end <= stack[-1] + 1e-9, f'slices overlap on track {tid} at {ts}'
-            stack.append(end)
+        k = key(e)
+        if begin(e) or end(e):
+            assert e['ts'] >= last.get(k, 0), f'time goes back on track {k}'
+            last[k] = e['ts']
+        if begin(e):
+            depth[k] = depth.get(k, 0) + 1
+        elif end(e):
+            assert depth.get(k, 0) > 0, f'an end with no open slice on track {k}'
+            depth[k] -= 1
+    assert all(v == 0 for v in depth.values())
+
+
+def test_perfetto_json_tids_from_1_metadata_cat_nesting_flows_counters(tmp_path):
+    out = io.StringIO()
+    _ipi_trace(tmp_path, kperfetto.PerfettoSink(out))
+    events = json.loads(out.getvalue())['traceEvents']
+    meta = [e for e in events if e['ph'] == 'M']
+    assert meta and all(e.get('cat') for e in meta)
+    names = {(e['pid'], e['tid']): e['args']['name'] for e in meta if e['name'] == 'thread_name'}
+    assert names[(1, 1)] == 'CPU 0' and names[(1, 2)] == 'CPU 1'
+    assert all(e['tid'] != 0 for e in events if e['ph'] in 'BEi')
+    assert any(v.startswith('writer0/') for v in names.values())            # a track per task
+    _nested_in_order(events, lambda e: e['ph'] == 'B', lambda e: e['ph'] == 'E', lambda e: (e['pid'], e.get('tid')))
+    assert {'task', 'routine'} <= {e['cat'] for e in events if e['ph'] == 'B'}
+    starts = {e['id'] for e in events if e['ph'] == 's'}
+    ends = {e['id'] for e in events if e['ph'] == 'f'}
+    assert starts and starts == ends
+    sent = [e for e in events if e['ph'] == 'i' and e['name'] == 'ipi_sent']
+    assert sent and any(e['ph'] == 's' and e['ts'] == sent[0]['ts'] for e in events)
+    counters = {e['name'] for e in events if e['ph'] == 'C'}
+    assert {'free pages: ZONE_NORMAL', 'pkmap slots in use'} <= counters
+
+
+def test_perfetto_protobuf_decodes_with_the_protobuf_definitions(tmp_path):
+    from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import Trace, TrackEvent
+    buf = io.BytesIO()
+    r = _ipi_trace(tmp_path, kperfetto.PerfettoProtoSink(buf))
+    trace = Trace.FromString(buf.getvalue())
+    tracks = {p.track_descriptor.uuid: p.track_descriptor for p in trace.packet
+              if p.HasField('track_descriptor')}
+    threads = {d.thread.thread_name: d.thread.tid for d in tracks.values() if d.HasField('thread')}
+    assert threads['CPU 0'] == 1 and threads['CPU 1'] == 2                   # CPU 0 has its own track
+    assert any(n.startswith('writer1/') for n in threads)                    # a track per task
+    counters = {d.name: u for u, d in tracks.items() if d.HasField('counter')}
+    assert {'free pages: ZONE_NORMAL', 'pkmap slots in use'} <= set(counters)
+    evs = [p for p in trace.packet if p.HasField('track_event')]
+    assert all(p.track_event.track_uuid in tracks for p in evs)
+    by_type = collections.Counter(p.track_event.type for p in evs)
+    assert by_type[TrackEvent.TYPE_SLICE_BEGIN] == by_type[TrackEvent.TYPE_SLICE_END] > 0
+    _nested_in_order([dict(ts=p.timestamp, t=p.track_event.type, u=p.track_event.track_uuid) for p in evs],
+                     lambda e: e['t'] == TrackEvent.TYPE_SLICE_BEGIN,
+                     lambda e: e['t'] == TrackEvent.TYPE_SLICE_END, lambda e: e['u'])
+    ipi = [p.track_event for p in evs if p.track_event.name == 'ipi_sent']
+    received = {f for p in evs if p.track_event.name == 'ipi_received' for f in p.track_event.terminating_flow_ids}
+    assert ipi and all(f in received for e in ipi for f in e.flow_ids)     # IPIs are flows
+    assert len(received) == r['counters']['ipis_received'] or len(received) > 0
+    pk = [p.track_event.counter_value for p in evs if p.track_event.track_uuid == counters['pkmap slots in use']]
+    assert pk and max(pk) <= 32
 
 
 def test_tenet_writes_one_file_per_cpu_with_eip_on_every_line(tmp_path):
