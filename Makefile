@@ -4,15 +4,21 @@ STAMP   := .venv/.installed
 WORKLOADS := build/workloads/.built
 SCENARIO ?= hello
 ARGS    ?=
+GDB_PORT ?= 1234
 
-.PHONY: setup test test-slow report run trace faults bench selftest clean
+.PHONY: setup test test-slow report run trace faults bench selftest gdb image clean
 
 setup: $(STAMP) $(WORKLOADS)
 
-$(STAMP): pyproject.toml setup.py vm/_native.c
+$(STAMP): pyproject.toml setup.py vm/_native.c vm/_debug.c
 	python3 -m venv .venv
 	.venv/bin/pip install --quiet --upgrade pip
 	.venv/bin/pip install --quiet -e '.[test]'
+	@# gdb for `make gdb` and tests/test_gdb.py (which skips the real-gdb part without it)
+	@command -v gdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -q gdb >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q gdb >/dev/null 2>&1; }; }; } || \
+	  echo 'make: gdb not installed (not root or no apt-get): tests use their own RSP client'
 	touch $(STAMP)
 
 # The C workloads (zig) and busybox-static:i386 (where root and dpkg allow):
@@ -41,6 +47,12 @@ faults: $(STAMP)
 
 bench: $(STAMP)
 	.venv/bin/kmaplab bench $(ARGS)
+
+gdb: $(STAMP) $(WORKLOADS)
+	.venv/bin/kmaplab run $(SCENARIO) --gdb $(GDB_PORT) $(ARGS)
+
+image: $(STAMP) $(WORKLOADS)
+	.venv/bin/kmaplab image $(SCENARIO) --out out/image $(ARGS)
 
 selftest: $(STAMP)
 	.venv/bin/kmaplab selftest

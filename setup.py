@@ -1,5 +1,7 @@
-# The one compiled piece: vm/_native.c, the per-CPU hooks Unicorn calls from C
-# (instruction counting by translated block, trap capture, interrupt window).
+# The compiled pieces: vm/_native.c, the per-CPU hooks Unicorn calls from C
+# (instruction counting by translated block, trap capture, interrupt window),
+# and vm/_debug.c, the debugger's breakpoint/step/watchpoint hooks.
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("vm._native", ["vm/_native.c"], extra_compile_args=["-O2"])])
+setup(ext_modules=[Extension("vm._native", ["vm/_native.c"], extra_compile_args=["-O2"]),
+                   Extension("vm._debug", ["vm/_debug.c"], extra_compile_args=["-O2"])])

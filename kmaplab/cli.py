@@ -4,6 +4,8 @@
     kmaplab new NAME [--dir D]
     kmaplab run SCENARIO [--seed N] [--cpus N] [--set key=value ...] [--variant k=v,...] [--json]
                 [--schedule F]
+    kmaplab run SCENARIO --gdb [HOST:]PORT [--variant k=v,...]   (docs/debugging.md)
+    kmaplab image [SCENARIO] --out DIR [--variant k=v,...]
     kmaplab explore SCENARIO [--strategy random|pct|bounded] [--runs N] [--jobs J] [--all] ...
     kmaplab selftest
     kmaplab bench [--json]
@@ -24,6 +26,7 @@ from importlib import metadata
 from vm.asm import AsmError
 
 from . import explore
+from . import image
 from . import inject
 from . import options
 from . import report
@@ -88,6 +91,8 @@ def cmd_run(args):
     if args.schedule:
         return explore.cmd_replay(args, _print_human)
     s = scn_mod.find(args.scenario)
+    if args.gdb is not None:
+        return _run_gdb(s, args)
     variants, overrides = options.variants_of(s, args)
     variants = options.select(s, variants, args.variant)
     all_ok = True
@@ -109,6 +114,36 @@ def json_record(r):
                              'ok', 'why', 'counters', 'wall_s')}
     out['reports'] = report.report_reasons(r['reports'])
     return out
+
+
+def one_variant(s, args):
+    """(variant, overrides) for a command that runs or builds one variant
+    (run --gdb, image): --variant must leave exactly one."""
+    variants, overrides = options.variants_of(s, args)
+    variants = options.select(s, variants, args.variant)
+    if len(variants) > 1:
+        listed = ' | '.join(options.label(v, ',') for v in variants[:12])
+        raise UsageError(f'{s.name} has {len(variants)} variants; choose one with --variant '
+                         f'KEY=VALUE,... ({listed})')
+    return variants[0], overrides
+
+
+def _run_gdb(s, args):
+    from . import gdb
+    address = gdb.parse_address(args.gdb)
+    variant, overrides = one_variant(s, args)
+    if args.gdb_timeout is not None and args.gdb_timeout <= 0:
+        raise UsageError('--gdb-timeout must be positive')
+    try:
+        r = gdb.run_gdb(s, variant, args.seed, overrides, address, timeout=args.gdb_timeout,
+                        elf_dir=args.gdb_elf)
+    except gdb.GdbError as e:
+        raise UsageError(f'gdb: {e}') from None
+    if args.json:
+        print(json.dumps(json_record(r), sort_keys=True))
+    else:
+        _print_human(r, first=True)
+    return 0 if r['ok'] else 1
 
 
 def _print_human(r, first):
@@ -163,6 +198,14 @@ def build_parser():
     r.add_argument('--json', action='store_true',
                    help='one JSON line per variant: outcome, reasons (why, reports), counters')
     r.add_argument('--schedule', metavar='FILE', help='replay a schedule file of kmaplab explore')
+    r.add_argument('--gdb', metavar='[HOST:]PORT',
+                   help='serve gdb on this port (0: any free one) and wait for it before the '
+                        'first guest instruction; one variant (docs/debugging.md)')
+    r.add_argument('--gdb-timeout', type=float, metavar='SECONDS',
+                   help='with --gdb: give up when gdb has not connected or spoken for SECONDS '
+                        '(default: wait)')
+    r.add_argument('--gdb-elf', metavar='DIR', default=None,
+                   help='with --gdb: where to write the ELF files gdb loads (default out/gdb)')
     sub.add_parser('selftest', help='check the emulated hardware properties the lab relies on')
     b = sub.add_parser('bench', help='speed against raw Unicorn')
     b.add_argument('--json', action='store_true', help='one JSON object instead of the table')
@@ -171,6 +214,7 @@ def build_parser():
     n.add_argument('name', metavar='NAME', help='the scenario and program name')
     n.add_argument('--dir', default='.', help='where to write them (default: here)')
     trace_cmd.add_parser(sub)
+    image.add_parser(sub)
     inject.add_parsers(sub)
     report.add_parser(sub)
     explore.add_parser(sub)
@@ -179,6 +223,7 @@ def build_parser():
 
 COMMANDS = {'scenarios': cmd_scenarios, 'run': cmd_run, 'selftest': cmd_selftest, 'bench': cmd_bench,
             'new': cmd_new, 'trace': lambda args: trace_cmd.cmd_trace(args),
+            'image': lambda args: image.cmd_image(args, one_variant),
             'inject': lambda args: inject.cmd_inject(args, _variants),
             'campaign': lambda args: inject.cmd_campaign(args),
             'report': lambda args: report.cmd_report(args),
