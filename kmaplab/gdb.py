@@ -14,7 +14,6 @@ Rules
   - The schedule is the one without gdb (vm/debug.py explains why); the
     tests compare the counters.
 """
-import os
 import sys
 
 from vm.gdbstub import GdbError, GdbServer
@@ -23,6 +22,7 @@ from minikernel import layout
 from minikernel.layout import PAGE_OFFSET
 
 from . import image as image_mod
+from .options import out_dir
 from .runner import collect_counters, run_variant
 
 
@@ -139,7 +139,7 @@ def run_gdb(scn, variant, seed, overrides, address, timeout=None, elf_dir=None, 
                         on_kill=lambda: k.report('kill', 'run ended by gdb (kill)'))
         holder['srv'] = srv
         asm = set(image_mod.user_programs())       # ELF executables load as they are
-        paths = image_mod.write_images(k, elf_dir or os.path.join('out', 'gdb'),
+        paths = image_mod.write_images(k, elf_dir or out_dir('gdb'),
                                        programs=sorted({t.program.name for t in k.sched.tasks.values()
                                                         if t.program is not None} & asm))
         host, port = srv.address

@@ -122,7 +122,7 @@ def start_in_thread(scn, timeout=TIMEOUT, port=0):
         except BaseException as e:     # noqa: BLE001 - reported by the test
             out['error'] = e
             ports.put(None)
-    out['elf'] = os.path.join(os.environ.get('TMPDIR', '/tmp'), f'kmaplab-gdb-{os.getpid()}')
+    out['elf'] = os.path.join(os.environ.get('KMAPLAB_OUT') or '/tmp', f'gdb-elf-{os.getpid()}')
     t = threading.Thread(target=target, daemon=True)
     t.start()
     return t, out, ports.get(timeout=TIMEOUT), notes
