@@ -88,6 +88,8 @@ def cmd_new(args):
 
 
 def cmd_run(args):
+    if args.schedule and args.gdb is not None:
+        raise UsageError('--gdb and --schedule: one at a time (a replayed schedule is not served to gdb)')
     if args.schedule:
         return explore.cmd_replay(args, _print_human)
     s = scn_mod.find(args.scenario)

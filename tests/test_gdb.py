@@ -175,6 +175,11 @@ def test_rsp_session_counters_equal_the_run_without_gdb(two, reference):
         assert f'watch:{pkc + 20:x}' in stop
         assert int.from_bytes(bytes.fromhex(c.ask(f'm{pkc + 20:x},4')), 'little') >= 1
         assert c.ask(f'z2,{pkc + 20:x},4') == 'OK'
+        # a read watchpoint on last_pkmap_nr (map_new_virtual reads it)
+        last = syms['last_pkmap_nr']
+        assert c.ask(f'Z3,{last:x},4') == 'OK'
+        assert f'rwatch:{last:x}' in c.ask('vCont;c')
+        assert c.ask(f'z3,{last:x},4') == 'OK'
         text = bytes.fromhex(c.ask('qRcmd,' + b'pkmap'.hex())).decode()
         assert 'pkmap pool: 32 slots' in text
         text = bytes.fromhex(c.ask('qRcmd,' + b'tasks'.hex())).decode()
@@ -229,6 +234,21 @@ def test_gdb_disconnecting_mid_run_lets_the_run_finish(two, reference):
     assert any('disconnected; the run goes on' in n for n in notes)
 
 
+def test_ctrl_c_stops_the_machine_and_the_run_is_unchanged(two, reference):
+    t, out, port, notes = start_in_thread(two)
+    c = Rsp(port)
+    try:
+        c.ask('?')
+        body = b'vCont;c'
+        c.s.sendall(b'$' + body + b'#%02x' % (sum(body) & 0xFF) + b'\x03')    # continue, Ctrl-C
+        assert c.recv().startswith('T02')          # the '+' ack comes first: recv skips it
+        assert c.ask('vCont;c').startswith('W')
+    finally:
+        c.close()
+    t.join(TIMEOUT)
+    assert out['r']['counters'] == reference
+
+
 def test_kill_ends_the_run_with_its_report(two):
     t, out, port, notes = start_in_thread(two)
     c = Rsp(port)
@@ -272,6 +292,7 @@ def test_port_in_use_is_a_one_line_error(two):
     (['--gdb', 'nope'], 'expected [HOST:]PORT'),
     (['--gdb', '1234', '--variant', 'atomic_fault=nope'], 'no variant matches'),
     (['--gdb', '1234'], 'choose one with --variant'),
+    (['--gdb', '1234', '--schedule', 'x.json'], 'one at a time'),
 ])
 def test_bad_gdb_options(args, message):
     p = _cli('run', 'sleep-in-atomic', *args)

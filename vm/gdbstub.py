@@ -32,11 +32,17 @@ Rules
   - Registers other than the general ones are read-only here: EIP and the
     segments of a CPU stopped inside a block cannot be changed under
     Unicorn, and CR writes would bypass the guest (E01).
+  - Ctrl-C: while the machine runs, the server looks at the connection
+    every 64th pick of the run loop (_Interruptible wraps the machine's
+    policy; the picks are the policy's own, so the schedule is unchanged).
+    A 0x03 byte stops the machine before the next guest instruction of
+    whichever CPU runs next (reported as SIGINT).
   - Stepping is per CPU: `stepi` on CPU n runs the machine (its schedule
     unchanged) until CPU n has executed one instruction; the other CPUs run
     as the schedule has them run meanwhile (a real SMP machine has no
     scheduler locking either).
 """
+import select
 import socket
 import struct
 
@@ -139,6 +145,7 @@ class GdbServer:
         self.error = None                # a one-line error that ends the run
         self.watch_kinds = {}            # va -> kind, for the stop reply
         self.stops = 0
+        self.interrupted = False         # gdb sent Ctrl-C while the machine ran
 
     # ---- life cycle -------------------------------------------------------
 
@@ -147,7 +154,31 @@ class GdbServer:
         instruction (whichever CPU runs it)."""
         self.dbg.attach()
         self.dbg.set_step(range(len(self.m.cpus)))
+        self.m.policy = _Interruptible(self.m.policy, self)
 
+    def poll_interrupt(self):
+        """Between two picks of the run loop: has gdb sent Ctrl-C (or gone
+        away)?  Never blocks."""
+        if self.conn is None or self.interrupted:
+            return
+        try:
+            ready, _, _ = select.select([self.conn], [], [], 0)
+            data = self.conn.recv(4096) if ready else None
+        except OSError as e:
+            self._release(f'connection lost ({e.strerror})')
+            return
+        if data is None:
+            return
+        if not data:
+            self._release('disconnected')
+            return
+        if b'\x03' in data:
+            self._interrupt()
+        self._buf += data.replace(b'\x03', b'')
+
+    def _interrupt(self):
+        self.interrupted = True
+        self.dbg.set_step(range(len(self.m.cpus)))
     def finish(self, code=0):
         """The run ended: tell gdb (W) and close."""
         if self.conn is not None and not self.killed:
@@ -187,6 +218,9 @@ class GdbServer:
     # ---- the stop ---------------------------------------------------------
 
     def on_stop(self, stop):
+        if self.interrupted and stop.kind == 'step':
+            stop.kind = 'interrupt'
+        self.interrupted = False
         self.stop = stop
         self.stops += 1
         self.g_cpu = self.c_cpu = stop.cpu
@@ -224,6 +258,8 @@ class GdbServer:
             return f'T05{name}:{s.watch_va:x};thread:{tid:x};'
         if s.kind == 'break':
             return f'T05swbreak:;thread:{tid:x};'
+        if s.kind == 'interrupt':
+            return f'T02thread:{tid:x};'
         return f'T05thread:{tid:x};'
 
     def _serve(self):
@@ -253,7 +289,7 @@ class GdbServer:
         while True:
             i = self._buf.find(b'$')
             if i < 0:
-                self._buf = b''          # acks, interrupts (\x03) while stopped
+                self._buf = self._buf[-1:] if self._buf.endswith(b'\x03') else b''   # acks
                 self._read_more()
                 continue
             j = self._buf.find(b'#', i)
@@ -459,6 +495,9 @@ class GdbServer:
 
     def _resume(self, step_cpus):
         self.dbg.set_step(step_cpus)
+        if b'\x03' in self._buf:            # Ctrl-C sent with (or right after) the resume
+            self._buf = self._buf.replace(b'\x03', b'')
+            self._interrupt()
         return None
 
     def _v(self, p):
@@ -545,3 +584,22 @@ class GdbServer:
         pa = self.dbg.translate(self.g_cpu, va)
         where = 'not mapped' if pa is None else f'-> physical {pa:#010x}'
         return f'CPU {self.g_cpu} (cr3={self.dbg.cr3(self.g_cpu):#x}): {va:#010x} {where}'
+
+
+class _Interruptible:
+    """The machine's interleaving policy, seen through the server: every
+    64th pick looks at the connection for Ctrl-C without blocking.  The
+    picks are the inner policy's, so the schedule is unchanged; every other
+    attribute is the inner policy's."""
+
+    def __init__(self, inner, server):
+        self._inner, self._server, self._n = inner, server, 0
+
+    def pick(self, machine):
+        self._n += 1
+        if not self._n & 63:
+            self._server.poll_interrupt()
+        return self._inner.pick(machine)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
