@@ -22,10 +22,15 @@ class BlockDev:
         self.counters = dict(bio_reads=0, bio_writes=0, io_wait_sleeps=0, io_errors=0)
 
     def submit(self, task, op, block, pfn, nblocks, done):
-        """Queue a request without waiting; done(req) runs at completion."""
+        """Queue a request without waiting; done(req) runs at completion.
+        `pfn` is the first of `nblocks` contiguous frames, or a list of
+        one frame per block (a multi-page bio: scatter-gather)."""
         self.counters['bio_reads' if op == 'read' else 'bio_writes'] += 1
-        self.k.trace_event('disk_' + op, task=task, block=block, pfn=pfn)
-        return self.disk.submit(op, block, pfn << 12, nblocks, done, task.cpu)
+        if isinstance(pfn, int):
+            self.k.trace_event('disk_' + op, task=task, block=block, pfn=pfn)
+            return self.disk.submit(op, block, pfn << 12, nblocks, done, task.cpu)
+        self.k.trace_event('disk_' + op, task=task, block=block, pfn=pfn[0], nblocks=nblocks)
+        return self.disk.submit(op, block, [p << 12 for p in pfn], nblocks, done, task.cpu)
 
     def bio_rw(self, task, op, block, pfn, nblocks=1):
         """Submit and sleep until done.  Generator -> 0 or -EIO."""

@@ -58,6 +58,7 @@ from .sched import WaitQueue
 from .task import Charge, Guest
 
 PAGE = PAGE_SIZE
+BIO_MAX_PAGES = 256          # include/linux/bio.h (2.5): pages in one bio
 PAGE_SHIFT = 12
 NR_WAIT_TABLE = 64               # hashed page wait queues (2.5: per zone, sized by memory)
 ADDRESS_SPACE_SIZE = 16          # the guest object page->mapping points at
@@ -350,34 +351,60 @@ class Filemap:
         wholly beyond i_size is not written.  With wait, sleeps until then.
         Generator -> 0 or -EIO (the page is dirty again)."""
         k = self.k
-        self._assert_locked(pfn, 'writepage')
-        mapping = self.page_mapping(pfn)
-        inode, index = mapping.host, self.page_index(pfn)
-        k.page_alloc.clear_page_flag(pfn, PG_dirty)
-        end_index, tail = inode.size >> PAGE_SHIFT, inode.size & (PAGE - 1)
-        if index > end_index or (index == end_index and not tail):
-            self.unlock_page(task, pfn)
+        go = yield from self._writepage_prepare(task, pfn)
+        if not go:
             return 0
-        if index == end_index:
-            yield from self._zero_segments(task, pfn, [(tail, PAGE)])
-        self.counters['writepage_io'] += 1
+        inode, index = self.page_mapping(pfn).host, self.page_index(pfn)
         result = {}
-
-        def end_io(req):
-            result['err'] = req.error
-            if req.error:
-                k.page_alloc.set_page_flag(pfn, PG_error)
-                self.set_page_dirty(pfn)
-            else:
-                inode.on_disk.add(index)
-            self.unlock_page(task, pfn)
-
         yield Charge(100)
-        k.blockdev.submit(task, 'write', inode.block(index), pfn, 1, end_io)
+        k.blockdev.submit(task, 'write', inode.block(index), pfn, 1,
+                          self._end_write(task, inode, [(pfn, index)], result))
         if not wait:
             return 0
         yield from self.wait_on_page_locked(task, pfn)
         return -EIO if result.get('err') else 0
+
+    def _writepage_prepare(self, task, pfn):
+        """The page-level half of block_write_full_page, page locked: clear
+        PG_dirty; a page wholly beyond i_size is unlocked and not written;
+        the last page's part beyond i_size is zeroed.  Generator -> True if
+        the page is to be written."""
+        self._assert_locked(pfn, 'writepage')
+        inode, index = self.page_mapping(pfn).host, self.page_index(pfn)
+        self.k.page_alloc.clear_page_flag(pfn, PG_dirty)
+        end_index, tail = inode.size >> PAGE_SHIFT, inode.size & (PAGE - 1)
+        if index > end_index or (index == end_index and not tail):
+            self.unlock_page(task, pfn)
+            return False
+        if index == end_index:
+            yield from self._zero_segments(task, pfn, [(tail, PAGE)])
+        self.counters['writepage_io'] += 1
+        return True
+
+    def _end_write(self, task, inode, pages, result):
+        """end_buffer_async_write / mpage_end_io_write for [(pfn, index)]:
+        on error PG_error and dirty again, else the block is on the disk;
+        each page is unlocked."""
+        k = self.k
+
+        def end_io(req):
+            result['err'] = req.error
+            for pfn, index in pages:
+                if req.error:
+                    k.page_alloc.set_page_flag(pfn, PG_error)
+                    self.set_page_dirty(pfn)
+                else:
+                    inode.on_disk.add(index)
+                self.unlock_page(task, pfn)
+        return end_io
+
+    def _submit_bio(self, task, inode, pages):
+        """mpage_bio_submit (2.5 fs/mpage.c): one write request for pages
+        [(pfn, index)] of consecutive indexes (so consecutive blocks: one
+        extent per file), scatter-gather over their frames."""
+        yield Charge(100)
+        self.k.blockdev.submit(task, 'write', inode.block(pages[0][1]), [p for p, _ in pages],
+                               len(pages), self._end_write(task, inode, pages, {}))
 
     def set_page_dirty(self, pfn):
         """set_page_dirty() (2.5 __set_page_dirty_nobuffers).  Never sleeps."""
@@ -663,13 +690,21 @@ class Filemap:
 
     def sync_inodes(self, task):
         """sync_inodes() / filemap_fdatawrite() + filemap_fdatawait() for
-        every file: start the write of each dirty page cache page (lock,
-        writepage) in file and index order, then wait for them all.  Pages
+        every file: start the write of each dirty page cache page in file
+        and index order, then wait for them all.  As 2.5's writepages =
+        mpage_writepages, pages of consecutive indexes (consecutive blocks)
+        go to the disk as one request of up to BIO_MAX_PAGES pages.  Pages
         dirtied only through a PTE are found once the PTE's dirty bit moved
-        to the page (at unmap), as in 2.5.  Generator -> pages written;
+        to the page (at unmap), as in 2.5.  The wait goes from the last
+        page started back to the first: the disk is first come first served,
+        so the first wait sleeps until the whole batch is written and the
+        others find their page unlocked (one sleep per batch instead of a
+        sleep and a wake-up per page; a page still locked, e.g. behind a
+        delayed request, is waited for).  Generator -> pages written;
         sleeps for the disk."""
         started = []
         for mapping in sorted(self.mappings.values(), key=lambda m: m.seq):
+            bio = []                                  # [(pfn, index)] of the bio being built
             for index in sorted(mapping.pages):
                 pfn = mapping.pages.get(index)
                 if pfn is None or not self.PageDirty(pfn):
@@ -677,14 +712,21 @@ class Filemap:
                 self.k.page_ref(pfn)
                 yield from self.lock_page(task, pfn)
                 if self.page_mapping(pfn) is mapping and self.PageDirty(pfn):
-                    yield from self.writepage(task, pfn, wait=False)
                     started.append(pfn)
+                    if bio and (index != bio[-1][1] + 1 or len(bio) == BIO_MAX_PAGES):
+                        yield from self._submit_bio(task, mapping.host, bio)
+                        bio = []
+                    if (yield from self._writepage_prepare(task, pfn)):
+                        bio.append((pfn, index))
                 else:
                     self.unlock_page(task, pfn)
                     self.page_cache_release(pfn)
+            if bio:
+                yield from self._submit_bio(task, mapping.host, bio)
         written = 0
-        for pfn in started:
+        for pfn in reversed(started):
             yield from self.wait_on_page_locked(task, pfn)
+        for pfn in started:
             if not self.k.page_alloc.test_page_flag(pfn, PG_error):
                 written += 1
             self.page_cache_release(pfn)

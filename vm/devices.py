@@ -6,7 +6,9 @@ between RAM and the backing store when a request completes.
 
 Disk model: one request at a time, first come first served.  A request
 submitted at time t completes at max(t, busy_until) + latency; the disk then
-copies the data (DMA) and raises its interrupt vector on `irq_cpu`.  The
+copies the data (DMA) and raises its interrupt vector on `irq_cpu`.  A
+request's memory is one physical range or, for a scatter-gather request
+(a multi-page bio), one physical address per block.  The
 driver reaps completed requests in its interrupt handler.  The backing store
 is sparse (a dict of 4 KiB blocks): never-written blocks read as zeros.
 """
@@ -22,7 +24,12 @@ class DiskRequest:
         self.submitted = self.completes = 0
 
     def __repr__(self):
-        return f'<DiskRequest {self.op} block {self.block}+{self.nblocks} pa {self.pa:#x}>'
+        pa = f'{self.pa:#x}' if isinstance(self.pa, int) else f'[{len(self.pa)} pages]'
+        return f'<DiskRequest {self.op} block {self.block}+{self.nblocks} pa {pa}>'
+
+    def block_pa(self, i):
+        """Physical address of the request's i-th block."""
+        return self.pa + i * BLOCK_SIZE if isinstance(self.pa, int) else self.pa[i]
 
 
 class Disk:
@@ -42,12 +49,15 @@ class Disk:
 
     def submit(self, op, block, pa, nblocks, done, cpu, tag=None):
         """Queue a 'read' or 'write' of `nblocks` blocks at `block` to/from
-        physical address `pa`; `done(req)` is called when the driver reaps it.
+        physical address `pa` (or a list of one address per block: scatter-
+        gather); `done(req)` is called when the driver reaps it.
         `cpu` is the submitting CPU (its clock is the submission time)."""
         if op not in ('read', 'write'):
             raise ValueError(f'disk op must be read or write, not {op!r}')
         if block < 0 or block + nblocks > self.nblocks:
             raise ValueError(f'disk request beyond the disk: block {block}+{nblocks} of {self.nblocks}')
+        if not isinstance(pa, int) and len(pa) != nblocks:
+            raise ValueError(f'scatter-gather request: {len(pa)} addresses for {nblocks} blocks')
         req = DiskRequest(op, block, pa, nblocks, done, tag)
         now = self.machine.time(cpu)
         req.submitted = now
@@ -65,13 +75,13 @@ class Disk:
         elif req.op == 'read':
             for i in range(req.nblocks):
                 data = self.store.get(req.block + i)
-                pa = req.pa + i * BLOCK_SIZE
+                pa = req.block_pa(i)
                 self.machine.ram[pa:pa + BLOCK_SIZE] = data if data is not None else bytes(BLOCK_SIZE)
             self.counters['reads'] += 1
             self.counters['blocks_read'] += req.nblocks
         else:
             for i in range(req.nblocks):
-                pa = req.pa + i * BLOCK_SIZE
+                pa = req.block_pa(i)
                 self.store[req.block + i] = bytes(self.machine.ram[pa:pa + BLOCK_SIZE])
             self.counters['writes'] += 1
             self.counters['blocks_written'] += req.nblocks
