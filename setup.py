@@ -1,7 +1,9 @@
 # The compiled pieces: vm/_native.c, the per-CPU hooks Unicorn calls from C
-# (instruction counting by translated block, trap capture, interrupt window),
-# and vm/_debug.c, the debugger's breakpoint/step/watchpoint hooks.
+# (instruction counting by translated block, trap capture, interrupt window);
+# vm/_debug.c, the debugger's breakpoint/step/watchpoint hooks; vm/_run.c,
+# the run/trap round trip and the machine's clocks.
 from setuptools import Extension, setup
 
 setup(ext_modules=[Extension("vm._native", ["vm/_native.c"], extra_compile_args=["-O2"]),
-                   Extension("vm._debug", ["vm/_debug.c"], extra_compile_args=["-O2"])])
+                   Extension("vm._debug", ["vm/_debug.c"], extra_compile_args=["-O2"]),
+                   Extension("vm._run", ["vm/_run.c"], extra_compile_args=["-O2"])])

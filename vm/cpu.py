@@ -147,11 +147,13 @@ class CPU:
         self.k.reg_read = native.UC_REG_READ
         native.hook_add(self.uc, UC_HOOK_BLOCK, native.BLOCK_HOOK, self.kptr)
         native.hook_add(self.uc, UC_HOOK_INTR, native.INTR_HOOK, self.kptr)
-        self._state = native.RegFile(self.uc, [_REG_IDS[r] for r in STATE_REGS],
-                                     narrow={ux.UC_X86_REG_CS})
-        self._entry = native.RegFile(self.uc, [_REG_IDS[r] for r in ENTRY_REGS])
         self._uch = self.uc._uch
-        self._emu_start = uclib.uc_emu_start       # no Python hooks: skip the wrapper
+        # The round trip in C (vm/_run.c): one call runs to the next stop and
+        # returns the state registers; one call writes the entry registers.
+        self._runner = native.runner(self.uc, self.kptr, STATE_REGS, [_REG_IDS[r] for r in STATE_REGS],
+                                     [_REG_IDS[r] for r in ENTRY_REGS], narrow=('cs',))
+        self._run = self._runner.run
+        self._enter = self._runner.enter
         self._md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
         self._md.detail = True
         self._template = None
@@ -160,7 +162,7 @@ class CPU:
         self.point_kind = {}       # address -> 'invlpg' | 'cr3' | ...
         self.ranges = {}           # name -> index into k.ranges
         self.regs = dict.fromkeys(STATE_REGS, 0)   # as of the last stop
-        self.halted = False
+        self._halted = machine.halted     # the machine's C array (vm/_run.c Clock reads it)
         self.counters = dict(interrupts=0, ipis_sent=0, ipis_received=0,
                              faults_pf=0, faults_gp=0, faults_ud=0, faults_other=0,
                              syscalls=0, service_calls=0, runs=0)
@@ -245,6 +247,16 @@ class CPU:
         The TLB is not touched."""
         self.uc.ctl_flush_tb()
 
+    @property
+    def halted(self):
+        """Stopped in `hlt` with nothing pending (cleared by an interrupt
+        raised on this CPU, or by the driver)."""
+        return bool(self._halted[self.index])
+
+    @halted.setter
+    def halted(self, value):
+        self._halted[self.index] = 1 if value else 0
+
     # ---- time -----------------------------------------------------------
 
     @property
@@ -254,24 +266,27 @@ class CPU:
     # ---- register access ------------------------------------------------
 
     def read_state(self):
-        vals = self._state.read()
-        self.regs = dict(zip(STATE_REGS, vals))
+        self.regs = self._runner.read_state()
         return self.regs
 
     def enter(self, eip, esp, eflags=x86.EFLAGS_RESERVED | x86.EFLAGS_IF, **gprs):
         """Start ring-0 code at `eip` with `esp` (and any GPRs given).  If the
         CPU is in ring 3, come back to ring 0 through the template first."""
-        if self.regs.get('cs', 0) & 3:
+        regs = self.regs
+        if regs.get('cs', 0) & 3:
             self._to_ring0()
-        vals = [gprs.get(r, 0) for r in GPRS[:-1]] + [esp, eip, eflags]
-        self._entry.write(vals)
-        self.regs.update(gprs, esp=esp, eip=eip, eflags=eflags)
+        g = gprs.get
+        self._enter(g('eax', 0), g('ebx', 0), g('ecx', 0), g('edx', 0), g('esi', 0), g('edi', 0),
+                    g('ebp', 0), esp, eip, eflags)
+        if gprs:
+            regs.update(gprs)
+        regs['esp'], regs['eip'], regs['eflags'] = esp, eip, eflags
 
     def resume(self, state):
         """Continue a ring-0 context saved by read_state (GPRs, EIP, EFLAGS)."""
         if self.regs.get('cs', 0) & 3:
             self._to_ring0()
-        self._entry.write([state[r] for r in ENTRY_REGS])
+        self._enter(*[state[r] for r in ENTRY_REGS])
         self.regs.update({r: state[r] for r in ENTRY_REGS})
 
     def set_reg(self, name, value):
@@ -279,7 +294,7 @@ class CPU:
         self.regs[name] = value
 
     def get_reg(self, name):
-        return self.uc.reg_read(_REG_IDS[name])
+        return self._runner.reg(_REG_IDS[name])
 
     def _to_ring0(self):
         cr3 = self.regs['cr3']
@@ -292,40 +307,30 @@ class CPU:
     def run(self, budget):
         """Run guest code from the current EIP for up to `budget` instructions
         (stopping at a block boundary) and return the Trap that stopped it."""
-        k = self.k
-        k.limit = k.executed + budget
-        k.trap = -1
-        k.stop_reason = native.STOP_NONE
-        k.blk_count = 0
         self.counters['runs'] += 1
-        try:
-            status = self._emu_start(self._uch, self.regs['eip'], 0, 0, 0)
-            if self.uc._hook_exception is not None:      # from a Python hook (tracing, faults)
-                exc, self.uc._hook_exception = self.uc._hook_exception, None
-                raise exc
-            if status != 0:
-                raise UcError(status)
-        except UcError as e:
-            regs = self.read_state()
-            native.settle(self.kptr, regs['eip'])
-            if e.errno == UC_ERR_INSN_INVALID:       # Unicorn's way of saying #UD (ud2)
-                self.counters['faults_ud'] += 1
-                return Trap('ud', x86.VEC_UD, regs['eip'], cpl=regs['cs'] & 3)
-            return Trap('error', eip=regs['eip'], cpl=regs['cs'] & 3, detail=str(e))
-        regs = self.read_state()
+        # vm/_run.c: arm the limit, emu_start, read the registers, settle a
+        # block a trap/hlt/error ended early (the instructions from EIP on
+        # did not retire).
+        status, reason, vec, regs = self._run(self.regs['eip'], budget)
+        self.regs = regs
+        if self.uc._hook_exception is not None:      # from a Python hook (tracing, faults)
+            exc, self.uc._hook_exception = self.uc._hook_exception, None
+            raise exc
         eip, cpl = regs['eip'], regs['cs'] & 3
-        reason = k.stop_reason
+        if status != 0:
+            if status == UC_ERR_INSN_INVALID:        # Unicorn's way of saying #UD (ud2)
+                self.counters['faults_ud'] += 1
+                return Trap('ud', x86.VEC_UD, eip, cpl=cpl)
+            return Trap('error', eip=eip, cpl=cpl, detail=str(UcError(status)))
         if reason == native.STOP_LIMIT:
             return Trap('quantum', eip=eip, cpl=cpl)
         if reason == native.STOP_IRQ:
             if self._sti_shadow_hlt(eip):
                 eip = self._retire_hlt(eip)
             return Trap('irq', eip=eip, cpl=cpl)
-        native.settle(self.kptr, eip)
         if reason == native.STOP_NONE:
-            self.halted = True
+            self._halted[self.index] = 1
             return Trap('hlt', eip=eip, cpl=cpl)
-        vec = k.trap
         if vec == x86.VEC_PF:
             self.counters['faults_pf'] += 1
             cr2 = self.uc.reg_read(ux.UC_X86_REG_CR2)

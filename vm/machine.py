@@ -29,6 +29,7 @@ import heapq
 import mmap
 import random
 
+from . import _run
 from .cpu import CPU
 from .devices import Disk, Timer
 from .policy import RoundRobin
@@ -65,8 +66,20 @@ class Machine:
         self.rng = random.Random(seed)
         self.policy = policy or RoundRobin()
         self.ipi_latency = ipi_latency
+        # Cycles charged to each CPU beyond instructions, and the halted
+        # flags: C arrays, so that the clocks (vm/_run.c Clock) are one C
+        # call: time(i), now(), the slowest CPU, all halted.
+        self.extra = (ctypes.c_int64 * cpus)()
+        self.halted = (ctypes.c_uint8 * cpus)()
         self.cpus = [CPU(self, i) for i in range(cpus)]
-        self.extra = [0] * cpus          # cycles charged to each CPU beyond instructions
+        self._clock = _run.Clock([ctypes.addressof(c.k) + type(c.k).executed.offset for c in self.cpus],
+                                 ctypes.addressof(self.extra), ctypes.addressof(self.halted))
+        self.time = self._clock.time         # the methods below, in C
+        self.now = self._clock.now
+        self.slowest = self._clock.slowest
+        self.times = self._clock.times
+        self.all_halted = self._clock.all_halted
+        self._oneshot = 0                # events in the queue that are not periodic
         self.pending = [set() for _ in range(cpus)]
         self._events = []                # heap of (time, seq, periodic, fn, args)
         self._seq = 0
@@ -97,12 +110,26 @@ class Machine:
 
     # ---- time -----------------------------------------------------------
 
+    # time, now, slowest, times and all_halted are vm/_run.c's Clock methods
+    # (set in __init__); these are their definitions.
+
     def time(self, cpu):
         """Cycles elapsed on `cpu` (an index)."""
         return self.cpus[cpu].k.executed + self.extra[cpu]
 
     def now(self):
+        """The slowest CPU's clock."""
         return min(self.time(i) for i in range(len(self.cpus)))
+
+    def slowest(self):
+        """The CPU with the smallest clock, the lowest index on ties."""
+        return min(range(len(self.cpus)), key=self.time)
+
+    def times(self):
+        return [self.time(i) for i in range(len(self.cpus))]
+
+    def all_halted(self):
+        return all(self.halted)
 
     def charge(self, cpu, cycles):
         """Charge `cycles` of non-instruction time to `cpu`."""
@@ -112,16 +139,21 @@ class Machine:
         """Call fn(*args) once every CPU's clock has reached `at`."""
         self._seq += 1
         heapq.heappush(self._events, (at, self._seq, periodic, fn, args))
+        if not periodic:
+            self._oneshot += 1
 
     def next_event_time(self):
         return self._events[0][0] if self._events else None
 
     def only_periodic_events(self):
-        return all(e[2] for e in self._events)
+        return self._oneshot == 0
 
     def _fire_due(self, now):
-        while self._events and self._events[0][0] <= now:
-            _, _, _, fn, args = heapq.heappop(self._events)
+        events = self._events
+        while events and events[0][0] <= now:
+            _, _, periodic, fn, args = heapq.heappop(events)
+            if not periodic:
+                self._oneshot -= 1
             fn(*args)
 
     # ---- interrupts -----------------------------------------------------
@@ -130,9 +162,8 @@ class Machine:
         """Make `vector` pending on `cpu`; taken at its next block boundary
         with IF=1 (or when it next halts with IF=1)."""
         self.pending[cpu].add(vector)
-        c = self.cpus[cpu]
-        c.k.irq_pending = 1
-        c.halted = False
+        self.cpus[cpu].k.irq_pending = 1
+        self.halted[cpu] = 0
 
     def next_irq(self, cpu):
         """The highest pending vector on `cpu` (x86: higher vector, higher
@@ -215,7 +246,8 @@ class Machine:
         -> (cpu to run, budget) or (None, None) when the time was spent
         idling."""
         t = self.time(cpu)
-        active = [i for i, x in enumerate(self.cpus) if not x.halted or self.pending[i]]
+        halted, pending = self.halted, self.pending
+        active = [i for i in range(len(self.cpus)) if not halted[i] or pending[i]]
         limit = min([self.time(i) for i in active] + ([nxt] if nxt is not None else []),
                     default=t + budget)          # nothing can wake it: the budget passes
         if t < limit or not active:
@@ -231,30 +263,34 @@ class Machine:
         of simulated time.  Returns the stop reason (a string)."""
         self.stopped = None
         ncpu = len(self.cpus)
+        now_, time_, all_halted, events = self.now, self.time, self.all_halted, self._events
+        halted, pending, cpus, extra = self.halted, self.pending, self.cpus, self.extra
+        pick = self.policy.pick
         while self.stopped is None:
-            now = self.now()
-            self._fire_due(now)
+            now = now_()
+            if events and events[0][0] <= now:
+                self._fire_due(now)
             if driver.finished():
                 return 'finished'
             if max_cycles is not None and now >= max_cycles:
                 return 'time limit'
-            if all(c.halted for c in self.cpus) and self.only_periodic_events():
+            if self._oneshot == 0 and all_halted():
                 reason = driver.stalled()
                 if reason:
                     return reason
-            cpu, budget = self.policy.pick(self)
-            nxt = self.next_event_time()
-            t = self.time(cpu)
+            cpu, budget = pick(self)
+            nxt = events[0][0] if events else None
+            t = time_(cpu)
             if nxt is not None and nxt > t:
                 budget = min(budget, nxt - t)
             budget = max(budget, 1)
             if self.log_schedule:
                 self.schedule_log.append((cpu, budget))
-            c = self.cpus[cpu]
-            if c.halted and not self.pending[cpu]:
-                if nxt is not None and all(x.halted for x in self.cpus):
+            c = cpus[cpu]
+            if halted[cpu] and not pending[cpu]:
+                if nxt is not None and all_halted():
                     for i in range(ncpu):          # everyone waits: skip to the event
-                        self.extra[i] += max(0, nxt - self.time(i))
+                        extra[i] += max(0, nxt - time_(i))
                     continue
                 cpu, budget = self._while_halted(cpu, budget, nxt)
                 if cpu is None:

@@ -9,7 +9,7 @@ import ctypes
 
 from unicorn.unicorn_py3.unicorn import uclib, uc_hook_h
 
-from . import _native
+from . import _native, _run
 
 _lib = ctypes.CDLL(_native.__file__)
 
@@ -78,6 +78,34 @@ UC_EMU_STOP = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value
 UC_CTX_SAVE = ctypes.cast(uclib.uc_context_save, ctypes.c_void_p).value
 UC_CTX_RESTORE = ctypes.cast(uclib.uc_context_restore, ctypes.c_void_p).value
 UC_REG_READ = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value
+
+
+UC_EMU_START = ctypes.cast(uclib.uc_emu_start, ctypes.c_void_p).value
+UC_REG_READ_BATCH = ctypes.cast(uclib.uc_reg_read_batch, ctypes.c_void_p).value
+UC_REG_WRITE_BATCH = ctypes.cast(uclib.uc_reg_write_batch, ctypes.c_void_p).value
+KCPU_SETTLE = _fn('kcpu_settle')
+
+
+def _check_head():
+    """vm/_run.c sees the first fields of kcpu through its own kcpu_head:
+    the offsets must be KCpu's."""
+    for name, off in _run.head_offsets().items():
+        if getattr(KCpu, name).offset != off:
+            raise RuntimeError(f'vm/_run.c kcpu_head.{name} at {off}, vm/_native.c has it at '
+                               f'{getattr(KCpu, name).offset}: rebuild (make setup)')
+
+
+_check_head()
+
+
+def runner(uc, kcpu_ptr, names, state_ids, entry_ids, narrow=()):
+    """A vm/_run.c Runner for one CPU: run(eip, budget) -> (status,
+    stop_reason, trap, regs dict), enter(*entry registers), read_state().
+    `narrow`: names of state registers Unicorn reads as 16 bits."""
+    names = tuple(names)
+    return _run.Runner(ctypes.cast(uc._uch, ctypes.c_void_p).value, kcpu_ptr, UC_EMU_START, UC_REG_READ_BATCH, UC_REG_WRITE_BATCH,
+                       KCPU_SETTLE, names, list(state_ids), list(entry_ids),
+                       [names.index(n) for n in narrow], names.index('eip'))
 
 
 def settle(kcpu_ptr, eip):

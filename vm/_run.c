@@ -1,0 +1,427 @@
+/*
+ * vm/_run.c: the CPU run/trap round trip and the machine's clocks in C
+ * (the Python module vm._run, used by vm/cpu.py and vm/machine.py).
+ *
+ * Runner (one per emulated CPU)
+ *   run(eip, budget) -> (status, stop_reason, trap, regs)
+ *       arms the kcpu (limit = executed + budget, no trap, no stop reason),
+ *       calls uc_emu_start once, reads the state registers with one
+ *       uc_reg_read_batch into a preallocated block, takes back the
+ *       instructions of an early-ended block (kcpu_settle) where the stop
+ *       was a trap, hlt or an error, and returns the registers as a new
+ *       dict {name: value}.  Python decodes the Trap from that.
+ *   enter(eax, ebx, ecx, edx, esi, edi, ebp, esp, eip, eflags)
+ *       one uc_reg_write_batch of the entry registers.
+ *   read_state() -> the state registers as a dict.
+ *   reg(id) -> one 32-bit register (for hooks that run mid-block).
+ *
+ * Clock (one per machine): the CPUs' clocks, time(i) = executed(i) +
+ *   extra[i] (extra: cycles charged, a uint64 array Python indexes through
+ *   ctypes), and the halted flags.  now() and the slowest CPU (argmin,
+ *   ties to the lowest index) are one C call each; all_halted() too.  With
+ *   at most 32 CPUs a scan in C costs less than keeping a heap.
+ *
+ * Rules
+ *  - Nothing here knows Unicorn's headers or links against it: the entry
+ *    points (uc_emu_start, uc_reg_read_batch, uc_reg_write_batch,
+ *    kcpu_settle) come in as addresses from Python, as vm/_native.c's do.
+ *  - `kcpu_head` is the first part of vm/_native.c's kcpu; vm/native.py
+ *    checks at import that the offsets agree (head_offsets()).
+ *  - The GIL is held during emu_start: Python hooks (tracing, fault
+ *    injection) that Unicorn calls back through ctypes take it again on
+ *    the same thread, which is allowed.
+ *  - Exactly the same state is produced as by the Python path it replaced:
+ *    the same registers, the same settle rule.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_REGS 16
+#define MAX_CPUS 32
+
+enum stop_reason { STOP_NONE = 0, STOP_LIMIT = 1, STOP_IRQ = 2, STOP_TRAP = 3 };
+
+/* The first fields of vm/_native.c's kcpu, in order. */
+typedef struct {
+    uint64_t executed;
+    uint64_t limit;
+    int32_t trap;
+    int32_t stop_reason;
+    uint32_t blk_addr;
+    uint32_t blk_size;
+    uint32_t blk_count;
+} kcpu_head;
+
+typedef int (*emu_start_fn)(void *uc, uint64_t begin, uint64_t until, uint64_t timeout, size_t count);
+typedef int (*reg_batch_fn)(void *uc, int *regs, void **vals, int count);
+typedef void (*settle_fn)(void *kcpu, uint32_t eip);
+
+/* ---- Runner ------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    void *uc;
+    kcpu_head *k;
+    emu_start_fn emu_start;
+    reg_batch_fn read_batch, write_batch;
+    settle_fn settle;
+    int nstate, nentry, eip_slot;
+    int state_ids[MAX_REGS], entry_ids[MAX_REGS];
+    uint32_t state[MAX_REGS], entry[MAX_REGS];
+    void *state_ptrs[MAX_REGS], *entry_ptrs[MAX_REGS];
+    uint32_t narrow_mask;       /* state slots read as 16 bits: cleared first */
+    PyObject *names[MAX_REGS];  /* interned state register names */
+    uint64_t runs;
+} Runner;
+
+static int read_ids(PyObject *seq, int *ids, int *n)
+{
+    PyObject *fast = PySequence_Fast(seq, "register ids: a sequence");
+    if (!fast)
+        return -1;
+    Py_ssize_t len = PySequence_Fast_GET_SIZE(fast);
+    if (len > MAX_REGS) {
+        Py_DECREF(fast);
+        PyErr_SetString(PyExc_ValueError, "too many registers");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < len; i++)
+        ids[i] = (int)PyLong_AsLong(PySequence_Fast_GET_ITEM(fast, i));
+    *n = (int)len;
+    Py_DECREF(fast);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static int Runner_init(Runner *self, PyObject *args, PyObject *kw)
+{
+    unsigned long long uc, k, emu, rd, wr, st;
+    PyObject *names, *state_ids, *entry_ids, *narrow;
+    int eip_slot;
+    (void)kw;
+    if (!PyArg_ParseTuple(args, "KKKKKKOOOOi", &uc, &k, &emu, &rd, &wr, &st, &names, &state_ids,
+                          &entry_ids, &narrow, &eip_slot))
+        return -1;
+    self->uc = (void *)(uintptr_t)uc;
+    self->k = (kcpu_head *)(uintptr_t)k;
+    self->emu_start = (emu_start_fn)(uintptr_t)emu;
+    self->read_batch = (reg_batch_fn)(uintptr_t)rd;
+    self->write_batch = (reg_batch_fn)(uintptr_t)wr;
+    self->settle = (settle_fn)(uintptr_t)st;
+    if (read_ids(state_ids, self->state_ids, &self->nstate) < 0 ||
+        read_ids(entry_ids, self->entry_ids, &self->nentry) < 0)
+        return -1;
+    if (PySequence_Size(names) != self->nstate || eip_slot < 0 || eip_slot >= self->nstate) {
+        PyErr_SetString(PyExc_ValueError, "one name per state register; eip among them");
+        return -1;
+    }
+    self->eip_slot = eip_slot;
+    for (int i = 0; i < self->nstate; i++) {
+        PyObject *n = PySequence_GetItem(names, i);
+        if (!n)
+            return -1;
+        PyUnicode_InternInPlace(&n);
+        Py_XSETREF(self->names[i], n);
+        self->state_ptrs[i] = &self->state[i];
+    }
+    for (int i = 0; i < self->nentry; i++)
+        self->entry_ptrs[i] = &self->entry[i];
+    self->narrow_mask = 0;
+    Py_ssize_t nn = PySequence_Size(narrow);
+    for (Py_ssize_t i = 0; i < nn; i++) {
+        PyObject *o = PySequence_GetItem(narrow, i);
+        if (!o)
+            return -1;
+        long slot = PyLong_AsLong(o);
+        Py_DECREF(o);
+        if (slot >= 0 && slot < self->nstate)
+            self->narrow_mask |= 1u << slot;
+    }
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static void Runner_dealloc(Runner *self)
+{
+    for (int i = 0; i < MAX_REGS; i++)
+        Py_CLEAR(self->names[i]);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *state_dict(Runner *self)
+{
+    for (int i = 0; i < self->nstate; i++)
+        if (self->narrow_mask & (1u << i))
+            self->state[i] = 0;
+    int err = self->read_batch(self->uc, self->state_ids, self->state_ptrs, self->nstate);
+    if (err)
+        return PyErr_Format(PyExc_RuntimeError, "uc_reg_read_batch failed: error %d", err);
+    PyObject *d = _PyDict_NewPresized(self->nstate);
+    if (!d)
+        return NULL;
+    for (int i = 0; i < self->nstate; i++) {
+        PyObject *v = PyLong_FromUnsignedLong(self->state[i]);
+        if (!v || PyDict_SetItem(d, self->names[i], v) < 0) {
+            Py_XDECREF(v);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    return d;
+}
+
+static PyObject *Runner_read_state(Runner *self, PyObject *unused)
+{
+    (void)unused;
+    return state_dict(self);
+}
+
+static PyObject *Runner_run(Runner *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "run(eip, budget)");
+    unsigned long long eip = PyLong_AsUnsignedLongLongMask(args[0]);
+    unsigned long long budget = PyLong_AsUnsignedLongLongMask(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    kcpu_head *k = self->k;
+    k->limit = k->executed + budget;
+    k->trap = -1;
+    k->stop_reason = STOP_NONE;
+    k->blk_count = 0;
+    self->runs++;
+    int status = self->emu_start(self->uc, eip, 0, 0, 0);
+    PyObject *regs = state_dict(self);
+    if (!regs)
+        return NULL;
+    int reason = k->stop_reason;
+    if (status != 0 || (reason != STOP_LIMIT && reason != STOP_IRQ))
+        self->settle(k, self->state[self->eip_slot]);
+    PyObject *out = Py_BuildValue("(iiiN)", status, reason, (int)k->trap, regs);
+    return out;
+}
+
+static PyObject *Runner_enter(Runner *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != self->nentry)
+        return PyErr_Format(PyExc_TypeError, "enter takes %d registers", self->nentry);
+    for (int i = 0; i < self->nentry; i++)
+        self->entry[i] = (uint32_t)PyLong_AsUnsignedLongLongMask(args[i]);
+    if (PyErr_Occurred())
+        return NULL;
+    int err = self->write_batch(self->uc, self->entry_ids, self->entry_ptrs, self->nentry);
+    if (err)
+        return PyErr_Format(PyExc_RuntimeError, "uc_reg_write_batch failed: error %d", err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Runner_reg(Runner *self, PyObject *arg)
+{
+    int id = (int)PyLong_AsLong(arg);
+    if (id == -1 && PyErr_Occurred())
+        return NULL;
+    uint64_t v = 0;             /* segment registers are written as 16 bits */
+    void *p = &v;
+    int err = self->read_batch(self->uc, &id, &p, 1);
+    if (err)
+        return PyErr_Format(PyExc_RuntimeError, "uc_reg_read_batch failed: error %d", err);
+    return PyLong_FromUnsignedLong((uint32_t)v);
+}
+
+static PyObject *Runner_get_runs(Runner *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromUnsignedLongLong(self->runs);
+}
+
+static PyMethodDef Runner_methods[] = {
+    {"run", (PyCFunction)(void (*)(void))Runner_run, METH_FASTCALL,
+     "run(eip, budget) -> (status, stop_reason, trap, regs): one emu_start, registers read"},
+    {"enter", (PyCFunction)(void (*)(void))Runner_enter, METH_FASTCALL,
+     "enter(*entry registers): one batch write"},
+    {"read_state", (PyCFunction)Runner_read_state, METH_NOARGS, "the state registers as a dict"},
+    {"reg", (PyCFunction)Runner_reg, METH_O, "reg(id): one 32-bit register"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Runner_getset[] = {
+    {"runs", (getter)Runner_get_runs, NULL, "emu_start calls made by run()", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject RunnerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "vm._run.Runner",
+    .tp_basicsize = sizeof(Runner),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Runner(uc, kcpu, emu_start, reg_read_batch, reg_write_batch, kcpu_settle, "
+              "state_names, state_ids, entry_ids, narrow_slots, eip_slot)",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Runner_init,
+    .tp_dealloc = (destructor)Runner_dealloc,
+    .tp_methods = Runner_methods,
+    .tp_getset = Runner_getset,
+};
+
+/* ---- Clock ---------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    int n;
+    const uint64_t *executed[MAX_CPUS];
+    uint64_t *extra;            /* n entries, owned by Python (a ctypes int64 array: sums wrap right) */
+    uint8_t *halted;            /* n entries, owned by Python (a ctypes array) */
+} Clock;
+
+static int Clock_init(Clock *self, PyObject *args, PyObject *kw)
+{
+    PyObject *ptrs;
+    unsigned long long extra, halted;
+    (void)kw;
+    if (!PyArg_ParseTuple(args, "OKK", &ptrs, &extra, &halted))
+        return -1;
+    Py_ssize_t n = PySequence_Size(ptrs);
+    if (n < 1 || n > MAX_CPUS) {
+        PyErr_SetString(PyExc_ValueError, "1..32 CPUs");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *o = PySequence_GetItem(ptrs, i);
+        if (!o)
+            return -1;
+        self->executed[i] = (const uint64_t *)(uintptr_t)PyLong_AsUnsignedLongLong(o);
+        Py_DECREF(o);
+    }
+    self->n = (int)n;
+    self->extra = (uint64_t *)(uintptr_t)extra;
+    self->halted = (uint8_t *)(uintptr_t)halted;
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static inline uint64_t ctime_of(const Clock *c, int i)
+{
+    return *c->executed[i] + c->extra[i];
+}
+
+static PyObject *Clock_time(Clock *self, PyObject *arg)
+{
+    long i = PyLong_AsLong(arg);
+    if (i < 0 || i >= self->n) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_IndexError, "no such CPU");
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong(ctime_of(self, (int)i));
+}
+
+static PyObject *Clock_now(Clock *self, PyObject *unused)
+{
+    (void)unused;
+    uint64_t best = ctime_of(self, 0);
+    for (int i = 1; i < self->n; i++) {
+        uint64_t t = ctime_of(self, i);
+        if (t < best)
+            best = t;
+    }
+    return PyLong_FromUnsignedLongLong(best);
+}
+
+static PyObject *Clock_slowest(Clock *self, PyObject *unused)
+{
+    (void)unused;
+    int bi = 0;
+    uint64_t best = ctime_of(self, 0);
+    for (int i = 1; i < self->n; i++) {
+        uint64_t t = ctime_of(self, i);
+        if (t < best)
+            best = t, bi = i;
+    }
+    return PyLong_FromLong(bi);
+}
+
+static PyObject *Clock_all_halted(Clock *self, PyObject *unused)
+{
+    (void)unused;
+    for (int i = 0; i < self->n; i++)
+        if (!self->halted[i])
+            Py_RETURN_FALSE;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *Clock_times(Clock *self, PyObject *unused)
+{
+    (void)unused;
+    PyObject *l = PyList_New(self->n);
+    if (!l)
+        return NULL;
+    for (int i = 0; i < self->n; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(ctime_of(self, i));
+        if (!v) {
+            Py_DECREF(l);
+            return NULL;
+        }
+        PyList_SET_ITEM(l, i, v);
+    }
+    return l;
+}
+
+static PyMethodDef Clock_methods[] = {
+    {"time", (PyCFunction)Clock_time, METH_O, "time(i): CPU i's clock"},
+    {"now", (PyCFunction)Clock_now, METH_NOARGS, "the slowest CPU's clock"},
+    {"slowest", (PyCFunction)Clock_slowest, METH_NOARGS, "the slowest CPU (lowest index on ties)"},
+    {"all_halted", (PyCFunction)Clock_all_halted, METH_NOARGS, "every CPU halted"},
+    {"times", (PyCFunction)Clock_times, METH_NOARGS, "every CPU's clock, a list"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ClockType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "vm._run.Clock",
+    .tp_basicsize = sizeof(Clock),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Clock([address of each kcpu.executed], address of extra[], address of halted[])",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Clock_init,
+    .tp_methods = Clock_methods,
+};
+
+/* ---- module ---------------------------------------------------------------- */
+
+static PyObject *head_offsets(PyObject *m, PyObject *unused)
+{
+    (void)m; (void)unused;
+    return Py_BuildValue("{sksksksksksksk}", "executed", (unsigned long)offsetof(kcpu_head, executed),
+                         "limit", (unsigned long)offsetof(kcpu_head, limit),
+                         "trap", (unsigned long)offsetof(kcpu_head, trap),
+                         "stop_reason", (unsigned long)offsetof(kcpu_head, stop_reason),
+                         "blk_addr", (unsigned long)offsetof(kcpu_head, blk_addr),
+                         "blk_size", (unsigned long)offsetof(kcpu_head, blk_size),
+                         "blk_count", (unsigned long)offsetof(kcpu_head, blk_count));
+}
+
+static PyMethodDef run_methods[] = {
+    {"head_offsets", head_offsets, METH_NOARGS, "offsets of the kcpu fields this module uses"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef run_module = {
+    PyModuleDef_HEAD_INIT, "_run",
+    "The CPU run/trap round trip and the machine's clocks in C (vm/_run.c).", -1, run_methods,
+};
+
+PyMODINIT_FUNC PyInit__run(void)
+{
+    if (PyType_Ready(&RunnerType) < 0 || PyType_Ready(&ClockType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&run_module);
+    if (!m)
+        return NULL;
+    Py_INCREF(&RunnerType);
+    Py_INCREF(&ClockType);
+    if (PyModule_AddObject(m, "Runner", (PyObject *)&RunnerType) < 0 ||
+        PyModule_AddObject(m, "Clock", (PyObject *)&ClockType) < 0)
+        return NULL;
+    return m;
+}
