@@ -197,7 +197,7 @@ def install(k, spec, expect=None, labels=None):
 
 def run_job(job):
     """One exploration run (in a worker process): a record with nothing
-    host-dependent in it but wall_s."""
+    host-dependent in it but wall_s and cpu_s."""
     scn = inject.find_scenario(job['scenario'])
     r, policy = run_schedule(scn, job['variant'], job['seed'], job['overrides'], job['spec'])
     k = r['kernel']
@@ -206,7 +206,8 @@ def run_job(job):
                steps=len(policy.points), cpus=len(k.machine.cpus),
                tasks=sum(1 for t in k.sched.tasks.values() if t.program is not None),
                applied=[_change(a) for a in policy.applied], trace=encode_trace(policy),
-               digest=inject.counters_digest(r['counters']), wall_s=r['wall_s'])
+               digest=inject.counters_digest(r['counters']), wall_s=r['wall_s'],
+               cpu_s=r['cpu_s'])
     if not r['ok']:
         rec['counters'] = r['counters']
         rec['reports'] = [rep['message'] for rep in r['reports']
@@ -299,14 +300,15 @@ def job(index, target, spec):
     return dict(target, index=index, spec=spec, key=f'explore|{index}')
 
 
-def run_batch(jobs, nworkers, is_find, stop_first, progress=None):
-    """Run the jobs on the pool; returns their records by index.  With
+def run_batch(jobs, nworkers, is_find, stop_first, progress=None, backend='pool', address=None):
+    """Run the jobs on the pool (or Ray: backend='ray', a local Ray or
+    `address` / RAY_ADDRESS); returns their records by index.  With
     stop_first, stop once the lowest-index find is known (every job before
     it has finished): its records and those of the jobs before it."""
     recs, best = {}, None
     if progress:
         progress.start(len(jobs), 0)
-    runs = inject._execute_pool(jobs, nworkers, run_job)
+    runs = inject.execute(jobs, nworkers, backend, address, run_job)
     try:
         for rec in runs:
             recs[rec['index']] = rec
@@ -324,6 +326,10 @@ def run_batch(jobs, nworkers, is_find, stop_first, progress=None):
     if stop_first and best is not None:
         recs = {i: r for i, r in recs.items() if i <= best}
     return recs
+
+
+def _backend(opts):
+    return opts.get('backend', 'pool'), opts.get('ray_address')
 
 
 # ---- exploring one variant --------------------------------------------------------------------
@@ -365,7 +371,7 @@ def _stop_first(opts):
 
 def _search_random(tgt, ncpu, opts, is_find, progress):
     jobs = [job(i, tgt, random_spec(i, ncpu, opts)) for i in range(opts['runs'])]
-    return run_batch(jobs, opts['jobs'], is_find, _stop_first(opts), progress)
+    return run_batch(jobs, opts['jobs'], is_find, _stop_first(opts), progress, *_backend(opts))
 
 
 def _search_pct(tgt, ncpu, opts, is_find, progress):
@@ -378,7 +384,8 @@ def _search_pct(tgt, ncpu, opts, is_find, progress):
         return recs
     k = probe['steps']
     jobs = [job(i, tgt, pct_spec(i, ncpu, opts, k)) for i in range(1, opts['runs'])]
-    recs.update(run_batch(jobs, opts['jobs'], is_find, _stop_first(opts), progress))
+    recs.update(run_batch(jobs, opts['jobs'], is_find, _stop_first(opts), progress,
+                          *_backend(opts)))
     return recs
 
 
@@ -393,7 +400,7 @@ def _search_bounded(tgt, ncpu, opts, is_find, progress):
     while specs and len(recs) < opts['runs']:
         specs = specs[:opts['runs'] - len(recs)]
         jobs = [job(len(recs) + i, tgt, s) for i, s in enumerate(specs)]
-        got = run_batch(jobs, opts['jobs'], is_find, _stop_first(opts), progress)
+        got = run_batch(jobs, opts['jobs'], is_find, _stop_first(opts), progress, *_backend(opts))
         recs.update(got)
         if _stop_first(opts) and any(is_find(r) for r in got.values()) \
                 or level == opts['preemptions']:
@@ -428,7 +435,8 @@ def shrink(tgt, found, is_find, opts):
             cands.insert(0, [])
         jobs = [job(i, tgt, dict(spec, changes=c)) for i, c in enumerate(cands)]
         nworkers = opts['jobs'] if len(jobs) > 3 else 1           # no pool for 2 or 3 runs
-        got = run_batch(jobs, nworkers, same, True)
+        backend = _backend(opts) if nworkers > 1 else ('pool', None)
+        got = run_batch(jobs, nworkers, same, True, None, *backend)
         tries += len(got)
         hit = min((i for i, r in got.items() if same(r)), default=None)
         if hit is not None:
@@ -483,7 +491,7 @@ def summarize(scn, tgt, opts, recs, finds, shrunk, elapsed):
     steps = [r['steps'] for r in rs] or [0]
     k = sum(steps) / len(steps)
     n = rs[0]['cpus'] if rs else 0
-    busy = sum(r['wall_s'] for r in rs)
+    busy = sum(r.get('cpu_s', r['wall_s']) for r in rs)      # CPU time: the host is shared
     return dict(scenario=scn.name, path=_rel(tgt['scenario']), variant=tgt['variant'],
                 seed=tgt['seed'], overrides=tgt['overrides'], strategy=opts['strategy'],
                 window=opts['window'], depth=opts['depth'], preemptions=opts['preemptions'],
@@ -666,6 +674,10 @@ def add_parser(sub):
     e.add_argument('--out', metavar='FILE', help='where to save the schedule found (default out/schedules/...)')
     e.add_argument('--no-shrink', action='store_true', help='keep the find as found')
     e.add_argument('--json', action='store_true', help='one JSON object per variant')
+    e.add_argument('--backend', choices=('pool', 'ray'), default='pool',
+                   help='where the runs go: a process pool, or Ray (the same results)')
+    e.add_argument('--ray-address', metavar='ADDRESS',
+                   help='a Ray cluster (default: RAY_ADDRESS, else a local Ray)')
 
 
 def explore_options(args):
@@ -681,7 +693,8 @@ def explore_options(args):
             raise ValueError(f'--target {bad[0]!r}: not an outcome ({", ".join(scn_mod.OUTCOMES)})')
     return dict(strategy=args.strategy, runs=args.runs, jobs=args.jobs, all=args.all,
                 target=target, window=args.window, quantum=DEFAULTS['quantum'], depth=args.depth,
-                preemptions=args.preemptions, seed=args.explore_seed, shrink=not args.no_shrink)
+                preemptions=args.preemptions, seed=args.explore_seed, shrink=not args.no_shrink,
+                backend=args.backend, ray_address=args.ray_address)
 
 
 def select_variants(scn, variants, spec, parse_value):

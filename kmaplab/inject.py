@@ -362,7 +362,19 @@ def _execute_pool(todo, jobs, fn=None):
             raise
 
 
-def _execute_ray(todo, jobs, address=None):
+def execute(todo, jobs, backend='pool', address=None, fn=None):
+    """Run the jobs through fn (default run_job) on `backend`: 'pool' (a
+    process pool, in-process for one job) or 'ray' (Ray tasks).  Yields the
+    records as they complete; callers order them by their own key, so the
+    results are the same whatever the backend and job count."""
+    if backend == 'ray':
+        return _execute_ray(todo, jobs, address, fn)
+    if backend != 'pool':
+        raise ValueError(f'--backend {backend!r}: pool or ray')
+    return _execute_pool(todo, jobs, fn)
+
+
+def _execute_ray(todo, jobs, address=None, fn=None):
     """The same jobs as Ray tasks (a local Ray instance, or the cluster at
     `address` / RAY_ADDRESS)."""
     try:
@@ -373,11 +385,15 @@ def _execute_ray(todo, jobs, address=None):
     if not ray.is_initialized():
         kw = dict(address=address) if address else dict(num_cpus=max(jobs, 1))
         ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False, **kw)
-    remote = ray.remote(run_job)
+    remote = ray.remote(fn or run_job)
     pending = [remote.remote(j) for j in todo]
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        yield ray.get(done[0])
+    try:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield ray.get(done[0])
+    finally:
+        for ref in pending:                 # stopped early (a find): drop the rest
+            ray.cancel(ref)
 
 
 def load_results(path):
@@ -407,7 +423,7 @@ def run_campaign(plans, write_paths, seeds, jobs, out, backend='pool', address=N
     todo = [j for j in all_jobs if (j['key'], j['ident']) not in have]
     if progress:
         progress.start(len(all_jobs), len(all_jobs) - len(todo))
-    runs = _execute_ray(todo, jobs, address) if backend == 'ray' else _execute_pool(todo, jobs)
+    runs = execute(todo, jobs, backend, address)
     try:
         with open(path, 'a') as f:
             for rec in runs:

@@ -1,9 +1,10 @@
 """kmaplab report: every scenario, every variant; the findings of the lab.
 
 What this file owns
-  - Running all scenarios' variants on a process pool (results do not
-    depend on the job count: each variant is a deterministic run), with a
-    progress bar.
+  - Running all scenarios' variants on a process pool or on Ray
+    (--backend ray; results depend on neither the backend nor the job
+    count: each variant is a deterministic run), with a progress bar.
+  - The host CPU seconds of each run (cpu_s), per scenario and in total.
   - Each variant runs with several seeds (SEEDS, FULL_SEEDS with --full):
     tables give the median and min..max.
   - The findings table and the verdicts on the terminal, out/report.json
@@ -17,30 +18,31 @@ Rules
     or failed report leaves the previous one intact.
   - Exit code 1 if any variant missed its scenario's expectation.
 """
-import concurrent.futures as cf
 import json
 import os
 import shutil
 import sys
 import time
 
-from . import options, verdicts
+from . import inject, options, verdicts
 from . import scenario as scn_mod
 from .runner import run_variant
 
 ORDER = ('hello', 'kmap-scaling', 'sleep-in-atomic', 'dont-unmap', 'munmap-race', 'swapin-storm',
          'gup-pin', 'same-page-write', 'kmap-local', 'reclaim')
 RESULT_KEYS = ('scenario', 'seed', 'variant', 'outcome', 'findings', 'expected', 'ok', 'why',
-               'counters', 'series', 'wall_s')
+               'counters', 'series', 'wall_s', 'cpu_s')
 SEEDS = 3              # seeds per variant in the default report (min/median/max)
 FULL_SEEDS = 5         # with --full
 
 
-def _job(path, variant, full, seed=None, overrides=None):
-    """One variant and seed in a worker process: the JSON-able part of its result."""
-    scn = scn_mod.load(path)
-    r = run_variant(scn, variant, seed=seed, overrides=overrides)
+def _job(j):
+    """One variant and seed in a worker process (j: index, path, variant,
+    seed, overrides): the JSON-able part of its result, with its index."""
+    scn = scn_mod.load(j['path'])
+    r = run_variant(scn, j['variant'], seed=j['seed'], overrides=j['overrides'])
     out = {k: r[k] for k in RESULT_KEYS}
+    out['index'] = j['index']
     out['schedule'] = r['kernel'].config.get('schedule')
     out['reports'] = report_reasons(r['reports'])
     out['console'] = r['console'][:20]
@@ -74,8 +76,11 @@ def plan(names, full, seeds=1):
     return jobs
 
 
-def run_all(names=None, jobs=None, full=False, out_dir='out', progress=True, seeds=None):
-    """Run the report; returns (results, wall seconds)."""
+def run_all(names=None, jobs=None, full=False, out_dir='out', progress=True, seeds=None,
+            backend='pool', address=None):
+    """Run the report on a process pool or on Ray (backend 'ray': a local
+    Ray, or `address` / RAY_ADDRESS); returns (results, wall seconds).
+    The results are in plan order whatever the backend and job count."""
     names = names or [n for n in scn_mod.list_names()]
     seeds = seeds or (FULL_SEEDS if full else SEEDS)
     todo = plan(names, full, seeds)
@@ -85,16 +90,18 @@ def run_all(names=None, jobs=None, full=False, out_dir='out', progress=True, see
     t0 = time.perf_counter()
     results = [None] * len(todo)
     workers = jobs or os.cpu_count() or 1
-    with _Progress(len(todo), progress) as bar, cf.ProcessPoolExecutor(workers) as pool:
-        futs = {pool.submit(_job, scn.path, v, full, seed, over): i
-                for i, (scn, v, seed, over) in enumerate(todo)}
-        for fut in cf.as_completed(futs):
-            i = futs[fut]
-            r = fut.result()
-            results[i] = r
-            log.write(json.dumps(r, sort_keys=True) + '\n')
-            log.flush()
-            bar.advance(f'{r["scenario"]} {_label(r["variant"])} seed {r["seed"]}: {r["outcome"]}')
+    work = [dict(index=i, path=scn.path, variant=v, seed=seed, overrides=over)
+            for i, (scn, v, seed, over) in enumerate(todo)]
+    with _Progress(len(todo), progress) as bar:
+        runs = inject.execute(work, workers, backend, address, _job)
+        try:
+            for r in runs:
+                results[r.pop('index')] = r
+                log.write(json.dumps(r, sort_keys=True) + '\n')
+                log.flush()
+                bar.advance(f'{r["scenario"]} {_label(r["variant"])} seed {r["seed"]}: {r["outcome"]}')
+        finally:
+            runs.close()
     log.close()
     return results, time.perf_counter() - t0
 
@@ -161,9 +168,25 @@ def print_table(results, wall, verdicts=()):
         for x in verdicts:
             v.add_row(x['claim'], x['thread'], x['lab'], x['verdict'])
         console.print(v)
+    print(cpu_summary(results))
     missed = [r for r in results if not r['ok']]
     for r in missed:
         print(f'MISSED {r["scenario"]} {_label(r["variant"])} seed {r["seed"]}: {"; ".join(r["why"])}')
+
+
+def cpu_seconds(results):
+    """{scenario: host CPU seconds of its runs} (in the order run) and the
+    total: what the report costs, whatever the load and job count."""
+    by = {}
+    for r in results:
+        by[r['scenario']] = by.get(r['scenario'], 0.0) + r.get('cpu_s', 0.0)
+    return by, sum(by.values())
+
+
+def cpu_summary(results):
+    by, total = cpu_seconds(results)
+    parts = ', '.join(f'{name} {s:.1f}' for name, s in by.items())
+    return f'CPU seconds: {parts}; total {total:.1f} CPU-s for {len(results)} runs'
 
 
 # ---- the command ------------------------------------------------------------------
@@ -180,7 +203,7 @@ def write_outputs(results, wall, out_dir, verdict_list=None):
                   sort_keys=True)
     figures = plots(results, partial, verdict_list)
     with open(os.path.join(partial, 'report.md'), 'w') as f:
-        f.write(markdown(results, verdict_list, wall, figures))
+        f.write(markdown(results, verdict_list, wall, figures, cpu_s=cpu_seconds(results)[1]))
     pngs = [name for figs in figures.values() for name, _ in figs]
     for name in ['report.json', 'report.md'] + [os.path.basename(p) for p in pngs]:
         os.replace(os.path.join(partial, name), os.path.join(out_dir, name))
@@ -197,11 +220,12 @@ def cmd_report(args):
     if names:
         for n in names:
             scn_mod.find(n)                      # bad names: exit 2 before any work
-    results, wall = run_all(names, jobs=args.jobs, full=args.full, out_dir=args.out, seeds=args.seeds)
+    results, wall = run_all(names, jobs=args.jobs, full=args.full, out_dir=args.out, seeds=args.seeds,
+                            backend=args.backend, address=args.ray_address)
     verdict_list = verdicts.verdicts(results)
     print_table(results, wall, verdict_list)
     files = write_outputs(results, wall, args.out, verdict_list)
-    print(f'wrote {", ".join(files)}  ({wall:.0f} s)')
+    print(f'wrote {", ".join(files)}  ({wall:.0f} s, {cpu_seconds(results)[1]:.1f} CPU-s)')
     return 0 if all(r['ok'] for r in results) else 1
 
 
@@ -213,3 +237,7 @@ def add_parser(sub):
     r.add_argument('--scenarios', metavar='A,B,...', help='a comma-separated subset')
     r.add_argument('--seeds', type=int, metavar='N',
                    help=f'seeds per variant (default {SEEDS}, {FULL_SEEDS} with --full)')
+    r.add_argument('--backend', choices=('pool', 'ray'), default='pool',
+                   help='where the runs go: a process pool, or Ray (the same results)')
+    r.add_argument('--ray-address', metavar='ADDRESS',
+                   help='a Ray cluster (default: RAY_ADDRESS, else a local Ray)')

@@ -99,7 +99,8 @@ def markdown(results, verdicts, wall, plots=None, seeds=None, cpu_s=None):
     nseeds = seeds or max((len(rs) for rs in groups.values()), default=1)
     lines = ['# kmaplab: the 2002 "scalable kmap" thread, claim by claim', '',
              f'{len(groups)} variants of {len(by_scn)} scenarios, {nseeds} run(s) each '
-             f'({len(results)} runs, {ok} met their scenario\'s expectation); {wall:.0f} s of wall time.  '
+             f'({len(results)} runs, {ok} met their scenario\'s expectation); {wall:.0f} s of wall time'
+             + (f', {cpu_s:.0f} CPU-s.  ' if cpu_s is not None else '.  ') +
              'Regenerate with `make report` (`kmaplab report --full`: bigger sweeps, more seeds).', '',
              'Each variant\'s first run is the scenario as written (its seed, round-robin interleaving); '
              'the others take the next seeds with the seeded random interleaving (`--set schedule=random '

@@ -9,7 +9,9 @@ compared afterwards.
 
 Result (one per variant): scenario, seed, variant, outcome, findings (every
 outcome kind seen), expected, ok, why (the failed parts of the
-expectation), counters (flat name -> number), reports, console, wall_s.
+expectation), counters (flat name -> number), reports, console, wall_s,
+cpu_s (host CPU seconds of this process for the variant: the machine is
+shared, so this, not wall_s, is the run's cost).
 """
 import os
 import time
@@ -193,7 +195,7 @@ def run_kernel(k):
 def run_variant(scn, variant, seed=None, overrides=None, tracer=None, setup=None):
     """Boot, run and judge one variant.  setup(k), if given, runs between
     boot and run (kmaplab/explore.py puts a schedule's policy there)."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     k = boot(scn, variant, seed, overrides)
     if setup is not None:
         setup(k)
@@ -205,7 +207,8 @@ def run_variant(scn, variant, seed=None, overrides=None, tracer=None, setup=None
     return dict(scenario=scn.name, seed=k.config['seed'], variant=variant, outcome=outcome,
                 findings=sorted(findings), expected=exp[0], ok=ok, why=why, counters=counters,
                 reports=k.reports, console=_console(k), boot_log=k.boot_log, series=k.vmstat.series(),
-                wall_s=round(time.perf_counter() - t0, 3), kernel=k)
+                wall_s=round(time.perf_counter() - t0, 3), cpu_s=round(time.process_time() - c0, 3),
+                kernel=k)
 
 
 def _console(k):
