@@ -3,8 +3,10 @@
 What this file owns
   - ROWS: the benchmark, a list of row functions.  Each takes the Bench
     (which keeps what earlier rows measured, e.g. the raw rate the ratios
-    use) and returns a list of Row.  Later issues append kernel-level rows
-    (syscalls/s through the minikernel, write() per byte, tracing speed).
+    use) and returns a list of Row: raw Unicorn, CPU.run, Machine.run,
+    round trips on the bare rig, real runs (kmap-scaling, reclaim) paired
+    with raw Unicorn, kernel round trips (getpid, demand-zero fault,
+    context switch) against one bare emu_start, tracing speeds.
   - run_bench(json_out): measure every row once, on this machine, in this
     run, and print a table (or one JSON object).
 
@@ -15,9 +17,16 @@ Rules
     disturbed.  The target ratio is measured in alternating slices of raw
     and Machine (the median of the pairs), so that a change of load during
     the run cannot flatter or spoil it.
-  - All rows run the same guest loop (vm.selftest's count_loop: add, dec,
-    jnz; blocks of 3 instructions, the worst case for per-block costs) on
-    the same page tables (vm.selftest.Rig), paging on.
+  - The machine rows run the same guest loop (vm.selftest's count_loop:
+    add, dec, jnz; blocks of 3 instructions, the worst case for per-block
+    costs) on the same page tables (vm.selftest.Rig), paging on.
+  - The real-run and kernel rows measure CPU time (time.process_time), not
+    wall time: the host is shared.  A real run is sliced by simulated time
+    (REAL_STEP cycles per k.run call), booted again untimed when it ends;
+    a kernel round trip is the CPU time of N2 - N1 more operations of
+    asm/user/kbench.S (runs of N1 and N2, so boot, exec and exit cancel).
+  - A raw chunk keeps a reference to its rig: the RAM Unicorn runs on must
+    outlive the Unicorn instance.
 """
 import json
 import platform
@@ -113,6 +122,7 @@ def _raw_long_chunk(iters=2_000_000):
         uc.reg_write(ux.UC_X86_REG_ECX, iters)
         uc.emu_start(start, end)
         return 1 + 3 * iters
+    chunk.rig = rig                                  # the RAM Unicorn runs on lives as long as chunk
     chunk()                                          # translate once
     return chunk
 
@@ -129,7 +139,26 @@ def _raw_count_chunk(q):
         for _ in range(20):
             uc.emu_start(uc.reg_read(ux.UC_X86_REG_EIP), end, count=q)
         return 20 * q
+    chunk.rig = rig                                  # keep the RAM alive (see _raw_long_chunk)
     return chunk
+
+
+def _bare_emu_start():
+    """One bare emu_start (raw Unicorn, no hooks) of one instruction: the
+    unit the kernel round trips are also given in.  -> CPU seconds each."""
+    rig = Rig()
+    uc = _raw_uc(rig)
+    start, end = rig.sym('count_loop'), rig.sym('count_loop_body')   # mov eax, 0
+    uc.emu_start(start, end)
+    best = None
+    for _ in range(3):
+        n, t0 = 2000, time.process_time()
+        for _ in range(n):
+            uc.emu_start(start, end)
+        dt = (time.process_time() - t0) / n
+        best = dt if best is None else min(best, dt)
+    del rig
+    return best
 
 
 class _SpinDriver:
@@ -271,6 +300,128 @@ def row_syscall(b):
                 'template context restore + guest iretd')]
 
 
+# ---- real runs and kernel round trips ----------------------------------------------
+
+REAL_RUNS = (('kmap-scaling', dict(cpus=4, write_path='kmap', pkmap=1024)),
+             ('reclaim', dict(reclaim='swap_out')))
+REAL_STEP = 200_000        # simulated cycles per k.run() call of a real-run slice
+
+
+class _RealRun:
+    """A scenario variant run a slice at a time (k.run up to now + STEP);
+    booted again, untimed, when it ends.  step() -> (instructions, CPU s)."""
+
+    def __init__(self, name, variant):
+        from . import scenario as scn_mod
+        self.scn, self.variant = scn_mod.find(name), variant
+        self.k = None
+
+    def _boot(self):
+        from .runner import boot
+        self.k = boot(self.scn, self.variant)
+
+    def step(self):
+        if self.k is None or self.k.finished():
+            self._boot()
+        m = self.k.machine
+        before = sum(c.instructions for c in m.cpus)
+        t0 = time.process_time()
+        end = self.k.run(m.now() + REAL_STEP)
+        dt = time.process_time() - t0
+        if end not in ('time limit', 'finished'):
+            self.k = None                            # a deadlock or bug: start again
+        return sum(c.instructions for c in m.cpus) - before, dt
+
+
+def _cpu_slice(fn, seconds):
+    """Call fn() -> (units, CPU s) until `seconds` of CPU: (units, CPU s)."""
+    units = spent = 0
+    while spent < seconds or not units:
+        u, dt = fn()
+        units, spent = units + u, spent + dt
+    return units, spent
+
+
+def _timed_cpu(chunk):
+    """A wall-clock chunk() -> units as (units, CPU s)."""
+    def fn():
+        t0 = time.process_time()
+        u = chunk()
+        return u, time.process_time() - t0
+    return fn
+
+
+def row_real(b):
+    """Guest instructions per CPU-second of real runs (kmap-scaling with 4
+    CPUs and kmap; reclaim with swap_out), each in alternating CPU-time
+    slices with raw Unicorn on the loop: the median real rate, and the
+    median of the pairs' ratios."""
+    raw = _timed_cpu(_raw_long_chunk())
+    rows = []
+    for name, variant in REAL_RUNS:
+        run = _RealRun(name, variant)
+        run.step()                                   # boot, translate
+        rates, ratios = [], []
+        for _ in range(PAIRS):
+            ra, ta = _cpu_slice(raw, b.seconds / PAIRS)
+            rb, tb = _cpu_slice(run.step, b.seconds / PAIRS)
+            rates.append(rb / tb)
+            ratios.append((rb / tb) / (ra / ta))
+        label = f'{name} ({", ".join(f"{k}={v}" for k, v in variant.items())})'
+        rows.append(Row(f'real run: {label}', statistics.median(rates), 'insn/s',
+                        'guest insns per CPU-second'))
+        rows.append(Row(f'real run / raw: {label}', 100 * statistics.median(ratios), '%',
+                        f'alternating CPU-time slices, median of {PAIRS} pairs'))
+    return rows
+
+
+KBENCH_MODES = (('getpid() syscall round trip', 0, 1, 'syscalls'),
+                ('anonymous demand-zero fault', 1, 1, 'faults'),
+                ('context switch (sched_yield, 2 tasks on 1 CPU)', 2, 2, 'switches'))
+
+
+def _kbench(mode, n, tasks):
+    """Boot a 1-CPU kernel with `tasks` kbench MODE N programs; run it to
+    the end.  -> (CPU s of the run, syscalls, faults, switches)."""
+    from minikernel.kernel import Kernel
+    from .runner import program_image
+    k = Kernel({'mem': 64 << 20, 'highmem': 32 << 20, 'cpus': 1, 'max_cycles': 4_000_000_000},
+               {'kbench': program_image('kbench')})
+    ts = [k.spawn(f'kbench{i}', 'kbench', [mode, n]) for i in range(tasks)]
+    t0 = time.process_time()
+    end = k.run()
+    dt = time.process_time() - t0
+    if end != 'finished' or any(t.exit_code != 0 for t in ts):
+        raise RuntimeError(f'kbench mode {mode}: {end}, exit codes {[t.exit_code for t in ts]}')
+    c = {key: sum(t.counters[key] for t in ts) for key in ('syscalls', 'faults', 'switches')}
+    return dt, c
+
+
+def row_kernel(b):
+    """Kernel-level round trips through the minikernel, in CPU us, and as
+    multiples of one bare emu_start measured here: the cost of N more
+    operations (runs of N1 and N2, the difference, so boot, exec and exit
+    cancel out), the median of three."""
+    bare = _bare_emu_start()
+    rows = [Row('bare emu_start (raw Unicorn, one instruction)', bare * 1e6, 'us', 'the unit below')]
+    for label, mode, tasks, key in KBENCH_MODES:
+        # the yielders need a long enough run to overlap (the second one
+        # execs from the disk while the first one yields to nobody)
+        n1 = 500 if mode == 2 else 20
+        n2 = n1 + max(100, int(3000 * b.seconds))
+        per = []
+        for _ in range(3):
+            t1, c1 = _kbench(mode, n1, tasks)
+            t2, c2 = _kbench(mode, n2, tasks)
+            ops = c2[key] - c1[key]
+            if ops <= 0:
+                raise RuntimeError(f'kbench mode {mode}: no {key} counted')
+            per.append(max(t2 - t1, 0.0) / ops)
+        us = statistics.median(per) * 1e6
+        rows.append(Row(f'kernel: {label}', us, 'us', f'= {us / (bare * 1e6):.0f} bare emu_starts'))
+    return rows
+
+
 def row_trace(b):
     """Tracing speeds (kmaplab/trace_bench.py): capture, decode, text, and the
     naive one-Python-call-per-instruction tracer on the same workload."""
@@ -278,7 +429,8 @@ def row_trace(b):
     return trace_rows(b)
 
 
-ROWS = [row_raw, row_cpu, row_machine, row_target, row_page_fault, row_syscall, row_trace]
+ROWS = [row_raw, row_cpu, row_machine, row_target, row_page_fault, row_syscall, row_real, row_kernel,
+        row_trace]
 
 
 # ---- output -----------------------------------------------------------------------
