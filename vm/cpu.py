@@ -156,6 +156,7 @@ class CPU:
         self._enter = self._runner.enter
         self._md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
         self._md.detail = True
+        self._decoded = {}          # (eip, code bytes) -> capstone insn (faulting instructions)
         self._template = None
         self._code_bitmaps = [None] * native.MAX_REGIONS   # keep the buffers alive
         self.point_counters = {}   # address -> ctypes.c_uint64 (invlpg, mov cr3, ...)
@@ -382,10 +383,15 @@ class CPU:
         operands lies on CR2's page, and does it write there)."""
         err = 0
         pde, pte, _ = x86.walk(self.ram, regs['cr3'], cr2)
+        user = regs['cs'] & 3
+        if user:
+            err |= x86.PF_U
         if pde & x86.PTE_P and pte & x86.PTE_P:
             err |= x86.PF_P
-        if regs['cs'] & 3:
-            err |= x86.PF_U
+            if not user or pde & pte & x86.PTE_U:
+                # No NX without PAE: a fault on a present page the access
+                # may reach (kernel mode, or a user page) is a write.
+                return err | x86.PF_W
         if self._faulting_access_is_write(cr2, regs):
             err |= x86.PF_W
         return err
@@ -393,7 +399,12 @@ class CPU:
     def _faulting_access_is_write(self, cr2, regs):
         eip = regs['eip']
         code = self.read_virt(regs['cr3'], eip, 16)
-        insn = next(self._md.disasm(code, eip), None) if code else None
+        key = (eip, code)
+        insn = self._decoded.get(key)                # decoded once per (address, bytes)
+        if insn is None and code:
+            if len(self._decoded) > 4096:
+                self._decoded.clear()
+            insn = self._decoded[key] = next(self._md.disasm(code, eip), None)
         if insn is None:          # the fetch itself faulted: a read
             return False
         page = cr2 >> 12
