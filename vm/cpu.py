@@ -26,7 +26,6 @@ from unicorn import Uc, UcError, UC_ARCH_X86, UC_ERR_INSN_INVALID, UC_MODE_32, U
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_INTR, UC_HOOK_CODE
 from unicorn import x86_const as ux
 
-from unicorn.unicorn_py3.unicorn import uclib
 
 from . import native, x86
 
