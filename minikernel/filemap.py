@@ -131,10 +131,10 @@ class Filemap:
 
     def page_mapping(self, pfn):
         """page->mapping as an AddressSpace (None: not in a file's cache)."""
-        return self.mappings.get(int(self.k.page_alloc.mem_map[pfn]['mapping']))
+        return self.mappings.get(self.k.page_alloc.page_mapping(pfn))
 
     def page_index(self, pfn):
-        return int(self.k.page_alloc.mem_map[pfn]['index'])
+        return self.k.page_alloc.page_index(pfn)
 
     def new_mapping(self, host):
         """An empty address_space for a new inode (None if lowmem is out)."""
@@ -172,9 +172,8 @@ class Filemap:
         pa.set_page_flag(pfn, PG_locked)
         self.lock_owner[pfn] = task
         self.k.page_ref(pfn)
-        page = pa.mem_map[pfn]
-        page['mapping'] = mapping.guest
-        page['index'] = index
+        pa.set_page_mapping(pfn, mapping.guest)
+        pa.set_page_index(pfn, index)
         mapping.pages[index] = pfn
         self.counters['page_cache_adds'] += 1
         self.counters['page_cache_pages'] += 1
@@ -194,9 +193,8 @@ class Filemap:
             raise KernelBug(f'remove_from_page_cache: pfn {pfn:#x} is not at index {index} '
                             f'of {mapping.host.name}')
         del mapping.pages[index]
-        page = self.k.page_alloc.mem_map[pfn]
-        page['mapping'] = 0
-        page['index'] = 0
+        self.k.page_alloc.set_page_mapping(pfn, 0)
+        self.k.page_alloc.set_page_index(pfn, 0)
         self.prepared.discard(pfn)
         self.counters['page_cache_removes'] += 1
         self.counters['page_cache_pages'] -= 1

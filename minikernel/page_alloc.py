@@ -379,6 +379,36 @@ class PageAlloc:
     def page_count(self, pfn):
         return self._i32[pfn * _WORDS + _W_COUNT]
 
+    # struct page fields word by word (a numpy struct scalar costs ~1 us a
+    # field: these are the hot paths' accessors).  Never sleep; the caller
+    # holds what Linux would for the field.
+
+    def page_mapcount(self, pfn):
+        return self._i32[pfn * _WORDS + _W_MAPCOUNT]
+
+    def set_page_mapcount(self, pfn, value):
+        self._i32[pfn * _WORDS + _W_MAPCOUNT] = value
+
+    def page_mapping(self, pfn):
+        """page->mapping (a guest address, 0 for none)."""
+        return self._u32[pfn * _WORDS + _W_MAPPING]
+
+    def set_page_mapping(self, pfn, value):
+        self._u32[pfn * _WORDS + _W_MAPPING] = value
+
+    def page_index(self, pfn):
+        """page->index (the file index, or the swap entry in the swap cache)."""
+        return self._u32[pfn * _WORDS + _W_INDEX]
+
+    def set_page_index(self, pfn, value):
+        self._u32[pfn * _WORDS + _W_INDEX] = value
+
+    def page_pte_chain(self, pfn):
+        return self._u32[pfn * _WORDS + _W_PTE_CHAIN]
+
+    def set_page_pte_chain(self, pfn, value):
+        self._u32[pfn * _WORDS + _W_PTE_CHAIN] = value
+
     def set_page_flag(self, pfn, bit):
         """SetPageX(): set bit PG_x of the page's flags."""
         self._u32[pfn * _WORDS + _W_FLAGS] |= 1 << bit

@@ -26,20 +26,20 @@ class Rmap:
     def __init__(self, kernel):
         self.k = kernel
         self.use_chains = kernel.config['reclaim'] == 'rmap'
-        self.maps = {}              # pfn -> list of [mm, va, chain_va]
+        self.maps = {}              # pfn -> {(mm, va): chain_va}, in the order mapped
         self.counters = dict(pte_chains=0, pte_chain_bytes=0, pte_chain_bytes_peak=0,
                              pte_chain_alloc_failed=0,
                              rmap_add=0, rmap_remove=0)
 
-    def _mem_map(self, pfn):
-        return self.k.page_alloc.mem_map[pfn]
-
     def page_add_rmap(self, pfn, mm, va, pte_pa, anon):
         """page_add_rmap(): one more PTE maps the page."""
         k = self.k
+        entries = self.maps.setdefault(pfn, {})
+        if (mm, va) in entries:
+            raise KernelBug(f'page_add_rmap: pfn {pfn:#x} is already mapped at {va:#x}')
         self.counters['rmap_add'] += 1
-        page = self._mem_map(pfn)
-        page['_mapcount'] += 1
+        pa = k.page_alloc
+        pa.set_page_mapcount(pfn, pa.page_mapcount(pfn) + 1)
         chain = 0
         if self.use_chains:
             chain = k.slab.kmalloc(PTE_CHAIN_SIZE, 'pte_chain')
@@ -48,45 +48,44 @@ class Rmap:
                 k.report('warning', 'pte_chain allocation failed: ZONE_NORMAL exhausted')
                 chain = 0
             else:
-                k.machine.write32(chain - k.PAGE_OFFSET, int(page['pte_chain']))
+                k.machine.write32(chain - k.PAGE_OFFSET, pa.page_pte_chain(pfn))
                 k.machine.write32(chain - k.PAGE_OFFSET + 4, pte_pa + k.PAGE_OFFSET)
-                page['pte_chain'] = chain
+                pa.set_page_pte_chain(pfn, chain)
                 self.counters['pte_chains'] += 1
                 self.counters['pte_chain_bytes'] += PTE_CHAIN_SIZE
                 if self.counters['pte_chain_bytes'] > self.counters['pte_chain_bytes_peak']:
                     self.counters['pte_chain_bytes_peak'] = self.counters['pte_chain_bytes']
-        self.maps.setdefault(pfn, []).append([mm, va, chain])
+        entries[(mm, va)] = chain
 
     def page_remove_rmap(self, pfn, mm, va):
         """page_remove_rmap(): a PTE that mapped the page is gone."""
         k = self.k
         self.counters['rmap_remove'] += 1
-        page = self._mem_map(pfn)
-        entries = self.maps.get(pfn, [])
-        for i, (m, v, chain) in enumerate(entries):
-            if m is mm and v == va:
-                del entries[i]
-                if chain:
-                    self._unlink_chain(page, chain)
-                break
-        else:
-            raise KernelBug(f'page_remove_rmap: pfn {pfn:#x} is not mapped at {va:#x}')
+        pa = k.page_alloc
+        entries = self.maps.get(pfn, {})
+        try:
+            chain = entries.pop((mm, va))
+        except KeyError:
+            raise KernelBug(f'page_remove_rmap: pfn {pfn:#x} is not mapped at {va:#x}') from None
+        if chain:
+            self._unlink_chain(pfn, chain)
         if not entries:
             self.maps.pop(pfn, None)
-        page['_mapcount'] -= 1
-        if page['_mapcount'] < -1:
+        count = pa.page_mapcount(pfn) - 1
+        pa.set_page_mapcount(pfn, count)
+        if count < -1:
             raise KernelBug(f'page_remove_rmap: pfn {pfn:#x} mapcount went below zero')
 
-    def _unlink_chain(self, page, chain):
+    def _unlink_chain(self, pfn, chain):
         k = self.k
-        prev, cur = None, int(page['pte_chain'])
+        prev, cur = None, k.page_alloc.page_pte_chain(pfn)
         while cur and cur != chain:
             prev, cur = cur, k.machine.read32(cur - k.PAGE_OFFSET)
         if cur != chain:
             raise KernelBug('page_remove_rmap: pte_chain entry not on the page\'s chain')
         nxt = k.machine.read32(chain - k.PAGE_OFFSET)
         if prev is None:
-            page['pte_chain'] = nxt
+            k.page_alloc.set_page_pte_chain(pfn, nxt)
         else:
             k.machine.write32(prev - k.PAGE_OFFSET, nxt)
         k.slab.kfree(chain)
@@ -95,10 +94,10 @@ class Rmap:
 
     def mappers(self, pfn):
         """[(mm, va)] of the PTEs that map the page (rmap's pte_chain walk)."""
-        return [(m, v) for m, v, _ in self.maps.get(pfn, [])]
+        return list(self.maps.get(pfn, {}))
 
     def mapcount(self, pfn):
-        return int(self._mem_map(pfn)['_mapcount']) + 1
+        return self.k.page_alloc.page_mapcount(pfn) + 1
 
     def pte_dirty(self, pfn):
         """The hardware dirty bit of a PTE being dropped moves to the page."""

@@ -107,21 +107,20 @@ class Swap:
             raise KernelBug(f'add_to_swap_cache: pfn {pfn:#x} already in the swap cache')
         self.k.page_ref(pfn)
         pa.set_page_flag(pfn, PG_swapcache)
-        pa.mem_map[pfn]['index'] = entry
+        pa.set_page_index(pfn, entry)
         self.cache[entry] = pfn
 
     def delete_from_swap_cache(self, pfn):
         """delete_from_swap_cache(): drop the slot's cache entry, its slot
         reference and the cache's page reference."""
-        page = self.k.page_alloc.mem_map[pfn]
-        entry = int(page['index'])
+        entry = self.k.page_alloc.page_index(pfn)
         if self.cache.get(entry) != pfn:
             raise KernelBug(f'delete_from_swap_cache: pfn {pfn:#x} not cached at {entry:#x}')
         if self.k.page_alloc.test_page_flag(pfn, PG_writeback):
             raise KernelBug(f'delete_from_swap_cache: pfn {pfn:#x} is under writeback')
         del self.cache[entry]
         self.k.page_alloc.clear_page_flag(pfn, PG_swapcache)
-        page['index'] = 0
+        self.k.page_alloc.set_page_index(pfn, 0)
         self.swap_free(entry)
         self.k.put_page(pfn)
 
@@ -141,7 +140,7 @@ class Swap:
         for the duration (reclaim and can_share_swap_page keep off it).
         Generator -> 0/-EIO."""
         pa = self.k.page_alloc
-        entry = int(pa.mem_map[pfn]['index'])
+        entry = pa.page_index(pfn)
         pa.clear_page_flag(pfn, PG_dirty)
         pa.set_page_flag(pfn, PG_writeback)
         self.counters['swap_outs'] += 1
@@ -201,7 +200,7 @@ class Swap:
         pa = self.k.page_alloc
         if pa.test_page_flag(pfn, PG_writeback):
             return False
-        entry = int(pa.mem_map[pfn]['index'])
+        entry = pa.page_index(pfn)
         slot = self.swap_map[swp_offset(entry)] if pa.test_page_flag(pfn, PG_swapcache) else 0
         return pa.page_count(pfn) <= 2 and slot <= 1
 
