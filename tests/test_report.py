@@ -45,7 +45,7 @@ def test_report_and_explore_on_a_local_ray_match_the_pool(tmp_path, capsys):
                      '--out', str(tmp_path / 'r')]) == 0
         assert _results(tmp_path / 'p') == _results(tmp_path / 'r')
         capsys.readouterr()
-        args = ['explore', 'explore/munmap-race.toml', '--variant', 'write_path=dont_unmap',
+        args = ['explore', 'explore/munmap-race.toml', '--variant', 'write_path=dont_unmap,atomic_fault=sleep',
                 '--strategy', 'random', '--runs', '6', '--all', '--jobs', '2', '--json', '--no-shrink']
         main(args + ['--out', str(tmp_path / 'p.json')])
         pool = [json.loads(ln) for ln in capsys.readouterr().out.splitlines() if ln.startswith('{')]
