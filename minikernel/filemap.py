@@ -62,7 +62,7 @@ BIO_MAX_PAGES = 256          # include/linux/bio.h (2.5): pages in one bio
 PAGE_SHIFT = 12
 NR_WAIT_TABLE = 64               # hashed page wait queues (2.5: per zone, sized by memory)
 ADDRESS_SPACE_SIZE = 16          # the guest object page->mapping points at
-EIO, ENOMEM, EFAULT, EEXIST, EFBIG = 5, 12, 14, 17, 27
+EIO, ENOMEM, EFAULT, EEXIST, EFBIG, ENOSPC = 5, 12, 14, 17, 27, 28
 
 
 def iov_slice(iov, skip, n):
@@ -659,6 +659,9 @@ class Filemap:
             index, offset = pos >> PAGE_SHIFT, pos & (PAGE - 1)
             nbytes = min(PAGE - offset, count)
             segs = iov_slice(iov, written, nbytes)
+            if not inode.get_block(index):                    # get_block(create): disk full
+                status = -ENOSPC
+                break
             copied = yield from self._write_paths().write_page(task, file, index, offset, segs,
                                                                nbytes)
             if copied > nbytes:

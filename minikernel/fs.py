@@ -2,8 +2,12 @@
 
 Mirrors, in role, fs/open.c, fs/read_write.c, fs/file_table.c and
 fs/buffer.c's get_block of a block file system (2.4/2.5), cut down to what
-the thread's write and read paths need: a flat directory of files, each one
-contiguous extent of the disk, one 4 KiB block per page.
+the thread's write and read paths and real programs need: a tree of
+directories under / (Dir, with . and .. in getdents64), regular files made
+of extents of the disk (one 4 KiB block per page), and the character
+devices /dev/null, /dev/zero and /dev/console (CharDev).  Paths resolve
+from / (every task's cwd); there are no symbolic links.  The file system
+calls beyond open/read/write/lseek/close are in fs_calls.py.
 
 Disk layout
   The disk is shared (vm/devices.py Disk, 4 KiB blocks).  The first time a
@@ -12,9 +16,10 @@ Disk layout
   allocator (alloc_boot_blocks, which program images and swap use too).
   Each file gets a contiguous extent of `max_size` bytes in it when it is
   created (FILE_MAX_SIZE = 4 MiB unless create_file says otherwise: 32
-  default-size files fit).  An extent never moves or grows: a write past
-  it is -EFBIG, a file that does not fit is -ENOSPC.  Block i of a file is
-  disk block first_block + i.  Only blocks that were written hold data
+  default-size files fit).  An extent never moves; a file that grows past
+  its extents gets another FILE_MAX_SIZE extent (Inode.get_block, called by
+  generic_file_write before each page), -ENOSPC when the region is full.
+  Block i of a file is found by walking its extents (bmap).  Only blocks that were written hold data
   (inode.on_disk); the others are holes and read as zeros, so a new or
   truncated file never shows what its extent held before.
 
@@ -24,8 +29,9 @@ Objects
   File         struct file: the inode, f_flags, f_pos.  It is what an fd
                and a file mmap refer to (VMA.file); its nopage() is
                filemap_nopage.
-  FilesStruct  the fd table (files_struct).  fds 0, 1, 2 are the console
-               (syscalls.py); files get 3 and up.  Tasks sharing an mm
+  FilesStruct  the fd table (files_struct).  fds 0, 1, 2 of a new process
+               are File objects of /dev/console (dup2 can replace them);
+               new fds take the lowest free number.  Tasks sharing an mm
                (threads, CLONE_VM) share it too (CLONE_FILES).
 
 Locks and rules
@@ -51,7 +57,7 @@ End of run (finish)
 from .bug import KernelBug
 from .layout import PAGE_OFFSET, PAGE_SIZE
 from .locking import RWSemaphore
-from .task import Charge
+from .task import Charge, Guest
 
 MiB = 1 << 20
 PAGE = PAGE_SIZE
@@ -64,38 +70,118 @@ SYNC_AT_EXIT_MAX_CYCLES = 10_000_000_000
 
 O_ACCMODE, O_RDONLY, O_WRONLY, O_RDWR = 3, 0, 1, 2
 O_CREAT, O_EXCL, O_TRUNC, O_APPEND = 0o100, 0o200, 0o1000, 0o2000
+O_DIRECTORY, O_CLOEXEC = 0o200000, 0o2000000
+PATH_MAX = 4096
 SEEK_SET, SEEK_CUR, SEEK_END = 0, 1, 2
 ENOENT, EBADF, ENOMEM, EFAULT, EEXIST, EINVAL, EFBIG = 2, 9, 12, 14, 17, 22, 27
 EMFILE, ETXTBSY, ENOSPC, ENAMETOOLONG = 24, 26, 28, 36
 NAME_MAX = 255
+MAX_FILE_BYTES = 0x7FFFFFFF  # MAX_NON_LFS: a file grows by FILE_MAX_SIZE extents up to this
+S_IFMT, S_IFREG, S_IFDIR, S_IFCHR = 0o170000, 0o100000, 0o040000, 0o020000
+ENOTDIR, EISDIR, ENOTEMPTY, EBUSY, EXDEV, ESPIPE = 20, 21, 39, 16, 18, 29
+DEV_INO_BASE = 1 << 20       # inode numbers of directories and devices (files count from 1)
 
 
 class Inode:
-    """struct inode of a file: its extent on the disk and its page cache."""
+    """struct inode of a regular file: its extents on the disk and its page
+    cache.  The first extent is `max_blocks` pages (the preallocation the
+    file was created with); a file that grows past it gets more extents of
+    FILE_MAX_SIZE from the region (get_block with create), up to
+    MAX_FILE_BYTES."""
+
+    kind = 'file'
 
     def __init__(self, ino, name, first_block, max_blocks):
         self.ino = ino
         self.name = name
         self.size = 0                  # i_size
         self.first_block = first_block
-        self.max_blocks = max_blocks   # the extent: max_size = max_blocks pages
+        self.max_blocks = max_blocks   # the first extent: max_blocks pages
+        self.extents = [(first_block, max_blocks)]
+        self.grow = None               # fn(nblocks) -> first block or None: more extents
         self.on_disk = set()           # block indexes whose data is on the disk
         self.mapping = None            # filemap.AddressSpace
         self.i_sem = None              # RWSemaphore, used in write mode only
         self.exec_image = None         # the ELF bytes shipped at boot (binfmt); a write drops it
+        self.mode = S_IFREG | 0o644
+        self.nlink = 1
+        self.mtime = 0
 
     @property
     def max_size(self):
-        return self.max_blocks * PAGE
+        """The largest size the file may reach (EFBIG past it)."""
+        return MAX_FILE_BYTES
+
+    def nblocks(self):
+        return sum(n for _, n in self.extents)
+
+    def get_block(self, index):
+        """get_block(create=1): make sure file block `index` has a disk
+        block, adding extents as needed.  False if the disk is full."""
+        while index >= self.nblocks():
+            first = self.grow(FILE_MAX_SIZE // PAGE) if self.grow is not None else None
+            if first is None:
+                return False
+            self.extents.append((first, FILE_MAX_SIZE // PAGE))
+        return True
 
     def block(self, index):
         """bmap(): the disk block of file block `index`."""
-        if not 0 <= index < self.max_blocks:
-            raise KernelBug(f'bmap: block {index} is outside the extent of {self.name}')
-        return self.first_block + index
+        i = index
+        for first, n in self.extents:
+            if 0 <= i < n:
+                return first + i
+            i -= n
+        raise KernelBug(f'bmap: block {index} is outside the extents of {self.name}')
 
     def __repr__(self):
         return f'<inode {self.ino} {self.name} size {self.size}>'
+
+
+class Dir:
+    """A directory inode: name -> child (Inode, Dir or CharDev), in
+    creation order (getdents64 lists . and .. first, then that order)."""
+
+    kind = 'dir'
+
+    def __init__(self, ino, name, parent=None):
+        self.ino, self.name = ino, name
+        self.parent = parent if parent is not None else self
+        self.children = {}
+        self.mode = S_IFDIR | 0o755
+        self.mtime = 0
+        self.size = 4096
+
+    @property
+    def nlink(self):
+        return 2 + sum(1 for c in self.children.values() if c.kind == 'dir')
+
+    def __repr__(self):
+        return f'<dir {self.ino} /{self.name}>'
+
+
+class CharDev:
+    """A character device node: /dev/null, /dev/zero, /dev/console
+    (drivers/char/mem.c, the console tty).  Reads and writes are the
+    syscall layer's (minikernel/fs_calls.py)."""
+
+    kind = 'chr'
+    RDEV = {'null': (1, 3), 'zero': (1, 5), 'console': (5, 1)}
+
+    def __init__(self, ino, name, dev):
+        self.ino, self.name, self.dev = ino, name, dev
+        self.mode = S_IFCHR | 0o666
+        self.nlink = 1
+        self.size = 0
+        self.mtime = 0
+
+    @property
+    def rdev(self):
+        major, minor = self.RDEV[self.dev]
+        return (major << 8) | minor
+
+    def __repr__(self):
+        return f'<chrdev /{self.name}>'
 
 
 class File:
@@ -136,17 +222,20 @@ class File:
 
 
 class FilesStruct:
-    """files_struct: fd -> File, shared by the threads of a process."""
+    """files_struct: fd -> File, shared by the threads of a process;
+    close_on_exec: the fds with FD_CLOEXEC."""
 
     def __init__(self):
         self.fds = {}
+        self.close_on_exec = set()
         self.users = 1
 
-    def install(self, file):
-        """get_unused_fd + fd_install: the lowest free fd, or None."""
-        for fd in range(FIRST_FD, NR_OPEN):
+    def install(self, file, lowest=0):
+        """get_unused_fd + fd_install: the lowest free fd >= `lowest`, or None."""
+        for fd in range(lowest, NR_OPEN):
             if fd not in self.fds:
                 self.fds[fd] = file
+                self.close_on_exec.discard(fd)
                 return fd
         return None
 
@@ -156,7 +245,16 @@ class Vfs:
 
     def __init__(self, kernel):
         self.k = kernel
-        self.inodes = {}               # name -> Inode
+        self.inodes = {}               # path (no leading /) -> Inode, regular files
+        self._next_ino = DEV_INO_BASE
+        self.root = Dir(self._ino(), '')
+        self.dirs = {'': self.root}    # path -> Dir
+        for d in ('dev',):
+            self._mkdir_boot(d)
+        for dev in ('null', 'zero', 'console'):
+            node = CharDev(self._ino(), f'dev/{dev}', dev)
+            self.dirs['dev'].children[dev] = node
+        self.console = self.dirs['dev'].children['console']
         self.region = None             # (first disk block, nblocks), taken at first create
         self.region_next = 0           # next free block of the region
         self._counters = dict(fs_files=0, fs_opens=0, fs_reads=0, fs_writes=0, fs_lseeks=0,
@@ -187,20 +285,86 @@ class Vfs:
         self.region_next += nblocks
         return block
 
+    def _ino(self):
+        self._next_ino += 1
+        return self._next_ino
+
+    def _grow_extent(self, nblocks):
+        block = self._alloc_extent(nblocks)
+        if block is not None:            # (a counter only once it happens: recorded runs keep theirs)
+            self._counters['fs_extents_added'] = self._counters.get('fs_extents_added', 0) + 1
+        return block
+
+    # ---- the namespace: paths, directories -----------------------------------
+
+    @staticmethod
+    def normalize(path):
+        """A path as the key of the namespace ('a/b', '' for /), resolving
+        '.', '..' and repeated slashes from / (every task's cwd is /).
+        None if a component is longer than NAME_MAX."""
+        parts = []
+        for c in path.split('/'):
+            if c in ('', '.'):
+                continue
+            if c == '..':
+                if parts:
+                    parts.pop()
+                continue
+            if len(c) > NAME_MAX:
+                return None
+            parts.append(c)
+        return '/'.join(parts)
+
+    def lookup_path(self, key):
+        """The object (Inode, Dir, CharDev) at normalized `key`, or None."""
+        if key in self.dirs:
+            return self.dirs[key]
+        parent, _, name = key.rpartition('/')
+        d = self.dirs.get(parent)
+        return d.children.get(name) if d is not None else None
+
+    def parent_of(self, key):
+        """(parent Dir, name) for creating `key`, or -errno (ENOENT: no
+        parent; ENOTDIR: the parent is not a directory)."""
+        parent, _, name = key.rpartition('/')
+        d = self.dirs.get(parent)
+        if d is None:
+            return -ENOTDIR if self.lookup_path(parent) is not None else -ENOENT
+        return d, name
+
+    def _mkdir_boot(self, key):
+        """mkdir -p at boot."""
+        parts = key.split('/')
+        for i in range(1, len(parts) + 1):
+            sub = '/'.join(parts[:i])
+            if sub in self.dirs:
+                continue
+            parent = self.dirs['/'.join(parts[:i - 1])]
+            if parts[i - 1] in parent.children:
+                raise ValueError(f'/{sub} exists and is not a directory')
+            d = Dir(self._ino(), sub, parent)
+            parent.children[parts[i - 1]] = d
+            self.dirs[sub] = d
+
     def _new_inode(self, name, max_size):
-        """A new empty file: extent, inode, page cache, i_sem.  None if the
-        disk region or lowmem is exhausted."""
+        """A new empty file: extent, inode, page cache, i_sem, its entry in
+        its directory (which must exist).  None if the disk region or
+        lowmem is exhausted."""
         k = self.k
         nblocks = (max_size + PAGE - 1) // PAGE
         block = self._alloc_extent(nblocks)
         if block is None:
             return None
         inode = Inode(len(self.inodes) + 1, name, block, nblocks)
+        inode.grow = self._grow_extent
+        inode.mtime = k.machine.now()
         inode.mapping = k.filemap.new_mapping(inode)
         if inode.mapping is None:
             return None
         inode.i_sem = RWSemaphore(k, f'i_sem({name})')
         self.inodes[name] = inode
+        parent, _, base = name.rpartition('/')
+        self.dirs[parent].children[base] = inode
         self._counters['fs_files'] += 1
         if k.oracle is not None:
             k.oracle.file_created(inode, b'')
@@ -210,11 +374,15 @@ class Vfs:
         """Boot time: a file holding `data`, written straight to the disk
         (the disk image a scenario ships).  ValueError on a bad request."""
         k = self.k
-        name = name.lstrip('/')
-        if not name or '/' in name or len(name) > NAME_MAX:
-            raise ValueError(f'file name {name!r}: one path component of 1 to {NAME_MAX} characters')
-        if name in self.inodes:
+        key = self.normalize(name)
+        if not key or key != name.strip('/'):
+            raise ValueError(f'file name {name!r}: a path of components of 1 to {NAME_MAX} '
+                             f'characters, without . or ..')
+        name = key
+        if self.lookup_path(name) is not None:
             raise ValueError(f'file {name!r} already exists')
+        if '/' in name:
+            self._mkdir_boot(name.rpartition('/')[0])
         max_size = FILE_MAX_SIZE if max_size is None else max_size
         if len(data) > max_size or max_size <= 0:
             raise ValueError(f'file {name!r}: {len(data)} bytes of data, max_size {max_size}')
@@ -231,7 +399,9 @@ class Vfs:
         return inode
 
     def lookup(self, name):
-        return self.inodes.get(name.lstrip('/'))
+        """The regular file at path `name`, or None."""
+        key = self.normalize(name)
+        return self.inodes.get(key) if key is not None else None
 
     # ---- fd tables ---------------------------------------------------------
 
@@ -243,6 +413,8 @@ class Vfs:
             task.files.users += 1
         else:
             task.files = FilesStruct()
+            for fd in (0, 1, 2):                 # stdin, stdout, stderr: the console
+                task.files.fds[fd] = File(self.k, self.console, O_RDWR)
 
     def fget(self, task, fd):
         files = task.files
@@ -262,34 +434,48 @@ class Vfs:
     # ---- system calls ----------------------------------------------------------
 
     def sys_open(self, task, path, flags, mode):
-        """sys_open() -> filp_open -> open_namei (2.5).  Generator -> fd or -errno."""
+        """sys_open() -> filp_open -> open_namei (2.5), paths from / (the
+        cwd of every task).  Generator -> fd or -errno: ENOENT (missing, or
+        a missing parent), ENOTDIR, EISDIR (a directory opened for
+        writing), EEXIST (O_CREAT|O_EXCL), ENOSPC, EMFILE."""
         k = self.k
         yield Charge(k.costs['page_cache_lookup'])
         self._counters['fs_opens'] += 1
-        name = path.lstrip('/')
-        if len(name) > NAME_MAX:
+        if len(path) > PATH_MAX:
             return -ENAMETOOLONG
-        if not name or '/' in name:
+        name = self.normalize(path)
+        if name is None:
+            return -ENAMETOOLONG
+        if not path:
             return -ENOENT
         if flags & O_ACCMODE == 3:
             return -EINVAL
         if task.files is None:
             self.files_init(task)
-        inode = self.inodes.get(name)
-        if inode is None:
+        node = self.lookup_path(name)
+        if node is None:
             if not flags & O_CREAT:
                 return -ENOENT
-            inode = self._new_inode(name, FILE_MAX_SIZE)
-            if inode is None:
+            where = self.parent_of(name)
+            if isinstance(where, int):
+                return where
+            node = self._new_inode(name, FILE_MAX_SIZE)
+            if node is None:
                 return -ENOSPC
         elif flags & O_CREAT and flags & O_EXCL:
             return -EEXIST
-        file = File(k, inode, flags)
-        if flags & O_TRUNC and file.writable:
-            err = yield from self.do_truncate(task, inode)
+        if node.kind == 'dir' and (flags & O_ACCMODE != O_RDONLY or flags & O_CREAT):
+            return -EISDIR
+        if node.kind != 'dir' and flags & O_DIRECTORY:
+            return -ENOTDIR
+        file = File(k, node, flags)
+        if flags & O_TRUNC and file.writable and node.kind == 'file':
+            err = yield from self.do_truncate(task, node)
             if err:
                 return err
         fd = task.files.install(file)
+        if fd is not None and flags & O_CLOEXEC:
+            task.files.close_on_exec.add(fd)
         return -EMFILE if fd is None else fd
 
     def do_truncate(self, task, inode, length=0):
@@ -365,6 +551,10 @@ class Vfs:
             return -EINVAL
         if count == 0:
             return 0
+        if file.inode.kind != 'file':
+            if not self._access_ok(buf, count):
+                return -EFAULT
+            return (yield from self.special_read(task, file, buf, count))
         self._counters['fs_reads'] += 1
         if not self._access_ok(buf, count):
             self._counters['fs_efaults'] += 1
@@ -380,6 +570,10 @@ class Vfs:
             return -EINVAL
         if count == 0:
             return 0
+        if file.inode.kind != 'file':                  # devices: not counted as file I/O
+            if not self._access_ok(buf, count):
+                return -EFAULT
+            return (yield from self.special_write(task, file, [(buf, count)]))
         self._counters['fs_writes'] += 1
         if not self._access_ok(buf, count):
             self._counters['fs_efaults'] += 1
@@ -397,17 +591,61 @@ class Vfs:
             return -EINVAL
         if count == 0:
             return 0
+        if file.inode.kind != 'file':
+            if not all(self._access_ok(b, n) for b, n in iov):
+                return -EFAULT
+            return (yield from self.special_write(task, file, iov))
         self._counters['fs_writes'] += 1
         if not all(self._access_ok(b, n) for b, n in iov):
             self._counters['fs_efaults'] += 1
             return -EFAULT
         return (yield from self.k.filemap.generic_file_write(task, file, iov, count))
 
+    # ---- devices and directories under read/write ------------------------------
+
+    def special_read(self, task, file, buf, count):
+        """read() of a device or a directory: /dev/null and the console give
+        EOF (no input device), /dev/zero zeros (guest clear_user),
+        a directory EISDIR.  Generator."""
+        node = file.inode
+        if node.kind == 'dir':
+            return -EISDIR
+        if node.dev == 'zero':
+            left = yield Guest('clear_user', buf, count)
+            return count - left if count - left else -EFAULT
+        return 0
+
+    def special_write(self, task, file, iov):
+        """write() to a device: /dev/null and /dev/zero swallow it (without
+        reading the buffer, as write_null); the console copies it in a page
+        at a time (guest copy_from_user) and appends it to the task's
+        output.  Generator -> bytes or -errno."""
+        node = file.inode
+        if node.kind == 'dir':
+            return -EISDIR
+        if node.dev != 'console':
+            return sum(n for _, n in iov)
+        sc, total = self.k.syscalls, 0
+        for base, n in iov:
+            done = 0
+            while done < n:
+                step = min(PAGE, n - done)
+                data = yield from sc.copy_from_user(task, base + done, step)
+                if data is None:
+                    total += done
+                    return total if total else -EFAULT
+                self.k.console_write(task, data)
+                done += step
+            total += n
+        return total
+
     def sys_lseek(self, task, fd, offset, whence):
         """sys_lseek() (generic_file_llseek).  Generator -> new f_pos or -errno."""
         file = self.fget(task, fd)
         if file is None:
             return -EBADF
+        if file.inode.kind == 'chr' and file.inode.dev == 'console':
+            return -ESPIPE
         self._counters['fs_lseeks'] += 1
         offset = offset - (1 << 32) if offset & 0x80000000 else offset
         base = {SEEK_SET: 0, SEEK_CUR: file.pos, SEEK_END: file.inode.size}.get(whence)
@@ -420,7 +658,7 @@ class Vfs:
     def mmap_file(self, task, fd):
         """The File behind `fd` for do_mmap (VMA.file), or None (EBADF)."""
         file = self.fget(task, fd)
-        if file is None or not file.readable:
+        if file is None or not file.readable or file.inode.kind != 'file':
             return None
         return file
 

@@ -238,6 +238,89 @@ class MemoryManager:
             yield from self.make_pages_present(task, mm, vma)
         return addr
 
+    def do_mprotect(self, task, mm, start, length, prot):
+        """sys_mprotect() / mprotect_fixup() (mm/mprotect.c 2.4.18), mmap_sem
+        held for writing: every page of [start, start+len) must be mapped
+        (ENOMEM otherwise); the VMAs are split at the ends, given the new
+        protection, and merged with equal neighbours; the present PTEs are
+        changed (change_protection: W cleared when the VMA loses write, U
+        cleared for PROT_NONE, as _PAGE_PROTNONE keeps the page but no user
+        access; a gained write is left to the next fault, do_wp_page), then
+        the TLBs flushed (flush_tlb_range = flush_tlb_mm on i386).
+        Generator -> 0 or -errno."""
+        if start & (PAGE - 1) or prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC):
+            return -22
+        length = (length + PAGE - 1) & ~(PAGE - 1)
+        end = start + length
+        if end < start or end > self.k.PAGE_OFFSET:
+            return -12
+        if end == start:
+            return 0
+        addr = start
+        for v in mm.vmas:                                 # the range must be fully mapped
+            if v.end <= addr or v.start >= end:
+                continue
+            if v.start > addr:
+                return -12
+            addr = v.end
+        if addr < end:
+            return -12
+        newbits = ((VM_READ if prot & PROT_READ else 0) | (VM_WRITE if prot & PROT_WRITE else 0)
+                   | (VM_EXEC if prot & PROT_EXEC else 0))
+        for v in mm.vmas:
+            if v.file is not None and v.flags & VM_SHARED and prot & PROT_WRITE \
+                    and v.start < end and v.end > start and not getattr(v.file, 'writable', True):
+                return -13                                # EACCES: shared mapping of a read-only fd
+        keep = []
+        for v in mm.vmas:
+            if v.end <= start or v.start >= end:
+                keep.append(v)
+                continue
+            lo, hi = max(v.start, start), min(v.end, end)
+            if v.start < lo:
+                keep.append(VMA(mm, v.start, lo, v.flags, v.file, v.pgoff, v.name))
+            mid_flags = (v.flags & ~(VM_READ | VM_WRITE | VM_EXEC)) | newbits
+            keep.append(VMA(mm, lo, hi, mid_flags, v.file, v.pgoff + ((lo - v.start) >> 12), v.name))
+            if hi < v.end:
+                keep.append(VMA(mm, hi, v.end, v.flags, v.file, v.pgoff + ((hi - v.start) >> 12),
+                                v.name))
+        mm.vmas = self._merge_vmas(sorted(keep, key=lambda v: v.start))
+        changed = 0
+        for va in range(start, end, PAGE):
+            pa = self.pte_offset(mm, va)
+            if pa is None:
+                continue
+            pte = self.read_pte(pa)
+            if not pte & x86.PTE_P:
+                continue
+            new = pte
+            if not newbits & VM_WRITE:
+                new &= ~x86.PTE_W
+            new = (new | x86.PTE_U) if newbits else (new & ~x86.PTE_U)
+            if new != pte:
+                self.write_pte(pa, new)
+                changed += 1
+        self.counters['mprotect_ptes'] = self.counters.get('mprotect_ptes', 0) + changed
+        if changed:
+            yield Charge(self.k.costs['pte_update'] * changed)
+            yield from self.flush_tlb_mm(task, mm)
+        return 0
+
+    @staticmethod
+    def _merge_vmas(vmas):
+        """vma_merge(): neighbours with the same flags and file, touching,
+        with contiguous file offsets, become one VMA."""
+        out = []
+        for v in vmas:
+            p = out[-1] if out else None
+            if (p is not None and p.end == v.start and p.flags == v.flags and p.file is v.file
+                    and p.name == v.name
+                    and (v.file is None or p.pgoff + ((p.end - p.start) >> 12) == v.pgoff)):
+                p.end = v.end
+                continue
+            out.append(v)
+        return out
+
     def make_pages_present(self, task, mm, vma):
         """make_pages_present() (2.5.46 MAP_POPULATE, mlock): fault every
         page of the VMA in, as a read (a write for a private writable one).

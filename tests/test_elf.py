@@ -126,3 +126,38 @@ def test_unimplemented_syscall_is_enosys_and_counted():
         next(gen)
     assert stop.value.value == -ENOSYS
     assert k2.syscalls.counters['enosys.999'] == 1
+
+
+def test_file_and_process_syscalls_with_linux_errors():
+    """nolibc_sys checks ~60 results of mkdir/open/openat/dup2/fcntl/stat64/
+    pread64/pwrite64/_llseek/ioctl/getdents64/rename/unlink/rmdir, /dev/null,
+    /dev/zero, uname, getrandom, clock_gettime, mprotect and ENOSYS, then
+    stores into the page it made read-only: it must die there, of a write."""
+    k, t, end, out = run_elf(workload('nolibc_sys'), ['nolibc_sys'])
+    assert 'nolibc_sys: failed=0\n' in out, out
+    assert 'dup\n' in out                       # dup(1) is the console too
+    assert 'not killed' not in out
+    assert t.killed_by is not None and 'protection, write' in t.killed_by[1]
+    c = k.vfs.counters()
+    assert c['fs_extents_added'] >= 1           # /big grew past its first 4 MiB extent
+    assert not any(r['kind'] == 'corruption' for r in k.reports)
+    assert k.syscalls.counters['enosys.999'] == 1
+    assert k.mm.counters['mprotect_ptes'] >= 1
+
+
+def test_fds_0_to_2_are_the_console_and_dup2_replaces_them():
+    k = Kernel({})
+    k.vfs.create_file('prog', workload('nolibc'))
+    task = k.spawn_exec('p', '/prog', ['prog'])
+    assert [task.files.fds[i].inode for i in (0, 1, 2)] == [k.vfs.console] * 3
+    assert k.vfs.lookup_path('dev/null').dev == 'null'
+
+
+def test_directories_at_boot_and_paths():
+    k = Kernel({})
+    k.vfs.create_file('/data/sub/f', b'x')
+    assert k.vfs.lookup('/data/sub/f').size == 1
+    assert k.vfs.lookup('/data/./sub/../sub/f') is k.vfs.lookup('data/sub/f')
+    assert set(k.vfs.dirs['data'].children) == {'sub'}
+    with pytest.raises(ValueError):
+        k.vfs.create_file('/data/sub', b'')

@@ -38,7 +38,8 @@ def build_c():
     for src in sorted(glob.glob(os.path.join(SRC, '*.c'))):
         name = os.path.basename(src)[:-2]
         dst = os.path.join(OUT, name)
-        if os.path.exists(dst) and os.path.getmtime(dst) >= os.path.getmtime(src):
+        newest = max(os.path.getmtime(p) for p in [src] + glob.glob(os.path.join(SRC, '*.h')))
+        if os.path.exists(dst) and os.path.getmtime(dst) >= newest:
             continue
         flags = ZIG_FLAGS + (NOLIBC_FLAGS if name.startswith('nolibc') else [])
         cmd = [sys.executable, '-m', 'ziglang', 'cc', *flags, '-o', dst, src]
