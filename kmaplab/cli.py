@@ -114,6 +114,7 @@ def json_record(r):
     kernel's BUG/Oops/deadlock/OOM texts with a deadlock's wait-for cycle)."""
     out = {k: r[k] for k in ('scenario', 'seed', 'variant', 'outcome', 'findings', 'expected',
                              'ok', 'why', 'counters', 'wall_s')}
+    out['output'] = r.get('output', {})       # each task's console output, bounded
     out['reports'] = report.report_reasons(r['reports'])
     return out
 

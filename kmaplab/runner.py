@@ -20,6 +20,7 @@ from minikernel import binfmt
 from minikernel.binfmt import assemble_program
 from minikernel.faults import apply_plan, load_plan
 
+from . import programs as real
 from . import scenario as scenario_mod
 from minikernel.kernel import ASM_DIR, ROOT, Kernel
 
@@ -28,7 +29,7 @@ PRECEDENCE = ('corruption', 'deadlock', 'no_progress', 'oom', 'crash', 'bug', 'k
               'timeout')
 REPORT_KIND = {'bug': 'bug', 'oops': 'bug', 'deadlock': 'deadlock', 'oom': 'oom',
                'corruption': 'corruption', 'crash': 'crash', 'no_progress': 'no_progress',
-               'kill': 'killed'}
+               'kill': 'killed', 'wrong_answer': 'failed'}
 DEFAULT_MAX_CYCLES = 2_000_000_000
 
 _programs = {}
@@ -65,6 +66,8 @@ def boot(scn, variant, seed=None, overrides=None, plan=None):
     k = Kernel(opts, programs)
     create_files(k, scn)
     spawn_tasks(k, scn)
+    if scn.expect.get('output') or scn.expect.get('file'):
+        k.host_answers = real.answers(scn, scn.file_bytes)
     if plan is not None:
         apply_plan(k, plan, k.config['seed'])
     return k
@@ -72,18 +75,22 @@ def boot(scn, variant, seed=None, overrides=None, plan=None):
 
 def create_files(k, scn):
     for spec in scn.files:
-        data = scenario_mod.file_data(spec, f'{scn.path}: file {spec["name"]}')
+        data = scn.file_bytes(spec['name'])
         max_size = scenario_mod.parse_size(spec.get('max_size', max(len(data), 4 << 20)),
                                            f'{scn.path}: file {spec["name"]}')
-        k.vfs.create_file(spec['name'], data, max_size=max_size)
+        inode = k.vfs.create_file(spec['name'], data, max_size=max_size)
+        if 'mode' in spec:
+            inode.mode = (inode.mode & ~0o7777) | spec['mode']
 
 
 def spawn_tasks(k, scn):
     by_name = {}
     ncpu = k.config['cpus']
-    for spec in scn.tasks:
-        cpus = range(ncpu) if spec.get('cpu', 0) == 'each' else [spec.get('cpu', 0)]
-        base = spec.get('name', spec['program'])
+    k.scenario_tasks = {}                  # task name -> its instances (kmaplab/programs.py)
+    for index, spec in enumerate(scn.tasks):
+        cpu = spec.get('cpu', 0)
+        cpus = range(ncpu) if cpu == 'each' else [index % ncpu if cpu == 'rr' else cpu]
+        base = real.task_name(spec)
         for cpu in cpus:
             if cpu >= ncpu:
                 raise ValueError(f'{scn.path}: task {base}: cpu {cpu} but the machine has {ncpu}')
@@ -96,9 +103,16 @@ def spawn_tasks(k, scn):
                 parent = by_name.get(spec.get('thread_of'))
                 args = [a.format(cpu=cpu, n=n) if isinstance(a, str) else a
                         for a in spec.get('args', [])]
-                t = k.spawn(name, spec['program'], args, cpu=cpu,
-                            start=spec.get('start', 0), share_mm_with=parent)
+                after = by_name.get(spec.get('after'))
+                if 'exec' in spec:
+                    argv = spec.get('argv') or [os.path.basename(spec['exec'])]
+                    t = k.spawn_exec(name, spec['exec'], argv, spec.get('env', []), cpu=cpu,
+                                     start=spec.get('start', 0), after=after)
+                else:
+                    t = k.spawn(name, spec['program'], args, cpu=cpu, start=spec.get('start', 0),
+                                share_mm_with=parent, after=after)
                 by_name.setdefault(base, t)
+                k.scenario_tasks.setdefault(base, []).append(t)
 
 
 def judge(k, end):
@@ -188,6 +202,11 @@ def run_kernel(k):
     k.finish()
     if k.oracle is not None:
         counters.update({key: int(v) for key, v in k.oracle.counters.items()})
+    answers = getattr(k, 'host_answers', None)
+    if answers is not None and k.finished():
+        tasks = k.scenario_tasks
+        n = real.check(k, *answers, tasks, 'run') + real.check(k, [], answers[1], tasks, 'disk')
+        counters['host_checks'] = n
     outcome, findings = judge(k, end)
     return end, counters, outcome, findings
 
@@ -206,7 +225,8 @@ def run_variant(scn, variant, seed=None, overrides=None, tracer=None, setup=None
     exp = scn.expectation(variant)
     return dict(scenario=scn.name, seed=k.config['seed'], variant=variant, outcome=outcome,
                 findings=sorted(findings), expected=exp[0], ok=ok, why=why, counters=counters,
-                reports=k.reports, console=_console(k), boot_log=k.boot_log, series=k.vmstat.series(),
+                reports=k.reports, console=_console(k), output=real.outputs_of(k),
+                boot_log=k.boot_log, series=k.vmstat.series(),
                 wall_s=round(time.perf_counter() - t0, 3), cpu_s=round(time.process_time() - c0, 3),
                 kernel=k)
 
@@ -214,7 +234,7 @@ def run_variant(scn, variant, seed=None, overrides=None, tracer=None, setup=None
 def _console(k):
     out = []
     for t in sorted(k.sched.tasks.values(), key=lambda t: t.pid):
-        text = bytes(t.console).decode('latin-1')
+        text = bytes(t.console[:real.OUTPUT_LIMIT]).decode('latin-1')
         for line in text.splitlines():
             out.append((t.name, t.cpu, line))
     return out

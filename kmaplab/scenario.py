@@ -32,10 +32,13 @@ Sizes may be written "96M", "1G", "4K" or as integers.
 """
 import itertools
 import os
+import random
 import re
 import tomllib
 
 from minikernel.kernel import BOOT_OPTIONS
+
+from . import programs as real
 
 SCENARIO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'scenarios')
 USER_ASM_DIR = os.path.join(os.path.dirname(SCENARIO_DIR), 'asm', 'user')
@@ -45,9 +48,9 @@ MACHINE_KEYS = {'cpus', 'mem', 'highmem', 'seed', 'quantum', 'schedule'}
 TOP_KEYS = {'name', 'description', 'machine', 'boot', 'task', 'sweep', 'expect', 'plan',
             'report', 'notes', 'oracle', 'file', 'variant', 'full', 'exclude'}
 REPORT_KEYS = {'counters', 'claim', 'reference'}
-FILE_KEYS = {'name', 'size', 'seed', 'max_size'}
-TASK_KEYS = {'name', 'program', 'args', 'cpu', 'start', 'thread_of', 'count'}
-EXPECT_KEYS = {'outcome', 'also', 'checks', 'case', 'not'}
+FILE_KEYS = {'name', 'size', 'seed', 'max_size', 'fill'} | real.FILE_KEYS
+TASK_KEYS = {'name', 'program', 'args', 'cpu', 'start', 'thread_of', 'count'} | real.TASK_KEYS
+EXPECT_KEYS = {'outcome', 'also', 'checks', 'case', 'not'} | real.EXPECT_KEYS
 CASE_KEYS = {'when', 'outcome', 'also', 'checks', 'not'}
 SIZE_KEYS = {'mem', 'highmem', 'swap'}
 _SIZE = re.compile(r'^(\d+)\s*([KMG]?)$', re.I)
@@ -55,6 +58,12 @@ _SIZE = re.compile(r'^(\d+)\s*([KMG]?)$', re.I)
 
 class ScenarioError(ValueError):
     """A bad scenario file or option: str() is the one-line reason."""
+
+
+class MissingFile(ScenarioError):
+    """A [[file]] host= that is not on this machine (e.g. busybox where it
+    could not be fetched): tests skip such a scenario, the report leaves
+    it out with the reason."""
 
 
 def parse_size(value, where):
@@ -88,7 +97,17 @@ class Scenario:
         self.notes = data.get('notes', '')
 
     def programs(self):
-        return sorted({t['program'] for t in self.tasks})
+        return sorted({t['program'] for t in self.tasks if 'program' in t})
+
+    def file_bytes(self, name):
+        """The bytes of the [[file]] at lab path `name` (host files read
+        once per scenario object)."""
+        cache = self.__dict__.setdefault('_file_cache', {})
+        key = '/' + name.strip('/')
+        if key not in cache:
+            spec = next(f for f in self.files if '/' + f['name'].strip('/') == key)
+            cache[key] = file_data(spec, f'{self.path}: file {spec["name"]}', self.path)
+        return cache[key]
 
     def variants(self, full=False):
         """The explicit [[variant]] list, or every combination of the sweep
@@ -142,10 +161,17 @@ def program_path(scn_path, program):
     return os.path.join(USER_ASM_DIR, program + '.S')
 
 
-def file_data(spec, where):
-    """The bytes of a [[file]]: pattern(i) = (i * 13 + seed) & 0xff."""
+def file_data(spec, where, scn_path=None):
+    """The bytes of a [[file]]: a host file (host=, kmaplab/programs.py), or
+    pattern(i) = (i * 13 + seed) & 0xff, or with fill = "random" bytes of
+    random.Random(seed) (no period: a misplaced page shows)."""
+    if 'host' in spec:
+        with open(real.host_path(scn_path, spec['host'], ScenarioError), 'rb') as f:
+            return f.read()
     size = parse_size(spec.get('size', 0), where)
     seed = spec.get('seed', 0)
+    if spec.get('fill') == 'random':
+        return random.Random(seed).randbytes(size)
     if seed == -1:
         return bytes(size)
     period = bytes((i * 13 + seed) & 0xFF for i in range(256))
@@ -225,9 +251,11 @@ def validate(path, data):
     for i, t in enumerate(tasks):
         where = f'task[{i}].'
         _check_keys(path, where, t, TASK_KEYS)
-        if not isinstance(t.get('program'), str):
-            raise ScenarioError(f'{path}: {where}program: missing or not a string')
-        if t['program'].endswith('.S'):
+        if 'exec' in t:
+            pass                                   # an ELF binary: kmaplab/programs.py checks it
+        elif not isinstance(t.get('program'), str):
+            raise ScenarioError(f'{path}: {where}program: missing or not a string (or exec)')
+        elif t['program'].endswith('.S'):
             if not os.path.exists(program_path(path, t['program'])):
                 raise ScenarioError(f'{path}: {where}program: no file {t["program"]!r} beside the scenario')
         elif not os.path.exists(program_path(path, t['program'])):
@@ -236,14 +264,14 @@ def validate(path, data):
             raise ScenarioError(f'{path}: {where}program: no program {t["program"]!r} in asm/user/ '
                                 f'(known: {", ".join(known)})')
         cpu = t.get('cpu', 0)
-        if not (cpu == 'each' or isinstance(cpu, int) and not isinstance(cpu, bool) and cpu >= 0):
-            raise ScenarioError(f'{path}: {where}cpu: {cpu!r} (allowed: a CPU number or "each")')
+        if not (cpu in ('each', 'rr') or isinstance(cpu, int) and not isinstance(cpu, bool) and cpu >= 0):
+            raise ScenarioError(f'{path}: {where}cpu: {cpu!r} (allowed: a CPU number, "each" or "rr")')
         if t.get('thread_of') is not None and t['thread_of'] not in names:
             raise ScenarioError(f'{path}: {where}thread_of: {t["thread_of"]!r} is not an earlier task')
         for a in t.get('args', []):
             if not isinstance(a, (int, str)) or isinstance(a, bool):
                 raise ScenarioError(f'{path}: {where}args: {a!r} (allowed: integers and strings)')
-        names.add(t.get('name', t['program']))
+        names.add(real.task_name(t))
     _check_keys(path, 'full.', data.get('full', {}), {'sweep'})
     for i, ex in enumerate(data.get('exclude', [])):
         if not isinstance(ex, dict) or not ex:
@@ -275,6 +303,9 @@ def validate(path, data):
             parse_size(f['max_size'], f'{path}: file[{i}].max_size')
         if not isinstance(f.get('seed', 0), int):
             raise ScenarioError(f'{path}: file[{i}].seed: an integer')
+        if f.get('fill', 'pattern') not in ('pattern', 'random'):
+            raise ScenarioError(f'{path}: file[{i}].fill: {f["fill"]!r} (allowed: pattern, random)')
+    real.validate(path, data, ScenarioError, MissingFile)
     if data.get('plan') is not None:
         from minikernel.faults import PlanError, load_plan
         try:

@@ -127,6 +127,7 @@ class Kernel:
         self.mm_free_deferred = []
         self.timers = []                  # (time, seq, task) sleeping with a timeout
         self.workload = []                # the tasks whose exit ends the run
+        self._after = {}                  # task -> tasks to start when it exits
         self._alive_cache = None          # [len(workload), how many are alive]
         self.boot_log = []
         self._boot(programs or {})
@@ -516,7 +517,8 @@ class Kernel:
                 raise KernelBug('out of lowmem for a syscall buffer')
         return PAGE_OFFSET + (task.kbuf_pfn << 12)
 
-    def spawn(self, name, program, args=(), cpu=0, start=0, share_mm_with=None, workload=True):
+    def spawn(self, name, program, args=(), cpu=0, start=0, share_mm_with=None, workload=True,
+              after=None):
         """Create a user task running `program` (installed on the disk) on
         `cpu`, made runnable at simulated time `start`.  With share_mm_with,
         it is a thread of that task (CLONE_VM) starting at _start."""
@@ -540,10 +542,10 @@ class Kernel:
                                                       'exec'), 'exec'))
         if workload:
             self.workload.append(task)
-        self.machine.schedule(start, self.sched.start, task)
+        self._start_task(task, start, after)
         return task
 
-    def spawn_exec(self, name, path, argv, envp=(), cpu=0, start=0, workload=True):
+    def spawn_exec(self, name, path, argv, envp=(), cpu=0, start=0, workload=True, after=None):
         """Create a user task that execs the ELF file `path` of the lab's
         filesystem with `argv` and `envp` on `cpu` at simulated time
         `start`.  ValueError (one line) if the file is missing or not a
@@ -568,8 +570,15 @@ class Kernel:
         task.frames.append(Frame(self.traps.from_user(task, exec_first(), 'exec'), 'exec'))
         if workload:
             self.workload.append(task)
-        self.machine.schedule(start, self.sched.start, task)
+        self._start_task(task, start, after)
         return task
+
+    def _start_task(self, task, start, after):
+        """Make `task` runnable at `start`, or when `after` has exited."""
+        if after is None:
+            self.machine.schedule(start, self.sched.start, task)
+        else:
+            self._after.setdefault(after, []).append(task)
 
     def kernel_thread(self, name, cpu, body, mm=None, start=0, workload=True):
         """A kernel thread on `cpu` running the generator function
@@ -612,6 +621,8 @@ class Kernel:
     def task_exited(self, task):
         if self._alive_cache is not None and task in self.workload:
             self._alive_cache[1] -= 1
+        for waiter in self._after.pop(task, ()):          # [[task]] after = ...
+            self.machine.schedule(self.machine.time(task.cpu), self.sched.start, waiter)
         self.reap_mms()
 
     def reap_mms(self):
