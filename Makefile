@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml setup.py vm/_native.c vm/_debug.c vm/_run.c
 
 # The C workloads (zig) and busybox-static:i386 (where root and dpkg allow):
 # workloads/build.py; the first zig build of musl takes ~40 s of CPU, cached.
-$(WORKLOADS): $(STAMP) workloads/build.py $(wildcard workloads/*.[ch]) workloads/busybox.sha256
+$(WORKLOADS): workloads/build.py $(wildcard workloads/*.[ch]) workloads/busybox.sha256 | $(STAMP)
 	$(PY) workloads/build.py
 	touch $(WORKLOADS)
 
