@@ -11,8 +11,9 @@ Invariants
   - A guest context that a trap interrupted is saved in the new frame's
     .saved and restored, exactly, when that frame returns: nothing else
     writes the CPU's registers.
-  - User registers live in task.uregs while the task is in the kernel; the
-    way back to user mode is the guest `restore_all` stub (pop + iretd).
+  - User registers live in task.uregs while the task is in the kernel (with
+    %fs and %gs, read at every entry); the way back to user mode is the
+    guest `restore_all` stub (pop, segment reloads with fixups, iretd).
   - Only schedule() switches tasks (SwitchTo), so every switch goes through
     the guest __switch_to and switch_mm code.
 """
@@ -21,8 +22,9 @@ import struct
 from .bug import KernelBug
 from .task import Charge, Frame, Guest, SwitchTo, TASK_ZOMBIE
 
-# pt_regs, as on i386 2.4 (include/asm-i386/ptrace.h); restore_all pops it.
-PT_REGS = ('ebx', 'ecx', 'edx', 'esi', 'edi', 'ebp', 'eax', 'ds', 'es', 'orig_eax',
+# pt_regs, as on i386 2.6.29 (arch/x86/include/asm/ptrace.h: 2.4's layout plus
+# fs and gs, which hold the TLS selectors); restore_all pops it.
+PT_REGS = ('ebx', 'ecx', 'edx', 'esi', 'edi', 'ebp', 'eax', 'ds', 'es', 'fs', 'gs', 'orig_eax',
            'eip', 'cs', 'eflags', 'esp', 'ss')
 PT_REGS_SIZE = 4 * len(PT_REGS)
 RED_ZONE = 64          # room for the "hardware" frame under an interrupted context
@@ -114,8 +116,14 @@ class Engine:
         self._push(task, k.traps.from_user(task, gen, kind), kind, None, trap.eip)
 
     def _kernel_trap(self, cpu, task, trap):
-        """A trap in kernel guest code: a fault to handle, or a kernel bug."""
+        """A trap in kernel guest code: a fault to handle, or a kernel bug.
+        A trap in restore_all (the task is already marked in_user: a segment
+        reload that faults, sent to its fixup) is handled like any other;
+        the way back into restore_all marks the task in_user again."""
         regs = dict(cpu.regs)
+        if task.in_user:
+            task.in_user = False
+            regs['to_user'] = True
         if trap.kind == 'pf':
             gen = self.k.mm.do_page_fault(task, trap.cr2, trap.error, trap.eip, regs)
             self._push(task, gen, 'kfault', regs, trap.eip)
@@ -244,6 +252,8 @@ class Engine:
             elif kind == 'service':
                 regs = dict(regs, eax=(value or 0) & 0xFFFFFFFF)
             cpu.resume(regs)
+            if regs.get('to_user'):
+                task.in_user = True
             return
         if task.frames:                        # an interrupt taken at a Python yield
             if kind != 'irq':
@@ -257,7 +267,8 @@ class Engine:
         """restore_all: write pt_regs under the stack top and iret through
         the guest stub."""
         u = task.uregs
-        regs = dict(u, ds=USER_DS, es=USER_DS, cs=USER_CS, ss=USER_DS, orig_eax=u.get('eax', 0))
+        regs = dict(u, ds=USER_DS, es=USER_DS, cs=USER_CS, ss=USER_DS, orig_eax=u.get('eax', 0),
+                    fs=u.get('fs', 0), gs=u.get('gs', 0))
         base = task.kstack_top - PT_REGS_SIZE
         words = b''.join((regs[r] & 0xFFFFFFFF).to_bytes(4, 'little') for r in PT_REGS)
         self.m.write(base - self.k.PAGE_OFFSET, words)

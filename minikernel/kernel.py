@@ -47,12 +47,13 @@ from .page_alloc import PageAlloc, memmap_extent
 from .rmap import Rmap
 from .vmstat import VmStat
 from .highmem import Highmem, PKMAP_WAIT_ID
-from .sched import (Scheduler, TI_CPU, TI_FLAGS, TI_KMAP_IDX, TI_KMAP_PTEVAL,
+from .sched import (Scheduler, TI_CPU, TI_FLAGS, TI_KMAP_IDX, TI_KMAP_PTEVAL, TI_TLS_ARRAY,
                     TI_PAGEFAULT_DISABLED, TI_PREEMPT_COUNT, TIF_NEED_RESCHED, WaitQueue)
 from .services import SERVICES, Services
 from .slab import Slab
 from .swap import Swap
 from .syscalls import Syscalls
+from .tls import Tls
 from .task import Frame, Guest, TASK_RUNNING, TASK_UNINTERRUPTIBLE
 from .traps import Traps
 from .vmscan import VMScan
@@ -202,7 +203,10 @@ class Kernel:
                   self.fixmap_pt_pa | x86.PTE_P | x86.PTE_W)
 
     def _load_gdt(self):
-        self.machine.write(layout.GDT_PHYS, x86.flat_gdt())
+        """cpu_gdt_table[NR_CPUS] (2.6): one GDT per CPU, so that two CPUs
+        running tasks with different TLS never share entries 6-8."""
+        for i in range(self.config['cpus']):
+            self.machine.write(layout.GDT_PHYS + i * layout.CPU_GDT_SIZE, x86.flat_gdt(layout.GDT_ENTRIES))
 
     def kernel_defines(self, memmap_va, highstart_pfn):
         """The constants the kernel asm is assembled with (one boot's)."""
@@ -226,6 +230,8 @@ class Kernel:
                  TI_CPU=TI_CPU, TI_FLAGS=TI_FLAGS, TI_PREEMPT_COUNT=TI_PREEMPT_COUNT,
                  TI_PAGEFAULT_DISABLED=TI_PAGEFAULT_DISABLED,
                  TI_KMAP_IDX=TI_KMAP_IDX, TI_KMAP_PTEVAL=TI_KMAP_PTEVAL,
+                 TI_TLS_ARRAY=TI_TLS_ARRAY, CPU_GDT_TABLE=PAGE_OFFSET + layout.GDT_PHYS,
+                 CPU_GDT_SHIFT=layout.CPU_GDT_SHIFT, GDT_ENTRY_TLS_MIN=layout.GDT_ENTRY_TLS_MIN,
                  MM_PGD=MM_PGD, MM_CPU_VM_MASK=MM_CPU_VM_MASK,
                  KRET_VECTOR=KRET_VECTOR, KSVC_VECTOR=KSVC_VECTOR,
                  INVALIDATE_TLB_VECTOR=INVALIDATE_TLB_VECTOR,
@@ -246,8 +252,12 @@ class Kernel:
         self._user_image = [None] * len(self.machine.cpus)
         boot_esp = PAGE_OFFSET + self.ti_boot_pa + 2 * PAGE_SIZE - 16
         for cpu in self.machine.cpus:
-            cpu.boot(self.swapper_pg_dir_pa, PAGE_OFFSET + layout.GDT_PHYS, 8 * x86.GDT_ENTRIES,
-                     boot_esp, cr4=x86.CR4_PSE)
+            # CR4: PSE for the direct map; OSFXSR and OSXMMEXCPT as 2.4's
+            # identify_cpu sets them on a CPU with SSE (fxsave/fxrstor are
+            # how FPU state is switched, minikernel/fpu.py).
+            cpu.boot(self.swapper_pg_dir_pa, PAGE_OFFSET + layout.GDT_PHYS + cpu.index * layout.CPU_GDT_SIZE,
+                     8 * layout.GDT_ENTRIES, boot_esp,
+                     cr4=x86.CR4_PSE | x86.CR4_OSFXSR | x86.CR4_OSXMMEXCPT)
             cpu.set_code_region(0, img.base, img.size, img.insn_bitmap)
             for kind in ('invlpg', 'mov_cr3'):
                 for addr in img.specials.get(kind, ()):
@@ -269,6 +279,7 @@ class Kernel:
         self.irq = Interrupts(self)
         self.traps = Traps(self)
         self.services = Services(self)
+        self.tls = Tls(self)
         self.syscalls = Syscalls(self)
         self.exit = Exit(self)
         self.binfmt = Binfmt(self)
@@ -604,6 +615,7 @@ class Kernel:
         child.tgid = parent.tgid
         child.program = parent.program
         self.vfs.files_init(child, parent)
+        self.tls.copy_thread(parent, child)
         regs = dict(parent.uregs, eax=0)
         if newsp:
             regs['esp'] = newsp

@@ -22,7 +22,8 @@ on a small machine (so 128 MiB of RAM can have 96 MiB of highmem).
 
 Physical memory map at boot (all in lowmem):
     0x00000000  reserved (real mode, BIOS): the first page is never handed out
-    0x00001000  GDT
+    0x00001000  cpu_gdt_table[NR_CPUS]: one GDT per CPU (2.6), CPU_GDT_SIZE
+                bytes apart; entries 6-8 are the running task's TLS (load_TLS)
     0x00100000  kernel image (text+data), then page tables, mem_map, per-CPU
                 areas, allocated by the boot allocator (minikernel/boot.py).
 """
@@ -45,7 +46,13 @@ KM_USER1 = 4
 FIX_KMAP_BEGIN = 1                # slot 0 is FIX_HOLE, as in Linux
 KM_MAX_IDX = 16                   # kmap_local: slots per CPU (v5.11)
 
-GDT_PHYS = 0x1000
+GDT_PHYS = 0x1000                 # cpu_gdt_table[0]; CPU n's GDT is CPU_GDT_SIZE * n further
+GDT_ENTRY_TLS_MIN = 6             # 2.6's asm-i386/segment.h: TLS entries 6..8
+GDT_ENTRY_TLS_ENTRIES = 3
+GDT_ENTRY_TLS_MAX = GDT_ENTRY_TLS_MIN + GDT_ENTRY_TLS_ENTRIES - 1
+GDT_ENTRIES = GDT_ENTRY_TLS_MAX + 1
+CPU_GDT_SHIFT = 7
+CPU_GDT_SIZE = 1 << CPU_GDT_SHIFT  # 16 descriptor slots per CPU: 32 CPUs fill the page
 KERNEL_PHYS = 0x100000
 KERNEL_VIRT = PAGE_OFFSET + KERNEL_PHYS
 USER_TEXT = 0x08048000

@@ -17,7 +17,18 @@ thread_info (include/asm-i386/thread_info.h, 2.5), at the bottom of each
                   access_ok uses PAGE_OFFSET, so addr_limit's slot is free)
    28  kmap_idx       kmap_local stack depth (v5.11 kmap_ctrl.idx)
    32  kmap_pteval[16]  the PTEs of this task's local mappings
-   96  (end)
+  After thread_info, in the same 8 KiB block (2.4 keeps its whole
+  task_struct, thread_struct included, there; these are 2.6's
+  thread_struct fields):
+   96  tls_array[3]   the TLS descriptors (GDT entries 6-8), desc_struct
+                  {a, b} each; load_TLS copies them into the CPU's GDT
+  120  fpu_initialized  nonzero: a user context whose x87/SSE state is
+                  switched (v4.14 fpu->initialized; 0 for kernel threads)
+  124  fpu_last_cpu   the CPU whose registers still hold this state, or -1
+                  (v4.14 fpu->last_cpu)
+  128  fpu_state      512 bytes, 16-aligned: the fxsave image (v4.14
+                  fpu->state.fxsave)
+  640  (end)
 
 Rules
   - schedule() is the only place a task switch happens; it runs the guest's
@@ -41,7 +52,12 @@ TI_PREEMPT_COUNT = 20
 TI_PAGEFAULT_DISABLED = 24
 TI_KMAP_IDX = 28
 TI_KMAP_PTEVAL = 32
-TI_SIZE = 96
+TI_TLS_ARRAY = 96
+TI_FPU_INITIALIZED = 120
+TI_FPU_LAST_CPU = 124
+TI_FPU_STATE = 128
+FPU_STATE_SIZE = 512
+TI_SIZE = 640
 TIF_NEED_RESCHED = 3
 
 MIGHT_SLEEP_REPORTS = 10       # BUG reports filed per kind (sleep in atomic, might_sleep);

@@ -7,6 +7,7 @@ a crash of the host or the kernel.
 
 Supported: exit 1, read 3, write 4, open 5, close 6, lseek 19, getpid 20,
 munmap 91, clone 120, writev 146, sched_yield 158, nanosleep 162, mmap2 192,
+set_thread_area 243 and get_thread_area 244 (minikernel/tls.py),
 exit_group 252, getcpu 318.  Anything else: -ENOSYS.
 
 Rules: each sys_* is a generator taking (task, args) and returning EAX;
@@ -33,6 +34,7 @@ class Syscalls:
             6: self.sys_close, 19: self.sys_lseek, 93: self.sys_ftruncate, 20: self.sys_getpid, 91: self.sys_munmap,
             120: self.sys_clone, 146: self.sys_writev, 158: self.sys_sched_yield, 162: self.sys_nanosleep,
             45: self.sys_brk, 192: self.sys_mmap2, 252: self.sys_exit_group, 318: self.sys_getcpu,
+            243: kernel.tls.sys_set_thread_area, 244: kernel.tls.sys_get_thread_area,
         }
         self.counters = {}
         from .fs_calls import FsCalls          # the calls real programs make (busybox, libc)

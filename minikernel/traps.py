@@ -14,6 +14,8 @@ Rules
 """
 from .task import Charge
 
+VEC_NP = 11                # segment not present
+
 _USER_SIGNAL = {'gp': 'SIGSEGV', 'ud': 'SIGILL', 'de': 'SIGFPE', 'int': 'SIGSEGV',
                 'exception': 'SIGSEGV', 'df': 'SIGSEGV', 'error': 'SIGSEGV'}
 
@@ -47,8 +49,16 @@ class Traps:
         yield
 
     def kernel_trap(self, task, trap, regs):
-        """An exception in kernel guest code: BUG() or an Oops; the task dies."""
+        """An exception in kernel guest code.  A #GP or #NP at an instruction
+        with an exception-table entry (restore_all's segment reloads) goes to
+        its fixup (do_general_protection / do_segment_not_present:
+        fixup_exception); anything else is BUG() or an Oops and the task
+        dies.  Generator; returns the fixup EIP."""
         k = self.k
+        if trap.kind == 'gp' or (trap.kind == 'exception' and trap.vector == VEC_NP):
+            fixup = k.search_exception_tables(trap.eip)
+            if fixup is not None:
+                return fixup
         if trap.kind == 'ud' and trap.eip in k.image.bugs:
             f, line = k.image.bugs[trap.eip]
             k.report('bug', f'kernel BUG at {f}:{line}! ({k.describe(trap.eip)}, '

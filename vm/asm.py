@@ -742,7 +742,8 @@ class _ImageBuilder:
         _, isize, mnem, ops = next(_CS.disasm_lite(chunk, addr, 1), (0, 0, '', ''))
         if isize != size:
             raise s.error(f'keystone emitted {chunk.hex()} which is not one instruction')
-        if 0x66 in _prefixes(chunk) and not _WORDY.search(s.text):
+        if 0x66 in _prefixes(chunk) and not _WORDY.search(s.text) and 'xmm' not in ops:
+            # (an SSE2 instruction on xmm registers: 0x66 is its mandatory prefix)
             raise s.error(f'keystone emitted a 16-bit form ({chunk.hex()}: {mnem} {ops}) '
                           'for a 32-bit instruction')
         if s.target is not None and int(ops, 0) != self.addrs[s.target]:

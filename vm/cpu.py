@@ -8,7 +8,9 @@ What this file owns
     bug is worked around here, the STI shadow of `sti; hlt` is kept here
     (_sti_shadow_hlt), and nothing above this file sees a Unicorn quirk.
   - The ring-0 template context saved at boot, the only way back from ring 3
-    (Unicorn refuses privilege changes through reg_write).
+    (Unicorn refuses privilege changes through reg_write).  The restore
+    keeps the CPU's x87/SSE state (the span of the context that holds it is
+    found at start-up): a kernel entry does not touch the FPU on x86.
 
 Rules
   - Nothing here writes CR3 through reg_write after boot: that would flush
@@ -25,6 +27,7 @@ from capstone import x86_const as cx
 from unicorn import Uc, UcError, UC_ARCH_X86, UC_ERR_INSN_INVALID, UC_MODE_32, UC_PROT_ALL
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_INTR, UC_HOOK_CODE
 from unicorn import x86_const as ux
+from unicorn.unicorn_py3.unicorn import uclib
 
 
 from . import native, x86
@@ -39,7 +42,7 @@ _REG_IDS = {
     'cr2': ux.UC_X86_REG_CR2, 'ds': ux.UC_X86_REG_DS, 'es': ux.UC_X86_REG_ES,
     'ss': ux.UC_X86_REG_SS, 'fs': ux.UC_X86_REG_FS, 'gs': ux.UC_X86_REG_GS,
 }
-STATE_REGS = GPRS + ('eip', 'eflags', 'cs', 'cr3')
+STATE_REGS = GPRS + ('eip', 'eflags', 'cs', 'cr3', 'fs', 'gs')
 ENTRY_REGS = GPRS + ('eip', 'eflags')
 
 
@@ -77,15 +80,45 @@ def _ctx_bytes(ctx):
     return ctypes.string_at(ctx.context, ctx.size)
 
 
+def _fpu_values(uc, k):
+    """Write a recognisable x87/SSE state (variant k) into `uc`."""
+    uc.reg_write(ux.UC_X86_REG_FPCW, (0x37F, 0x27F)[k])
+    uc.reg_write(ux.UC_X86_REG_FPSW, (0x0000, 0x3800)[k])
+    uc.reg_write(ux.UC_X86_REG_FPTAG, (0xFFFF, 0x0000)[k])
+    uc.reg_write(ux.UC_X86_REG_MXCSR, (0x1F80, 0x1F00)[k])
+    for i in range(8):
+        uc.reg_write(getattr(ux, f'UC_X86_REG_XMM{i}'), (0, (0x0123456789ABCDEF << 64 | 0xFEDCBA9876543210) ^ i)[k])
+        uc.reg_write(getattr(ux, f'UC_X86_REG_FP{i}'), ((0, 0), (0x8000000000000001 + i, 0x3FFF + i))[k])
+
+
+def _find_fpu_span(uc):
+    """[lo, hi) of the bytes of a uc_context that hold the x87/SSE state
+    (QEMU's CPUX86State from fpstt to the XMM registers): the bytes that
+    change when only FPU registers are written, minus those that differ
+    between two saves of the same state (uninitialised padding)."""
+    a = _ctx_bytes(uc.context_save())
+    noise = {i for i, (x, y) in enumerate(zip(a, _ctx_bytes(uc.context_save()))) if x != y}
+    _fpu_values(uc, 1)
+    b = _ctx_bytes(uc.context_save())
+    _fpu_values(uc, 0)
+    diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y and i not in noise]
+    if not diff:
+        raise RuntimeError('cannot locate the FPU state in the Unicorn context')
+    return min(diff), max(diff) + 1
+
+
 def _find_context_offsets():
-    """Offsets inside a uc_context of CR3 and of `old_exception` (#1883).
+    """Offsets inside a uc_context of CR3, of `old_exception` (#1883) and
+    the span of the x87/SSE state.
 
     Found on a private scratch instance: CR3 by writing two values with
     paging off; old_exception as the 32-bit field that goes from -1 to 13
-    when a #GP is taken.  Returns (cr3_off, old_exc_off).
+    when a #GP is taken; the FPU span by _find_fpu_span.  Returns
+    (cr3_off, old_exc_off, (fpu_lo, fpu_hi)).
     """
     uc = Uc(UC_ARCH_X86, UC_MODE_32)
     uc.mem_map(0, 0x10000, UC_PROT_ALL)
+    fpu = _find_fpu_span(uc)
     uc.reg_write(ux.UC_X86_REG_CR3, 0x12345000)
     a = _ctx_bytes(uc.context_save())
     uc.reg_write(ux.UC_X86_REG_CR3, 0x54321000)
@@ -111,7 +144,10 @@ def _find_context_offsets():
     if len(cr3) != 1 or len(old) != 1:
         raise RuntimeError(f'cannot locate CR3/old_exception in the Unicorn context '
                            f'(candidates {cr3}, {old}); unicorn version not supported')
-    return cr3[0], old[0]
+    if fpu[0] <= cr3[0] < fpu[1] or fpu[0] <= old[0] < fpu[1] or fpu[1] - fpu[0] > 4096:
+        raise RuntimeError(f'implausible FPU span {fpu} in the Unicorn context; '
+                           f'unicorn version not supported')
+    return cr3[0], old[0], fpu
 
 
 _OFFSETS = None
@@ -137,7 +173,7 @@ class CPU:
         self.kptr = ctypes.addressof(self.k)
         self.k.trap = -1
         self.k.limit = 0
-        self.cr3_off, self.k.old_exc_off = context_offsets()
+        self.cr3_off, self.k.old_exc_off, self._fpu_span = context_offsets()
         self._scratch = self.uc.context_save()
         self.k.ctx = ctypes.cast(self._scratch.context, ctypes.c_void_p).value
         self.k.emu_stop = native.UC_EMU_STOP
@@ -150,7 +186,7 @@ class CPU:
         # The round trip in C (vm/_run.c): one call runs to the next stop and
         # returns the state registers; one call writes the entry registers.
         self._runner = native.runner(self.uc, self.kptr, STATE_REGS, [_REG_IDS[r] for r in STATE_REGS],
-                                     [_REG_IDS[r] for r in ENTRY_REGS], narrow=('cs',))
+                                     [_REG_IDS[r] for r in ENTRY_REGS], narrow=('cs', 'fs', 'gs'))
         self._run = self._runner.run
         self._enter = self._runner.enter
         self._md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
@@ -170,13 +206,17 @@ class CPU:
     # ---- boot -------------------------------------------------------------
 
     def boot(self, cr3, gdt_va, gdt_size, esp, cr4=0):
-        """Turn on paging with `cr3` (and `cr4`, e.g. PSE), load the GDT at
-        linear `gdt_va`, load the kernel segments, and save the ring-0
-        template context.  The page tables must already map `gdt_va`."""
+        """Turn on paging with `cr3` (and `cr4`, e.g. PSE, OSFXSR), load the
+        GDT at linear `gdt_va`, load the kernel segments, put the FPU in its
+        fninit state, and save the ring-0 template context.  The page tables
+        must already map `gdt_va`.  CR0 has MP and NE (native x87 errors),
+        as Linux sets them on a CPU with an FPU."""
         uc = self.uc
         uc.reg_write(ux.UC_X86_REG_CR3, cr3)
         uc.reg_write(ux.UC_X86_REG_CR4, cr4)
-        uc.reg_write(ux.UC_X86_REG_CR0, x86.CR0_PE | x86.CR0_WP | x86.CR0_PG | 0x10)
+        uc.reg_write(ux.UC_X86_REG_CR0, x86.CR0_PE | x86.CR0_MP | x86.CR0_ET | x86.CR0_NE
+                     | x86.CR0_WP | x86.CR0_PG)
+        _fpu_values(uc, 0)
         uc.reg_write(ux.UC_X86_REG_GDTR, (0, gdt_va, gdt_size - 1, 0))
         uc.reg_write(ux.UC_X86_REG_CS, x86.KERNEL_CS)
         for seg in (ux.UC_X86_REG_DS, ux.UC_X86_REG_ES, ux.UC_X86_REG_SS):
@@ -297,8 +337,14 @@ class CPU:
         return self._runner.reg(_REG_IDS[name])
 
     def _to_ring0(self):
+        """Ring 3 -> ring 0 through the template, as a trap would: CR3 and
+        the x87/SSE registers stay what they are (the current state's FPU
+        span is copied into the template first)."""
         cr3 = self.regs['cr3']
         ctypes.memmove(self._tpl_addr + self.cr3_off, struct.pack('<I', cr3), 4)
+        lo, hi = self._fpu_span
+        uclib.uc_context_save(self._uch, self._scratch.context)
+        ctypes.memmove(self._tpl_addr + lo, self.k.ctx + lo, hi - lo)
         self.uc.context_restore(self._template)
         self.regs['cs'] = x86.KERNEL_CS
 

@@ -38,10 +38,16 @@ EFLAGS_DF = 0x400
 
 # Control registers.
 CR0_PE = 0x00000001
+CR0_MP = 0x00000002      # monitor coprocessor: wait/fwait honour TS
+CR0_TS = 0x00000008      # task switched: the next x87/SSE instruction raises #NM
+CR0_ET = 0x00000010
+CR0_NE = 0x00000020      # x87 errors as #MF (native), not IRQ13
 CR0_WP = 0x00010000
 CR0_PG = 0x80000000
 CR4_PSE = 0x10
 CR4_PGE = 0x80
+CR4_OSFXSR = 0x200       # the OS saves SSE state with fxsave: SSE instructions allowed
+CR4_OSXMMEXCPT = 0x400   # the OS handles #XM (unmasked SSE exceptions)
 
 # Exception vectors.
 VEC_DE = 0
@@ -50,7 +56,8 @@ VEC_DF = 8
 VEC_GP = 13
 VEC_PF = 14
 
-# GDT layout this machine boots with (Linux 2.4's slots).
+# GDT layout this machine boots with (Linux 2.4's slots).  An OS may want
+# more entries (flat_gdt pads them with null descriptors).
 GDT_ENTRIES = 6
 KERNEL_CS = 0x10
 KERNEL_DS = 0x18
@@ -64,12 +71,15 @@ def descriptor(base, limit, access, flags):
                        access, ((limit >> 16) & 0xF) | (flags << 4), (base >> 24) & 0xFF)
 
 
-def flat_gdt():
-    """The boot GDT: null, unused, kernel code/data (DPL 0), user code/data (DPL 3).
+def flat_gdt(entries=GDT_ENTRIES):
+    """The boot GDT: null, unused, kernel code/data (DPL 0), user code/data
+    (DPL 3), then null descriptors up to `entries`.
 
     All four segments are flat 4 GiB (base 0, limit 0xFFFFF pages, 32-bit).
     """
     flat = 0xFFFFF
+    if entries < GDT_ENTRIES:
+        raise ValueError(f'a GDT needs at least {GDT_ENTRIES} entries')
     return b''.join([
         bytes(8),
         bytes(8),
@@ -77,7 +87,7 @@ def flat_gdt():
         descriptor(0, flat, 0x92, 0xC),   # KERNEL_DS: present, DPL0, data r/w
         descriptor(0, flat, 0xFA, 0xC),   # USER_CS: present, DPL3, code r/x
         descriptor(0, flat, 0xF2, 0xC),   # USER_DS: present, DPL3, data r/w
-    ])
+    ] + [bytes(8)] * (entries - GDT_ENTRIES))
 
 
 def pde_index(va):

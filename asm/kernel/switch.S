@@ -2,10 +2,12 @@
 //
 // Mirrors arch/i386/kernel/process.c __switch_to in role.  The register
 // switch itself is the engine's (it restores the next task's saved
-// context); what must run as guest code is what touches the MMU: switch_mm
-// (asm/kernel/tlb.S) and, for kmap_local, clearing the outgoing task's local
-// PTEs and restoring the incoming task's (v5.11 __kmap_local_sched_out/in,
-// called from __switch_to via kmap_local_sched_out / kmap_local_sched_in).
+// context); what must run as guest code is what touches the MMU and the
+// CPU's tables: switch_mm (asm/kernel/tlb.S); load_TLS, the next task's
+// three TLS descriptors into this CPU's GDT (2.6.0); and, for kmap_local,
+// clearing the outgoing task's local PTEs and restoring the incoming
+// task's (v5.11 __kmap_local_sched_out/in, called from __switch_to via
+// kmap_local_sched_out / kmap_local_sched_in).
 // Both tasks run on this CPU (no migration inside a kmap_local section).
 
 // void __switch_to(struct thread_info *prev, struct thread_info *next)  EAX, EDX.
@@ -15,6 +17,9 @@ __switch_to:
         push edi
         mov esi, eax
         mov edi, edx
+        mov eax, edi
+        mov edx, dword ptr [edi + TI_CPU]
+        call load_TLS                               // load_TLS(next, cpu)
         mov eax, esi
         call __kmap_local_sched_out
         mov eax, edi
@@ -75,4 +80,25 @@ __kmap_local_sched_in:
         jnz 1b
 2:      pop esi
         pop ebx
+        ret
+
+// void load_TLS(struct thread_info *t, unsigned int cpu)   EAX, EDX.
+// Mirrors 2.6.0 include/asm-i386/desc.h load_TLS: cpu_gdt_table[cpu][6..8] =
+// t->tls_array[0..2].  Interrupts off (or preemption off: the CPU's own GDT).
+// Clobbers ECX, EDX.
+load_TLS:
+        shl edx, CPU_GDT_SHIFT
+        add edx, CPU_GDT_TABLE + 8 * GDT_ENTRY_TLS_MIN
+        mov ecx, dword ptr [eax + TI_TLS_ARRAY]
+        mov dword ptr [edx], ecx
+        mov ecx, dword ptr [eax + TI_TLS_ARRAY + 4]
+        mov dword ptr [edx + 4], ecx
+        mov ecx, dword ptr [eax + TI_TLS_ARRAY + 8]
+        mov dword ptr [edx + 8], ecx
+        mov ecx, dword ptr [eax + TI_TLS_ARRAY + 12]
+        mov dword ptr [edx + 12], ecx
+        mov ecx, dword ptr [eax + TI_TLS_ARRAY + 16]
+        mov dword ptr [edx + 16], ecx
+        mov ecx, dword ptr [eax + TI_TLS_ARRAY + 20]
+        mov dword ptr [edx + 20], ecx
         ret

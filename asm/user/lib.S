@@ -121,3 +121,9 @@ msleep:
 
         .align 4
 msleep_ts: .long 0, 0
+sys_set_thread_area: mov eax, 243
+                int 0x80
+                ret
+sys_get_thread_area: mov eax, 244
+                int 0x80
+                ret
