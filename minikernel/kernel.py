@@ -37,6 +37,7 @@ from .entry import Engine, KRET_VECTOR, KSVC_VECTOR, PT_REGS_SIZE
 from .exit import Exit
 from .faults import Faults
 from .filemap import Filemap
+from .fpu import Fpu
 from .fs import Vfs
 from .irq import (CALL_FUNCTION_VECTOR, DISK_VECTOR, INVALIDATE_TLB_VECTOR,
                   Interrupts, LOCAL_TIMER_VECTOR)
@@ -48,6 +49,7 @@ from .rmap import Rmap
 from .vmstat import VmStat
 from .highmem import Highmem, PKMAP_WAIT_ID
 from .sched import (Scheduler, TI_CPU, TI_FLAGS, TI_KMAP_IDX, TI_KMAP_PTEVAL, TI_TLS_ARRAY,
+                    TI_FPU_INITIALIZED, TI_FPU_LAST_CPU, TI_FPU_STATE,
                     TI_PAGEFAULT_DISABLED, TI_PREEMPT_COUNT, TIF_NEED_RESCHED, WaitQueue)
 from .services import SERVICES, Services
 from .slab import Slab
@@ -230,7 +232,8 @@ class Kernel:
                  TI_CPU=TI_CPU, TI_FLAGS=TI_FLAGS, TI_PREEMPT_COUNT=TI_PREEMPT_COUNT,
                  TI_PAGEFAULT_DISABLED=TI_PAGEFAULT_DISABLED,
                  TI_KMAP_IDX=TI_KMAP_IDX, TI_KMAP_PTEVAL=TI_KMAP_PTEVAL,
-                 TI_TLS_ARRAY=TI_TLS_ARRAY, CPU_GDT_TABLE=PAGE_OFFSET + layout.GDT_PHYS,
+                 TI_TLS_ARRAY=TI_TLS_ARRAY, TI_FPU_INITIALIZED=TI_FPU_INITIALIZED,
+                 TI_FPU_LAST_CPU=TI_FPU_LAST_CPU, TI_FPU_STATE=TI_FPU_STATE, CPU_GDT_TABLE=PAGE_OFFSET + layout.GDT_PHYS,
                  CPU_GDT_SHIFT=layout.CPU_GDT_SHIFT, GDT_ENTRY_TLS_MIN=layout.GDT_ENTRY_TLS_MIN,
                  MM_PGD=MM_PGD, MM_CPU_VM_MASK=MM_CPU_VM_MASK,
                  KRET_VECTOR=KRET_VECTOR, KSVC_VECTOR=KSVC_VECTOR,
@@ -280,6 +283,7 @@ class Kernel:
         self.traps = Traps(self)
         self.services = Services(self)
         self.tls = Tls(self)
+        self.fpu = Fpu(self)
         self.syscalls = Syscalls(self)
         self.exit = Exit(self)
         self.binfmt = Binfmt(self)
@@ -545,6 +549,7 @@ class Kernel:
                 raise ValueError('out of lowmem at spawn')
             self.binfmt.setup_mm(mm, prog)
         task = self.sched.new_task(name, mm, cpu)
+        self.fpu.init(task)                     # fpu__clear() at exec
         self.vfs.files_init(task, share_mm_with)
         if share_mm_with is not None:
             task.tgid = share_mm_with.tgid

@@ -125,6 +125,7 @@ class Scheduler:
         task.timeslice = k.config['timeslice']
         self.write_ti(task, TI_TASK, pid)
         self.write_ti(task, TI_CPU, cpu)
+        self.write_ti(task, TI_FPU_LAST_CPU, 0xFFFFFFFF)    # no FPU state until exec/clone
         if not idle:
             self.tasks[pid] = task
         return task

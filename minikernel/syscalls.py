@@ -128,7 +128,10 @@ class Syscalls:
             return -EINVAL
         yield Charge(self.k.costs['fork'])
         child = self.k.clone_thread(task, newsp)
-        return child.pid if child is not None else -ENOMEM
+        if child is None:
+            return -ENOMEM
+        yield from self.k.fpu.copy(task, child)        # copy_thread: fpu__copy
+        return child.pid
 
     # ---- memory ---------------------------------------------------------
 

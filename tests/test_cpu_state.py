@@ -43,3 +43,24 @@ def test_fpu_and_sse_state_survive_syscalls_and_page_faults():
     assert k.run(max_cycles=50_000_000) == 'finished'
     assert t.exit_code == 0 and t.killed_by is None
     assert t.counters['syscalls'] >= 20 and t.counters['faults'] >= 20
+
+
+def test_fpu_and_sse_state_survive_preemption_by_other_tasks_on_the_cpu():
+    """Three tasks with different x87/SSE values on one CPU, preempted by
+    the timer in the middle of their loops: each gets its own registers
+    back (fxsave/fxrstor in __switch_to, guest code)."""
+    k = Kernel(dict(cpus=1, mem=32 * MiB, tick=20_000), programs=prog('fpu'))
+    ts = [k.spawn(f't{i}', 'fpu', [20, 20_000]) for i in range(3)]
+    assert k.run(max_cycles=100_000_000) == 'finished'
+    assert [t.exit_code for t in ts] == [0, 0, 0], [t.killed_by for t in ts]
+    assert all(t.counters['switches'] >= 5 for t in ts)          # preempted mid-loop
+
+
+def test_a_thread_starts_with_its_parents_fpu_registers():
+    """clone(CLONE_VM) copies the parent's live x87/SSE state into the
+    child's area (fpu__copy, a guest fxsave); the parent changing its
+    registers afterwards does not reach the child."""
+    k = Kernel(dict(cpus=1, mem=32 * MiB), programs=prog('clonefpu'))
+    t = k.spawn('t', 'clonefpu', [])
+    assert k.run(max_cycles=50_000_000) == 'finished'
+    assert t.exit_code == 0, t.killed_by
