@@ -73,6 +73,10 @@ class Trap:
         return f'<Trap {self.kind}{vec} eip={self.eip:#x} cpl={self.cpl}{extra}>'
 
 
+# Read-modify-write instructions (on a memory destination).
+_RMW = frozenset('add adc sub sbb and or xor inc dec neg not shl sal shr sar rol ror rcl rcr '
+                 'shld shrd xchg xadd cmpxchg cmpxchg8b bts btr btc'.split())
+
 _EXC_KIND = {x86.VEC_DE: 'de', x86.VEC_UD: 'ud', x86.VEC_DF: 'df', x86.VEC_GP: 'gp', x86.VEC_PF: 'pf'}
 
 
@@ -107,14 +111,50 @@ def _find_fpu_span(uc):
     return min(diff), max(diff) + 1
 
 
+def _find_error_code_offset():
+    """Offset inside a uc_context of the error code QEMU computed for the
+    last exception (CPUX86State.error_code): a scratch instance with paging
+    takes a read fault and a write fault on a not-present page and a write
+    fault on a present read-only page (CR0.WP); the one field that holds
+    0, 2 and 3 in the three contexts saved in the INTR hook."""
+    seen = []
+
+    def intr(u, intno, _):
+        seen.append((intno, _ctx_bytes(u.context_save())))
+        u.emu_stop()
+    cases = ((b'\x8b\x03', 0x5000, 0), (b'\x89\x03', 0x5000, 2), (b'\x89\x03', 0x6000, 3))
+    for code, ebx, _ in cases:                  # mov eax, [ebx] / mov [ebx], eax; one
+        uc = Uc(UC_ARCH_X86, UC_MODE_32)        # instance each (#1883)
+        uc.mem_map(0, 0x20000, UC_PROT_ALL)
+        uc.mem_write(0x10000, struct.pack('<I', 0x11000 | 7))                  # PDE 0
+        uc.mem_write(0x11000, b''.join(struct.pack('<I', (i << 12) | 7) for i in range(32)))
+        uc.mem_write(0x11000 + 4 * 5, struct.pack('<I', 0))                    # 0x5000: not present
+        uc.mem_write(0x11000 + 4 * 6, struct.pack('<I', 0x6000 | 5))           # 0x6000: read-only
+        uc.reg_write(ux.UC_X86_REG_CR3, 0x10000)
+        uc.reg_write(ux.UC_X86_REG_CR0, x86.CR0_PE | x86.CR0_WP | x86.CR0_PG)
+        uc.hook_add(UC_HOOK_INTR, intr)
+        uc.mem_write(0x1000, code)
+        uc.reg_write(ux.UC_X86_REG_EBX, ebx)
+        uc.emu_start(0x1000, 0x1002)
+    if [i for i, _ in seen] != [x86.VEC_PF] * 3:
+        raise RuntimeError(f'page-fault probe took {[i for i, _ in seen]}; unicorn version not supported')
+    size = min(len(c) for _, c in seen)
+    found = [o for o in range(0, size - 3, 4)
+             if all(struct.unpack_from('<i', c, o)[0] == want for (_, c), (_, _, want) in zip(seen, cases))]
+    if len(found) != 1:
+        raise RuntimeError(f'cannot locate the error code in the Unicorn context (candidates {found})')
+    return found[0]
+
+
 def _find_context_offsets():
     """Offsets inside a uc_context of CR3, of `old_exception` (#1883) and
     the span of the x87/SSE state.
 
     Found on a private scratch instance: CR3 by writing two values with
     paging off; old_exception as the 32-bit field that goes from -1 to 13
-    when a #GP is taken; the FPU span by _find_fpu_span.  Returns
-    (cr3_off, old_exc_off, (fpu_lo, fpu_hi)).
+    when a #GP is taken; the FPU span by _find_fpu_span; the error code by
+    _find_error_code_offset.  Returns (cr3_off, old_exc_off, (fpu_lo,
+    fpu_hi), err_off).
     """
     uc = Uc(UC_ARCH_X86, UC_MODE_32)
     uc.mem_map(0, 0x10000, UC_PROT_ALL)
@@ -147,7 +187,7 @@ def _find_context_offsets():
     if fpu[0] <= cr3[0] < fpu[1] or fpu[0] <= old[0] < fpu[1] or fpu[1] - fpu[0] > 4096:
         raise RuntimeError(f'implausible FPU span {fpu} in the Unicorn context; '
                            f'unicorn version not supported')
-    return cr3[0], old[0], fpu
+    return cr3[0], old[0], fpu, _find_error_code_offset()
 
 
 _OFFSETS = None
@@ -173,7 +213,7 @@ class CPU:
         self.kptr = ctypes.addressof(self.k)
         self.k.trap = -1
         self.k.limit = 0
-        self.cr3_off, self.k.old_exc_off, self._fpu_span = context_offsets()
+        self.cr3_off, self.k.old_exc_off, self._fpu_span, self._err_off = context_offsets()
         self._scratch = self.uc.context_save()
         self.k.ctx = ctypes.cast(self._scratch.context, ctypes.c_void_p).value
         self.k.emu_stop = native.UC_EMU_STOP
@@ -191,7 +231,7 @@ class CPU:
         self._enter = self._runner.enter
         self._md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
         self._md.detail = True
-        self._decoded = {}          # (eip, code bytes) -> capstone insn (faulting instructions)
+        self._decoded = {}         # (eip, code bytes) -> capstone insn: faulting instructions
         self._template = None
         self._code_bitmaps = [None] * native.MAX_REGIONS   # keep the buffers alive
         self.point_counters = {}   # address -> ctypes.c_uint64 (invlpg, mov cr3, ...)
@@ -420,49 +460,73 @@ class CPU:
         b = self.read_virt(self.regs['cr3'], va, 1)
         return b[0] if b else None
 
-    # ---- the page-fault error code Unicorn does not give ------------------
+    # ---- the page-fault error code ------------------------------------------
 
     def pf_error_code(self, cr2, regs):
-        """Rebuild the #PF error code: P from a walk of the page tables, U from
-        CPL, W from decoding the faulting instruction (which of its memory
-        operands lies on CR2's page, and does it write there)."""
+        """The #PF error code.  Unicorn does not hand it to the hook, but
+        QEMU leaves the one it computed in the CPU state, which the INTR
+        hook saved (k.ctx, for the #1883 fix); U is CPL.  P comes from our
+        walk of the page tables.  W:
+          - a present page the access may reach (CPL 0, or a user page)
+            can only fault for a write: non-PAE i386 has no NX, so the one
+            protection left is R/W (WP for ring 0);
+          - otherwise QEMU's W bit, which is exact for every store (it is
+            the access that faulted), or, for a not-present page, a
+            read-modify-write of a memory operand on CR2's page: TCG does
+            the load first and reports a read, the lab counts the access as
+            the write it is (as it always did), so the first touch of a
+            fresh page by `inc [m]` or `lock cmpxchg` maps a writable page.
+        """
         err = 0
         pde, pte, _ = x86.walk(self.ram, regs['cr3'], cr2)
+        present = pde & x86.PTE_P and pte & x86.PTE_P
         user = regs['cs'] & 3
+        if present:
+            err |= x86.PF_P
         if user:
             err |= x86.PF_U
-        if pde & x86.PTE_P and pte & x86.PTE_P:
-            err |= x86.PF_P
-            if not user or pde & pte & x86.PTE_U:
-                # No NX without PAE: a fault on a present page the access
-                # may reach (kernel mode, or a user page) is a write.
-                return err | x86.PF_W
-        if self._faulting_access_is_write(cr2, regs):
+        hw = struct.unpack('<i', ctypes.string_at(self.k.ctx + self._err_off, 4))[0]
+        if present and (not user or pde & pte & x86.PTE_U):
+            err |= x86.PF_W
+        elif hw & x86.PF_W:
+            err |= x86.PF_W
+        elif not present and self._faulting_insn_is_rmw(cr2, regs):
             err |= x86.PF_W
         return err
 
-    def _faulting_access_is_write(self, cr2, regs):
-        eip = regs['eip']
-        code = self.read_virt(regs['cr3'], eip, 16)
+    def _decode(self, eip, cr3):
+        """The instruction at eip (capstone, with details), cached by its
+        address and bytes; None if it cannot be fetched or decoded."""
+        code = self.read_virt(cr3, eip, 16)
+        if not code:
+            return None
         key = (eip, code)
-        insn = self._decoded.get(key)                # decoded once per (address, bytes)
-        if insn is None and code:
-            if len(self._decoded) > 4096:
+        insn = self._decoded.get(key)
+        if insn is None and key not in self._decoded:
+            insn = next(self._md.disasm(code, eip), None)
+            if len(self._decoded) >= 4096:
                 self._decoded.clear()
-            insn = self._decoded[key] = next(self._md.disasm(code, eip), None)
-        if insn is None:          # the fetch itself faulted: a read
+            self._decoded[key] = insn
+        return insn
+
+    def _faulting_insn_is_rmw(self, cr2, regs):
+        """Is the faulting instruction a read-modify-write of a memory
+        operand on CR2's page?  Its destination (operand 0; for xchg either
+        operand) is memory and the mnemonic is one of _RMW (capstone's
+        operand access flags are not trusted: 5.0.x calls the destination
+        of cmpxchg, cmpxchg8b and rol a read)."""
+        insn = self._decode(regs['eip'], regs['cr3'])
+        if insn is None or insn.mnemonic.split()[-1] not in _RMW:
             return False
+        ops = insn.operands
+        cands = ops if insn.mnemonic.split()[-1] == 'xchg' else ops[:1]
         page = cr2 >> 12
-        for op in insn.operands:
+        for op in cands:
             if op.type != cx.X86_OP_MEM:
                 continue
             ea = self._effective_address(insn, op, regs)
             if ea is not None and (ea >> 12 == page or ((ea + op.size - 1) & 0xFFFFFFFF) >> 12 == page):
-                if op.access & capstone.CS_AC_WRITE:
-                    return True
-        # push/call/implicit stack writes
-        if insn.id in (cx.X86_INS_PUSH, cx.X86_INS_CALL, cx.X86_INS_PUSHAL, cx.X86_INS_PUSHFD):
-            return ((regs['esp'] - 4) & 0xFFFFFFFF) >> 12 == page
+                return True
         return False
 
     def _effective_address(self, insn, op, regs):

@@ -17,6 +17,11 @@ What this file owns
       (g) irq_waits_for_sti    a pending IPI is not taken while IF=0, but right after sti
       (h) exact_count          instruction counts equal the program's, across quanta and
                                across a #PF in the middle of `rep movsd`
+      (i) pf_w_<kind>          one per kind of store (SSE, x87, string, stack, cmpxchg8b,
+                               read-modify-write ...) and a few loads: the rebuilt #PF
+                               error code has W exactly for the writes, on a not-present
+                               page and on a present read-only one (capstone 5.0.x, the
+                               old rule, calls many of these stores reads)
   - run_all(out): run them all, one `PASS name: detail` / `FAIL name: detail`
     line each; True iff all pass (`kmaplab selftest`).
 
@@ -205,7 +210,7 @@ class Rig:
     exactly in the image (set_code_region).
     """
 
-    def __init__(self, cpus=1, ram=RAM, source=SELFTEST_S, **machine_kw):
+    def __init__(self, cpus=1, ram=RAM, source=SELFTEST_S, cr4=0, **machine_kw):
         self.m = Machine(cpus=cpus, ram=ram, **machine_kw)
         m = self.m
         m.write32(PGDIR, PT0 | x86.PTE_P | x86.PTE_W | x86.PTE_U)
@@ -221,7 +226,7 @@ class Rig:
             self.set_pte(va, va | x86.PTE_P | x86.PTE_W | x86.PTE_U)
         self.set_pte(USTACK, USTACK | x86.PTE_P | x86.PTE_W | x86.PTE_U)
         for cpu in m.cpus:
-            cpu.boot(PGDIR, GDT, 8 * x86.GDT_ENTRIES, self.kstack(cpu.index))
+            cpu.boot(PGDIR, GDT, 8 * x86.GDT_ENTRIES, self.kstack(cpu.index), cr4=cr4)
             cpu.set_code_region(0, self.image.base, self.image.size, self.image.insn_bitmap)
 
     @property
@@ -526,6 +531,113 @@ def check_exact_count(n=1000, budget=7):
                 f'{total} in all (want {want_total} = 3 + {ndw} iterations + the ECX=0 pass + hlt)')
 
 
+# ---- (i) ---------------------------------------------------------------------
+
+# (name, instruction(s) storing to or loading from [edx] (stos/movs: [edi];
+# push: the stack at edx), 'store' | 'rmw' | 'load').  Ring 0, CR0.WP set.
+PF_W_KINDS = [
+    ('mov', 'mov dword ptr [edx], eax', 'store'),
+    ('movups', 'movups xmmword ptr [edx], xmm0', 'store'),
+    ('movupd', 'movupd xmmword ptr [edx], xmm0', 'store'),
+    ('movaps', 'movaps xmmword ptr [edx], xmm0', 'store'),
+    ('movdqu', 'movdqu xmmword ptr [edx], xmm0', 'store'),
+    ('movlpd', 'movlpd qword ptr [edx], xmm0', 'store'),
+    ('movlps', 'movlps qword ptr [edx], xmm0', 'store'),
+    ('movhps', 'movhps qword ptr [edx], xmm0', 'store'),
+    ('movhpd', 'movhpd qword ptr [edx], xmm0', 'store'),
+    ('movq_xmm', 'movq qword ptr [edx], xmm0', 'store'),
+    ('movq_mmx', 'movq qword ptr [edx], mm0', 'store'),
+    ('movd_mmx', 'movd dword ptr [edx], mm0', 'store'),
+    ('movd_xmm', 'movd dword ptr [edx], xmm0', 'store'),
+    ('movss', 'movss dword ptr [edx], xmm0', 'store'),
+    ('movsd_sse', 'movsd qword ptr [edx], xmm0', 'store'),
+    ('movntps', 'movntps xmmword ptr [edx], xmm0', 'store'),
+    ('movntpd', 'movntpd xmmword ptr [edx], xmm0', 'store'),
+    ('movntdq', 'movntdq xmmword ptr [edx], xmm0', 'store'),
+    ('movnti', 'movnti dword ptr [edx], eax', 'store'),
+    ('movntq', 'movntq qword ptr [edx], mm0', 'store'),
+    ('stmxcsr', 'stmxcsr dword ptr [edx]', 'store'),
+    ('fst', 'fst dword ptr [edx]', 'store'),
+    ('fstp', 'fstp qword ptr [edx]', 'store'),
+    ('fstp_m80', 'fstp tbyte ptr [edx]', 'store'),
+    ('fist', 'fist word ptr [edx]', 'store'),
+    ('fistp', 'fistp dword ptr [edx]', 'store'),
+    ('fisttp', 'fisttp dword ptr [edx]', 'store'),
+    ('fbstp', 'fbstp tbyte ptr [edx]', 'store'),
+    ('fnstcw', 'fnstcw word ptr [edx]', 'store'),
+    ('fnstsw', 'fnstsw word ptr [edx]', 'store'),
+    ('fnstenv', 'fnstenv [edx]', 'store'),
+    ('fnsave', 'fnsave [edx]', 'store'),
+    ('fxsave', 'fxsave [edx]', 'store'),
+    ('stosd', 'mov edi, edx\n        stosd', 'store'),
+    ('movsd_string', 'mov edi, edx\n        mov esi, esp\n        movsd', 'store'),
+    ('push', 'mov esp, edx\n        add esp, 4\n        push eax', 'store'),
+    ('pop_mem', 'pop dword ptr [edx]', 'store'),
+    ('setcc', 'sete byte ptr [edx]', 'store'),
+    ('cmpxchg8b', 'cmpxchg8b qword ptr [edx]', 'rmw'),
+    ('cmpxchg', 'lock cmpxchg dword ptr [edx], ecx', 'rmw'),
+    ('xchg', 'xchg dword ptr [edx], eax', 'rmw'),
+    ('add', 'add dword ptr [edx], eax', 'rmw'),
+    ('rol', 'rol dword ptr [edx], 1', 'rmw'),
+    ('load', 'mov eax, dword ptr [edx]', 'load'),
+    ('load_movups', 'movups xmm0, xmmword ptr [edx]', 'load'),
+    ('load_fld', 'fld dword ptr [edx]', 'load'),
+    ('load_add', 'add eax, dword ptr [edx]', 'load'),
+]
+PF_W_TARGET = DATA + 0x800          # 16-byte aligned, room for fnsave/fxsave
+
+
+def _pf_w_source():
+    return SELFTEST_S + ''.join(f'\npf_w_{name}:\n        {text}\n        hlt\n'
+                                for name, text, _ in PF_W_KINDS)
+
+
+def _capstone_says_write(image, name):
+    """The old rule: does capstone 5 mark a memory operand of the faulting
+    instruction (the last one of the routine before hlt) as written?"""
+    import capstone
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
+    md.detail = True
+    start = image.symbols[f'pf_w_{name}']
+    insns = list(md.disasm(bytes(image.code[start - image.base:start - image.base + 32]), start))
+    last = next(i for i, nxt in zip(insns, insns[1:]) if nxt.mnemonic == 'hlt')
+    if last.mnemonic in ('push', 'call', 'pushal', 'pushfd'):
+        return True                     # the old rule's stack-write special case
+    return any(op.type == capstone.x86_const.X86_OP_MEM and op.access & capstone.CS_AC_WRITE
+               for op in last.operands)
+
+
+def _check_pf_w(name, kind):
+    """The rebuilt #PF error code of one kind of access, on a not-present
+    page and (for writes) on a present read-only page: W set exactly for
+    stores and read-modify-writes, P as the PTE says, U clear (ring 0)."""
+    rig = Rig(source=_pf_w_source(), cr4=x86.CR4_OSFXSR | x86.CR4_OSXMMEXCPT)
+    va = PF_W_TARGET
+    want_w = kind != 'load'
+    cases = [('not present', 0)] + ([('present read-only', DATA | x86.PTE_P)] if want_w else [])
+    seen = []
+    for what, pte in cases:
+        rig.set_pte(va, pte)
+        t = rig.call(0, f'pf_w_{name}', edx=va, eax=0x1234, ecx=0)
+        if t.kind != 'pf' or t.cr2 >> 12 != va >> 12:
+            return False, f'{what}: expected a #PF on {va:#x}, got {t!r}'
+        w, p = bool(t.error & x86.PF_W), bool(t.error & x86.PF_P)
+        if w != want_w or p != bool(pte) or t.error & x86.PF_U:
+            return False, f'{what}: error code {t.error:#x}, want W={int(want_w)} P={int(bool(pte))} U=0'
+        seen.append(f'{what} {t.error:#x}')
+    old = _capstone_says_write(rig.image, name)
+    verdict = '' if old == want_w else (' (capstone calls it a read)' if want_w else
+                                        ' (capstone calls it a write)')
+    return True, f'{kind}: ' + ', '.join(seen) + verdict
+
+
+def _pf_w_check(name, kind):
+    def check():
+        return _check_pf_w(name, kind)
+    check.__name__ = f'check_pf_w_{name}'
+    return check
+
+
 CHECKS = [
     ('tlb_shootdown', check_tlb_shootdown),
     ('user_reads_kernel', check_user_reads_kernel),
@@ -535,7 +647,7 @@ CHECKS = [
     ('determinism', check_determinism),
     ('irq_waits_for_sti', check_irq_waits_for_sti),
     ('exact_count', check_exact_count),
-]
+] + [(f'pf_w_{name}', _pf_w_check(name, kind)) for name, _, kind in PF_W_KINDS]
 
 
 def run_all(out=print):
