@@ -576,7 +576,8 @@ class Kernel:
         if mm is None:
             raise ValueError('out of lowmem at spawn')
         task = self.sched.new_task(name, mm, cpu)
-        self.vfs.files_init(task)
+        self.fpu.init(task)                     # fpu__clear() at exec (an execve of a running
+        self.vfs.files_init(task)               # task: yield from fpu.clear(task))
         task.program = prog
 
         def exec_first():
