@@ -436,7 +436,12 @@ def _plain(v):
         return v
     if isinstance(v, (tuple, list)):
         return [_plain(x) for x in v]
-    return str(v)
+    if callable(v) and hasattr(v, '__qualname__'):
+        return v.__qualname__                  # a function: its name, never its address
+    return _HOST_ADDR.sub('', str(v))          # no host addresses: traces are bit-identical
+
+
+_HOST_ADDR = re.compile(r' at 0x[0-9a-fA-F]+')
 
 
 _LABELS = {}

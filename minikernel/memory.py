@@ -36,6 +36,8 @@ from .bug import KernelBug
 from .locking import RWSemaphore, SpinLock
 from .task import Charge, Guest
 
+EINVAL, ENOMEM = 22, 12
+
 PAGE = 4096
 
 VM_READ = 0x1
@@ -217,14 +219,22 @@ class MemoryManager:
         return addr
 
     def do_mmap(self, task, mm, addr, length, prot, flags, file=None, pgoff=0, name=''):
-        """do_mmap_pgoff(): map [addr, addr+length); returns the address or a
-        negative errno.  Generator (MAP_FIXED over a mapping unmaps it)."""
+        """do_mmap_pgoff() (2.5 mm/mmap.c): map [addr, addr+length); returns
+        the address or a negative errno.  Generator (MAP_FIXED over a
+        mapping unmaps it).  The range checks are Linux's: len > TASK_SIZE
+        or a pgoff that wraps: EINVAL; MAP_FIXED (get_unmapped_area): addr >
+        TASK_SIZE - len: ENOMEM, addr not page aligned: EINVAL."""
+        task_size = self.k.PAGE_OFFSET                       # TASK_SIZE
         length = (length + PAGE - 1) & ~(PAGE - 1)
-        if length == 0 or length > self.k.PAGE_OFFSET:
-            return -22
+        if length == 0 or length > task_size:
+            return -EINVAL
+        if pgoff + (length >> 12) >= 1 << 32:                # offset overflow
+            return -EINVAL
         if flags & MAP_FIXED:
-            if addr & (PAGE - 1) or addr + length > self.k.PAGE_OFFSET:
-                return -22
+            if addr > task_size - length:
+                return -ENOMEM
+            if addr & (PAGE - 1):
+                return -EINVAL
             yield from self.do_munmap(task, mm, addr, length)
         else:
             addr = self.get_unmapped_area(mm, length)
@@ -324,17 +334,33 @@ class MemoryManager:
     def make_pages_present(self, task, mm, vma):
         """make_pages_present() (2.5.46 MAP_POPULATE, mlock): fault every
         page of the VMA in, as a read (a write for a private writable one).
-        mmap_sem held.  Generator."""
+        mmap_sem held.  Generator.  Stops early, as get_user_pages does on a
+        fatal signal, when the task has been killed (the OOM killer) or the
+        run is over (max_cycles, the host timeout): a huge MAP_POPULATE
+        costs simulated time page by page and cannot outlive the run."""
         write = bool(vma.flags & VM_WRITE) and not vma.flags & VM_SHARED
+        machine = self.k.machine
         for va in range(vma.start, vma.end, PAGE):
+            limit = self.k.config['max_cycles']
+            if task.killed_by is not None or machine.stopped is not None \
+                    or limit is not None and machine.time(task.cpu) >= limit:
+                break
             r = yield from self.handle_mm_fault(task, mm, vma, va, write)
             if r <= 0:
                 break
 
     def do_munmap(self, task, mm, addr, length):
-        """do_munmap(): split/remove VMAs over the range, zap its PTEs, flush
-        the TLBs of every CPU that may cache them.  Generator."""
+        """do_munmap() (2.5 mm/mmap.c): split/remove VMAs over the range,
+        zap its PTEs, flush the TLBs of every CPU that may cache them.
+        Returns 0 or -EINVAL: start not page aligned, start > TASK_SIZE,
+        len > TASK_SIZE - start (which also catches a range that wraps),
+        or len 0 once page aligned.  Generator."""
+        task_size = self.k.PAGE_OFFSET                       # TASK_SIZE
+        if addr & (PAGE - 1) or addr > task_size or length > task_size - addr:
+            return -EINVAL
         length = (length + PAGE - 1) & ~(PAGE - 1)
+        if length == 0:
+            return -EINVAL
         end = addr + length
         keep = []
         hit = False

@@ -104,6 +104,8 @@ _CS = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
 _KS = Ks(KS_ARCH_X86, KS_MODE_32)
 _CACHE = {}             # (base, source lines, defines) -> Image
 _CACHE_SIZE = 32
+MAX_SPACE = 16 << 20        # .space/.zero: at most this many bytes
+MAX_IMAGE = 64 << 20        # one assembled image at most
 
 
 class AsmError(Exception):
@@ -165,8 +167,11 @@ def assemble_files(paths, base, defines=None, root=None):
     for p in paths:
         real = os.path.join(root, p) if root else p
         name = os.path.relpath(real, root) if root else p
-        with open(real) as f:
-            sources.append((name, f.read()))
+        try:
+            with open(real, encoding='utf-8') as f:
+                sources.append((name, f.read()))
+        except UnicodeDecodeError as e:
+            raise AsmError(name, 1, f'not UTF-8 text (byte offset {e.start})') from None
     return assemble(sources, base, defines, root=root)
 
 
@@ -268,6 +273,11 @@ def _define(name, lineno, body, unit):
     return _Line((name, lineno, f'.equ {m.group(1)}, {m.group(3)}', unit))
 
 
+def _inside(path, root):
+    real, root = os.path.realpath(path), os.path.realpath(root)
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
 def _include(name, lineno, body, root, unit, stack, out):
     m = re.match(r'#include\s+"([^"]+)"$', body)
     if not m:
@@ -275,9 +285,15 @@ def _include(name, lineno, body, root, unit, stack, out):
     path = os.path.normpath(os.path.join(os.path.dirname(name), m.group(1)))
     if path in stack or path == name:
         raise AsmError(name, lineno, f'#include cycle through {path}')
+    full = os.path.join(root, path) if root else path
+    if root and not _inside(full, root):
+        raise AsmError(name, lineno, f'cannot include "{m.group(1)}": outside the project '
+                                     f'({root})')
     try:
-        with open(os.path.join(root, path) if root else path) as f:
+        with open(full, encoding='utf-8') as f:
             text = f.read()
+    except UnicodeDecodeError:
+        raise AsmError(name, lineno, f'cannot include "{m.group(1)}": not UTF-8 text') from None
     except OSError as e:
         raise AsmError(name, lineno, f'cannot include "{m.group(1)}": {e.strerror}') from None
     _preprocess(path, text, root, unit, stack + (name,), out)
@@ -475,6 +491,8 @@ class _Program:
         if s.kind == 'insn':
             self._rewrite_insn(i, s)
         elif s.kind == 'data':
+            if s.head in ('.space', '.zero'):
+                self._space_size(s)
             s.ks = f'{s.head} {self._expr(i, s, s.args, "data")}'
         elif s.kind == 'equ':
             name, _, value = s.args.partition(',')
@@ -487,6 +505,20 @@ class _Program:
             raise s.error('expected .spin NAME')
         elif s.kind == 'endspin' and s.args:
             raise s.error('.endspin takes no arguments')
+
+    def _space_size(self, s):
+        """.space N / .zero N: N a number (or a constant) from 0 to MAX_SPACE."""
+        text = s.args.split(',')[0].strip()
+        seen = set()
+        while text in self.consts and text not in seen:
+            seen.add(text)
+            text = self.consts[text][0].strip()
+        try:
+            n = int(text, 0)
+        except ValueError:
+            return                  # an expression: the image size check bounds it
+        if not 0 <= n <= MAX_SPACE:
+            raise s.error(f'{s.head} {n}: the size must be from 0 to {MAX_SPACE:#x} bytes')
 
     def _rewrite_insn(self, i, s):
         mnem = s.head.split()[-1]
@@ -596,6 +628,10 @@ class _Program:
             raise self._locate(e) from None
         addrs = self._addresses(out)
         code = out[:addrs['__kas_end'] - self.base]
+        if len(code) > MAX_IMAGE:
+            last = self.stmts[-1] if self.stmts else None
+            if last is not None:
+                raise last.error(f'the image is {len(code):#x} bytes, more than {MAX_IMAGE:#x}')
         plain = _KS.asm(self.text(internal=False), self.base, as_bytes=True)[0] or b''
         if plain != code:
             raise AssertionError('asm: internal labels changed the encoding')
