@@ -64,3 +64,23 @@ def test_a_thread_starts_with_its_parents_fpu_registers():
     t = k.spawn('t', 'clonefpu', [])
     assert k.run(max_cycles=50_000_000) == 'finished'
     assert t.exit_code == 0, t.killed_by
+
+
+def test_a_c_program_keeps_xmm_and_x87_across_syscalls_faults_and_preemption():
+    """The issue's done-when: workloads/fpu_keep.c (zig, musl, static) run
+    twice on one CPU with a short tick, each keeping a value in xmm5 and in
+    st(0) across system calls, page faults and preemption by the other."""
+    import os
+    import pytest
+    path = os.path.join(ROOT, 'build', 'workloads', 'fpu_keep')
+    if not os.path.exists(path):
+        pytest.skip(f'{path} not built (make setup builds it with zig)')
+    with open(path, 'rb') as f:
+        data = f.read()
+    k = Kernel(dict(cpus=1, mem=64 * MiB, tick=20_000))
+    k.vfs.create_file('fpu_keep', data)
+    ts = [k.spawn_exec(f'f{i}', '/fpu_keep', ['fpu_keep', '24']) for i in range(2)]
+    assert k.run(max_cycles=500_000_000) == 'finished'
+    assert [t.exit_code for t in ts] == [0, 0], [t.killed_by for t in ts]
+    assert all(bytes(t.console) == b'fpu_keep: ok\n' for t in ts)
+    assert all(t.counters['switches'] >= 4 and t.counters['faults'] >= 24 for t in ts)
