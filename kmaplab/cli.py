@@ -241,7 +241,8 @@ def main(argv=None):
         print(f'kmaplab: {e}', file=sys.stderr)
         return 2
     except OSError as e:
-        print(f'kmaplab: {e.filename or ""}: {e.strerror}', file=sys.stderr)
+        name = e.filename if e.filename not in (None, '') else '(empty file name)'
+        print(f'kmaplab: {name}: {e.strerror or e}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print('kmaplab: interrupted', file=sys.stderr)

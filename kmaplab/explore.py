@@ -61,6 +61,7 @@ from . import scenario as scn_mod
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FORMAT = 'kmaplab-schedule/1'
+MAX_TRACE_BYTES = 64 << 20         # a schedule file's decoded point trace at most
 STRATEGIES = ('random', 'pct', 'bounded')
 DEFAULTS = dict(window=20_000, quantum=1000, runs=200, depth=2, preemptions=2, seed=0)
 RANDOM_SWITCH = 0.5          # random: at each point, the chance of a new random order
@@ -232,7 +233,10 @@ def encode_trace(policy):
 
 def decode_trace(trace, where='schedule'):
     try:
-        raw = zlib.decompress(base64.b64decode(trace['codes']))
+        d = zlib.decompressobj()
+        raw = d.decompress(base64.b64decode(trace['codes']), MAX_TRACE_BYTES)
+        if d.unconsumed_tail:
+            raise ValueError(f'{where}: trace: more than {MAX_TRACE_BYTES} bytes of points')
         codes = list(struct.unpack(f'<{len(raw) // 4}I', raw))
         labels = list(trace['labels'])
     except (KeyError, TypeError, ValueError, zlib.error, struct.error):
@@ -583,26 +587,39 @@ SCHEDULE_KEYS = {'format', 'scenario', 'variant', 'seed', 'overrides', 'order', 
                  'counters_digest', 'counters', 'trace'}
 
 
+def _schedule_schema():
+    from minikernel.kernel import option_spec
+    from minikernel.schema import Any, Bool, Choice, Int, ListOf, Str, Table
+    cpu = Int(0, 31, 'a CPU number')
+    options = Table(extra=option_spec, extra_allowed='boot options')
+    return Table({
+        'format': Choice((FORMAT,)), 'scenario': Str(max_len=4096), 'variant': options,
+        'seed': Int(0, (1 << 63) - 1), 'overrides': OneOfNone(options),
+        'order': ListOf(cpu, min_len=1, max_len=32), 'window': Int(1, 10 ** 12),
+        'quantum': Int(1, 1_000_000),
+        'changes': ListOf(Table({'cpu': cpu, 'label': Str(max_len=256), 'n': Int(0, 10 ** 12),
+                                 'order': ListOf(cpu, max_len=32), 'preempt': Bool()},
+                                required=('cpu', 'label', 'n', 'order')), max_len=100_000),
+        'trace': Table(extra=lambda k: Any()), 'outcome': Str(max_len=64),
+        'counters_digest': Str(max_len=64),
+        **{k: Any() for k in ('found_by', 'expected', 'why', 'reports', 'counters')},
+    }, required=('scenario', 'variant', 'seed', 'order', 'window', 'quantum', 'changes', 'trace',
+                 'outcome', 'counters_digest'))
+
+
+def OneOfNone(spec):
+    from minikernel.schema import Choice, OneOf
+    return OneOf(spec, Choice([None]))
+
+
 def load_schedule(path):
-    """A schedule file, checked: ValueError with a one-line reason."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except OSError as e:
-        raise ValueError(f'{path}: {e.strerror}') from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f'{path}: not JSON: {e.msg} (line {e.lineno})') from None
+    """A schedule file, checked by its schema: ValueError with a one-line
+    reason naming the file and the key."""
+    from minikernel.schema import read_json
+    data = read_json(path, 'schedule file')
     if not isinstance(data, dict) or data.get('format') != FORMAT:
         raise ValueError(f'{path}: not a schedule file (format {FORMAT!r} expected)')
-    missing = sorted({'scenario', 'variant', 'seed', 'order', 'window', 'quantum', 'changes',
-                      'trace', 'outcome', 'counters_digest'} - set(data))
-    if missing:
-        raise ValueError(f'{path}: {missing[0]}: missing')
-    for i, c in enumerate(data['changes']):
-        if not isinstance(c, dict) or not {'cpu', 'label', 'n', 'order'} <= set(c) \
-                or not isinstance(c.get('preempt', False), bool):
-            raise ValueError(f'{path}: changes[{i}]: needs cpu, label, n and order '
-                             f'(and preempt: true or false)')
+    _schedule_schema().check(data, f'{path}: ')
     decode_trace(data['trace'], path)
     return data
 

@@ -81,6 +81,8 @@ def checked(plan):
         if outcome not in scn_mod.OUTCOMES:
             raise PlanError(f'{plan.path}: expect.{wp}: {outcome!r} is not an outcome '
                             f'(allowed: {", ".join(scn_mod.OUTCOMES)})')
+    if plan.scenario:
+        workload_path(plan)
     return plan
 
 

@@ -28,12 +28,11 @@ import hashlib
 import os
 import re
 
+from minikernel.fs import FS_REGION_BYTES
 from minikernel.kernel import ROOT
 
 BUILD_DIR = os.path.join(ROOT, 'build')
-FILE_KEYS = {'host', 'mode'}
-TASK_KEYS = {'exec', 'argv', 'env', 'after'}
-EXPECT_KEYS = {'file', 'output'}
+MAX_HOST_FILE = FS_REGION_BYTES      # bytes of a host= file: the file system's region of the disk
 OUTPUT_LIMIT = 8192                   # bytes of a task's output kept in results and shown
 _PLACEHOLDER = re.compile(r'\{sha256:([^}]*)\}')
 
@@ -67,20 +66,22 @@ def _missing_reason(host):
 
 
 def validate(path, data, err, missing=None):
-    """The checks of this file's keys (ScenarioError is `err`; a missing
-    host file raises `missing`)."""
+    """What the schema (kmaplab/scenario.py: types and ranges of these keys)
+    cannot say: host files exist inside their folders and fit the disk,
+    exec/after/expect name files and tasks of this scenario (ScenarioError
+    is `err`; a missing host file raises `missing`)."""
     files = data.get('file', [])
     names = set()
     for i, f in enumerate(files):
         where = f'{path}: file[{i}].'
         if 'host' in f:
-            if 'size' in f or 'seed' in f:
-                raise err(f'{where}host: give host or size/seed, not both')
-            host_path(path, f['host'], err, missing)
-        if 'mode' in f and (not isinstance(f['mode'], int) or isinstance(f['mode'], bool)
-                            or not 0 <= f['mode'] <= 0o7777):
-            raise err(f'{where}mode: {f["mode"]!r} (an integer such as 0o755)')
-        names.add('/' + str(f.get('name', '')).strip('/'))
+            if 'size' in f or 'seed' in f or 'fill' in f:
+                raise err(f'{where}host: give host or size/seed/fill, not both')
+            size = os.path.getsize(host_path(path, f['host'], err, missing))
+            if size > MAX_HOST_FILE:
+                raise err(f'{where}host: {f["host"]!r} has {size} bytes (allowed: at most '
+                          f'{MAX_HOST_FILE >> 20}M, the file system\'s region of the disk)')
+        names.add('/' + f['name'].strip('/'))
     tasks = data.get('task', [])
     tnames = []
     for i, t in enumerate(tasks):
@@ -88,33 +89,26 @@ def validate(path, data, err, missing=None):
         if 'exec' in t:
             if 'program' in t:
                 raise err(f'{where}exec: give program or exec, not both')
-            if not isinstance(t['exec'], str) or '/' + t['exec'].strip('/') not in names:
+            if '/' + t['exec'].strip('/') not in names:
                 raise err(f'{where}exec: {t["exec"]!r} is not a [[file]] of this scenario')
-            for key in ('argv', 'env'):
-                v = t.get(key, [])
-                if not isinstance(v, list) or not all(isinstance(a, str) for a in v):
-                    raise err(f'{where}{key}: a list of strings')
             if 'args' in t or 'thread_of' in t:
                 raise err(f'{where}exec: args and thread_of are for program tasks (use argv)')
         elif 'argv' in t or 'env' in t:
             raise err(f'{where}argv: only with exec')
         if 'after' in t and t['after'] not in tnames:
             raise err(f'{where}after: {t["after"]!r} is not an earlier task')
-        tnames.append(t.get('name', t.get('program') or os.path.basename(str(t.get('exec', '')))))
+        tnames.append(task_name(t))
     e = data.get('expect', {})
     for i, o in enumerate(e.get('output', [])):
         where = f'{path}: expect.output[{i}].'
-        if not isinstance(o, dict) or set(o) - {'task', 'contains'} or o.get('task') not in tnames \
-                or not isinstance(o.get('contains'), str):
-            raise err(f'{where} needs task (a task name) and contains (a string)')
+        if o['task'] not in tnames:
+            raise err(f'{where}task: {o["task"]!r} is not a task (allowed: {", ".join(tnames)})')
         for ref in _PLACEHOLDER.findall(o['contains']):
             if '/' + ref.strip('/') not in names:
                 raise err(f'{where}contains: {{sha256:{ref}}} is not a [[file]]')
     for i, f in enumerate(e.get('file', [])):
-        where = f'{path}: expect.file[{i}].'
-        if not isinstance(f, dict) or set(f) != {'name', 'same_as'} \
-                or '/' + str(f['same_as']).strip('/') not in names:
-            raise err(f'{where} needs name (a lab path) and same_as (a [[file]])')
+        if '/' + f['same_as'].strip('/') not in names:
+            raise err(f'{path}: expect.file[{i}].same_as: {f["same_as"]!r} is not a [[file]]')
 
 
 def task_name(spec):

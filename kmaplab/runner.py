@@ -18,8 +18,10 @@ import time
 
 from minikernel import binfmt
 from minikernel.binfmt import assemble_program
+from vm.asm import AsmError
 from minikernel.faults import apply_plan, load_plan
 
+from . import expr
 from . import programs as real
 from . import scenario as scenario_mod
 from minikernel.kernel import ASM_DIR, ROOT, Kernel
@@ -38,18 +40,27 @@ binfmt.BITMAP_CACHE_DIR = os.path.join(ROOT, 'build', 'cache')   # ELF instructi
 
 def program_image(name, scn_path=None):
     """The assembled image of a [[task]] program (asm/user/<name>.S, or a
-    file NAME.S beside the scenario file scn_path), cached per source file."""
+    file NAME.S beside the scenario file scn_path), cached per source file.
+    AsmError (file:line) if it does not assemble or has no entry point."""
     if not name.endswith('.S'):
         if name not in _programs:
-            _programs[name] = assemble_program(name, ROOT, ASM_DIR)
+            _programs[name] = _entry_checked(assemble_program(name, ROOT, ASM_DIR),
+                                             f'asm/user/{name}.S')
         return _programs[name]
     from vm.asm import assemble_files
     from minikernel.binfmt import USER_TEXT
     path = scenario_mod.program_path(scn_path, name)
     key = (path, os.path.getmtime(path))
     if key not in _programs:
-        _programs[key] = assemble_files([path, os.path.join(ASM_DIR, 'user', 'lib.S')], USER_TEXT)
+        _programs[key] = _entry_checked(
+            assemble_files([path, os.path.join(ASM_DIR, 'user', 'lib.S')], USER_TEXT), path)
     return _programs[key]
+
+
+def _entry_checked(image, source):
+    if '_start' not in image.symbols:
+        raise AsmError(source, 1, 'no _start label (the entry point)')
+    return image
 
 
 def boot(scn, variant, seed=None, overrides=None, plan=None):
@@ -180,15 +191,12 @@ def check_expectation(scn, variant, outcome, findings, counters, config=None):
     env = {k: v for k, v in (config or {}).items() if v is not None}
     env.update(counters)
     env.update(variant)
-    env.update(min=min, max=max, abs=abs)
-    for expr in checks:
+    for text in checks:
         try:
-            if not eval(expr, {'__builtins__': {}}, env):  # noqa: S307 - the user's own file
-                why.append(f'check failed: {expr}')
-        except NameError as e:
-            why.append(f'check {expr!r}: {e}')
-        except ZeroDivisionError:
-            why.append(f'check {expr!r}: division by zero')
+            if not expr.evaluate(expr.compile_check(text), env, text):
+                why.append(f'check failed: {text}')
+        except expr.ExprError as e:
+            why.append(f'check {e}')
     return not why, why
 
 

@@ -41,12 +41,12 @@ import fnmatch
 import os
 import random
 import sys
-import tomllib
 
 from vm import x86
 
 from . import page_alloc as pa
 from .bug import KernelBug
+from .schema import SchemaError, read_toml
 
 PLAN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         'scenarios', 'plans')
@@ -111,14 +111,13 @@ def load_plan(source, base_dir=None):
     if isinstance(source, dict):
         validate_plan('[plan]', source)
         return Plan('[plan]', source)
-    path = resolve_plan_path(str(source), base_dir)
+    if not isinstance(source, str):
+        raise PlanError(f'plan: {source!r}: not a plan (allowed: a path, or a table)')
+    path = resolve_plan_path(source, base_dir)
     try:
-        with open(path, 'rb') as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise PlanError(f'{path}: not valid TOML: {e}') from None
-    except OSError as e:
-        raise PlanError(f'{path}: {e.strerror}') from None
+        data = read_toml(path, 'fault plan')
+    except SchemaError as e:
+        raise PlanError(str(e)) from None
     validate_plan(path, data)
     return Plan(path, data)
 
@@ -144,6 +143,15 @@ def validate_plan(path, data):
         raise PlanError(f'{path}: fault: must be an array of tables ([[fault]])')
     if not isinstance(data.get('boot', {}), dict):
         raise PlanError(f'{path}: boot: must be a table of boot options')
+    for k in ('name', 'description', 'scenario', 'notes'):
+        if k in data and not isinstance(data[k], str):
+            raise PlanError(f'{path}: {k}: {data[k]!r} is not a string')
+    from .kernel import check_option       # kernel.py imports this module
+    for k, v in data.get('boot', {}).items():
+        try:
+            check_option(k, v, f'{path}: boot.{k}')
+        except SchemaError as e:
+            raise PlanError(str(e)) from None
     for i, f in enumerate(faults):
         _validate_fault(path, f'fault[{i}].', f)
     _validate_expect(path, data.get('expect', {}))

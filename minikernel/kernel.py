@@ -32,7 +32,7 @@ from .binfmt import Binfmt
 from .blockdev import BlockDev
 from .bug import KernelBug
 from .checks import Checks
-from .costs import make_costs
+from .costs import COSTS, make_costs
 from .entry import Engine, KRET_VECTOR, KSVC_VECTOR, PT_REGS_SIZE
 from .exit import Exit
 from .faults import Faults
@@ -46,6 +46,7 @@ from .oracle import Oracle
 from .memory import MM_CPU_VM_MASK, MM_PGD, MM_SIZE, MM_USERS, MemoryManager
 from .page_alloc import PageAlloc, memmap_extent
 from .rmap import Rmap
+from .schema import Bool, Choice, Int, OneOf, SchemaError, Size
 from .vmstat import VmStat
 from .highmem import Highmem, PKMAP_WAIT_ID
 from .sched import (Scheduler, TI_CPU, TI_FLAGS, TI_KMAP_IDX, TI_KMAP_PTEVAL, TI_TLS_ARRAY,
@@ -90,29 +91,75 @@ BOOT_OPTIONS = {
 }
 
 
+# Boot options: name -> the spec of its values (type, range, meaning):
+# minikernel/schema.py.  Every option any input names (scenario, plan,
+# --set) is checked here before anything boots.
+BOOT_SCHEMA = {
+    'cpus': Int(1, 32, 'CPUs'),
+    'mem': Size(16 * MiB, 3 << 30, 'RAM'),
+    'highmem': Size(0, 3 << 30, "Linux's highmem=: this much of mem is ZONE_HIGHMEM"),
+    'seed': Int(0, (1 << 63) - 1, 'the machine\'s one random generator'),
+    'quantum': Int(1, 1_000_000, 'instructions a CPU runs before the schedule policy picks again'),
+    'schedule': Choice(('rr', 'random'), 'the interleaving of the CPUs'),
+    'pkmap': Choice((16, 32, 64, 128, 256, 512, 1024, 2048, 4096), 'LAST_PKMAP'),
+    'atomic_fault': Choice(('fixup', 'sleep'), 'what do_page_fault does in atomic context'),
+    'preempt': Choice(('none', 'full'), 'kernel preemption'),
+    'debug_highmem': Bool('HIGHMEM_DEBUG checks'),
+    'disk_latency': Int(0, 1_000_000_000, 'cycles a disk request takes'),
+    'ipi_latency': Int(0, 10_000_000, 'cycles an IPI takes'),
+    'tick': Int(1000, 1_000_000_000, 'cycles between timer interrupts'),
+    'timeslice': Int(1000, 10_000_000_000, 'cycles a task runs before the tick preempts it'),
+    'swap': Size(0, 1 << 30, 'the swap area (0: none)'),
+    'disk_blocks': Int(1024, 1 << 20, 'the disk size in 4 KiB blocks'),
+    'write_path': Choice(('kmap', 'dont_unmap', 'gup_pin', 'atomic_fallback', 'perform_write',
+                          'kmap_local'), 'the write design'),
+    'read_path': Choice(('kmap', 'atomic'), 'file_read_actor'),
+    'mmap_sem_in_write': Choice(('none', 'read'), 'hold mmap_sem across the copy'),
+    'reclaim': Choice(('rmap', 'swap_out'), 'page reclaim'),
+    'oom_policy': Choice(('kill', 'loop'), 'the allocator out of memory'),
+    'max_cycles': Int(1, 10 ** 13, 'end the run (outcome timeout)'),
+    'watchdog': OneOf(Choice((0,)), Int(1000, 10 ** 13),
+                      meaning='soft-lockup threshold in cycles (0: off)'),
+}
+COST_SPEC = Int(0, 100_000_000, 'cycles charged for one kernel step (minikernel/costs.py)')
+
+
+def option_spec(name):
+    """The spec of boot option `name` (cost.NAME included), or None."""
+    if name.startswith('cost.'):
+        return COST_SPEC if name[5:] in COSTS else None
+    return BOOT_SCHEMA.get(name)
+
+
+def check_option(name, value, where=None):
+    """A boot option's value, normalised (sizes to bytes); SchemaError (one
+    line) if the name is unknown or the value is not allowed."""
+    where = where or f'boot option {name}'
+    spec = option_spec(name)
+    if value is None and name in BOOT_OPTIONS and BOOT_OPTIONS[name][0] is None:
+        return None                   # the default of highmem, max_cycles
+    if spec is None:
+        raise SchemaError(f'{where}: unknown option (allowed: '
+                          f'{", ".join(sorted(BOOT_SCHEMA))}, cost.NAME with NAME one of '
+                          f'{", ".join(sorted(COSTS))})')
+    return spec.check(value, where)
+
+
 def parse_config(options):
-    """Boot options with defaults; ValueError (one line) on a bad one."""
+    """Boot options with defaults; SchemaError (a ValueError, one line) on
+    a bad one."""
     cfg = {}
     costs = {}
     for name, value in (options or {}).items():
+        value = check_option(name, value)
         if name.startswith('cost.'):
             costs[name[5:]] = value
             continue
-        if name not in BOOT_OPTIONS:
-            raise ValueError(f"unknown boot option {name!r} (known: {', '.join(BOOT_OPTIONS)})")
-        default, kind = BOOT_OPTIONS[name]
-        if isinstance(kind, tuple):
-            if value not in kind:
-                raise ValueError(f"boot option {name}={value!r}: allowed {', '.join(map(str, kind))}")
-        elif value is not None and not isinstance(value, kind) or isinstance(value, bool) and kind is int:
-            raise ValueError(f'boot option {name}={value!r}: expected {kind.__name__}')
         cfg[name] = value
     for name, (default, _) in BOOT_OPTIONS.items():
         cfg.setdefault(name, default)
-    if cfg['pkmap'] not in (16, 32, 64, 128, 256, 512, 1024, 2048, 4096):
-        raise ValueError(f"boot option pkmap={cfg['pkmap']}: a power of two from 16 to 4096")
-    if not 1 <= cfg['cpus'] <= 32:
-        raise ValueError(f"boot option cpus={cfg['cpus']}: 1 to 32")
+    if cfg['highmem'] is not None and cfg['highmem'] > cfg['mem']:
+        raise SchemaError(f"boot option highmem={cfg['highmem']}: more than mem={cfg['mem']}")
     return cfg, make_costs(costs)
 
 
@@ -295,6 +342,11 @@ class Kernel:
         self.oracle = Oracle(self)
         self.vfs = Vfs(self)
         self.write_paths = WritePaths(self)
+        swap_blocks = max(2, self.config['swap'] // PAGE_SIZE)
+        if swap_blocks > self.disk.nblocks - self._disk_next:
+            raise SchemaError(f"boot option swap={self.config['swap'] >> 20}M: needs {swap_blocks} "
+                              f"disk blocks, the disk has {self.disk.nblocks - self._disk_next} "
+                              f"(disk_blocks={self.disk.nblocks}: raise it, or lower swap)")
         self.swap = Swap(self, self.config['swap'])
         self.vmscan = VMScan(self)
         self.init_mm_guest = self.slab.kmalloc(MM_SIZE, 'mm_struct')

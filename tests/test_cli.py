@@ -33,7 +33,7 @@ GOOD_TASK = '[[task]]\nprogram = "hello"\n'
     ('name = "x"\n[boot]\nwrite_path = "fast"\n' + GOOD_TASK, "boot.write_path: 'fast' is not allowed"),
     ('name = "x"\n[[task]]\nprogram = "nosuch"\n', "no program 'nosuch'"),
     ('name = "x"\n' + GOOD_TASK + '[expect]\noutcome = "fine"\n', "expect.outcome: 'fine'"),
-    ('name = "x"\n' + GOOD_TASK + '[sweep]\ncpus = 2\n', 'sweep.cpus: must be a non-empty list'),
+    ('name = "x"\n' + GOOD_TASK + '[sweep]\ncpus = 2\n', 'sweep.cpus: 2 is not a list'),
 ])
 def test_bad_scenario_files_are_one_line_and_exit_2(tmp_path, text, needle):
     code, out, err = run('run', write(tmp_path, text))
@@ -42,7 +42,7 @@ def test_bad_scenario_files_are_one_line_and_exit_2(tmp_path, text, needle):
 
 
 @pytest.mark.parametrize('args, needle', [
-    (['run', 'hello', '--set', 'cpus=99'], 'cpus=99'),
+    (['run', 'hello', '--set', 'cpus=99'], 'cpus: 99 is out of range'),
     (['run', 'hello', '--set', 'nosuch=1'], 'nosuch: unknown option'),
     (['run', 'no-such-scenario'], 'no such scenario'),
     (['frobnicate'], 'invalid choice'),
