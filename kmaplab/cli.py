@@ -31,6 +31,7 @@ from . import inject
 from . import options
 from . import report
 from . import scenario as scn_mod
+from . import runner
 from . import trace_cmd
 from .options import UsageError
 from .runner import run_variant
@@ -221,6 +222,11 @@ def build_parser():
     inject.add_parsers(sub)
     report.add_parser(sub)
     explore.add_parser(sub)
+    for name in ('run', 'trace', 'inject', 'campaign', 'report', 'explore'):
+        sub.choices[name].add_argument(
+            '--timeout', type=float, metavar='SECONDS',
+            help=f'host wall-clock budget per variant (default {runner.DEFAULT_TIMEOUT:g}; 0: none); '
+                 'a variant past it ends with outcome timeout')
     return p
 
 
@@ -236,6 +242,10 @@ COMMANDS = {'scenarios': cmd_scenarios, 'run': cmd_run, 'selftest': cmd_selftest
 def main(argv=None):
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, 'timeout', None) is not None:
+            if not 0 <= args.timeout <= 10 ** 7:
+                raise UsageError(f'--timeout {args.timeout:g}: seconds from 0 (none) to 10^7')
+            os.environ['KMAPLAB_TIMEOUT'] = repr(args.timeout)    # pool workers inherit it
         return COMMANDS[args.cmd](args)
     except (scn_mod.ScenarioError, ValueError, AsmError) as e:
         print(f'kmaplab: {e}', file=sys.stderr)

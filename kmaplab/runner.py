@@ -33,6 +33,80 @@ REPORT_KIND = {'bug': 'bug', 'oops': 'bug', 'deadlock': 'deadlock', 'oom': 'oom'
                'corruption': 'corruption', 'crash': 'crash', 'no_progress': 'no_progress',
                'kill': 'killed', 'wrong_answer': 'failed'}
 DEFAULT_MAX_CYCLES = 2_000_000_000
+DEFAULT_TIMEOUT = 600.0         # host seconds per variant; --timeout / KMAPLAB_TIMEOUT change it
+GRACE = 2.0                     # seconds the machine loop gets to stop before the run is unwound
+
+
+class HostTimeout(BaseException):
+    """The wall-clock guard unwinding a run stuck outside the machine loop
+    (a BaseException: no `except Exception` in the kernel may swallow it)."""
+
+
+def host_timeout():
+    """The per-variant wall-clock budget in seconds (0: none): --timeout,
+    else the KMAPLAB_TIMEOUT environment variable, else DEFAULT_TIMEOUT."""
+    v = os.environ.get('KMAPLAB_TIMEOUT')
+    try:
+        return float(v) if v not in (None, '') else DEFAULT_TIMEOUT
+    except ValueError:
+        raise ValueError(f'KMAPLAB_TIMEOUT={v!r}: not a number of seconds') from None
+
+
+class WallGuard:
+    """A host-side budget for one run: after `seconds` of wall-clock time
+    the machine is asked to stop (machine.stopped, checked by its loop
+    between quanta); if the run has not come back GRACE seconds later (a
+    loop in Python kernel code), HostTimeout unwinds it.  Uses SIGALRM, so
+    it guards runs on the main thread only (the CLI, pool workers); it does
+    nothing elsewhere.  What fired is in self.what (the task, CPU and
+    guest EIP as of that moment: wall-clock, so not deterministic)."""
+
+    def __init__(self, k, seconds):
+        self.k, self.seconds, self.fired, self.what = k, seconds, 0, None
+
+    def __enter__(self):
+        import signal
+        import threading
+        self.active = bool(self.seconds) and threading.current_thread() is threading.main_thread()
+        if self.active:
+            self.old = signal.signal(signal.SIGALRM, self._alarm)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds, GRACE)
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            import signal
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.old)
+        return False
+
+    def _alarm(self, signum, frame):
+        self.fired += 1
+        if self.fired == 1:
+            self.what = running_now(self.k)
+            self.k.machine.stopped = 'host timeout'
+        else:
+            import signal
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            raise HostTimeout()
+
+
+def running_now(k):
+    """What the machine was doing: 'task/pid on CPUn at SYMBOL' per busy CPU."""
+    out = []
+    m = k.machine
+    cpus = [m.running] if getattr(m, 'running', None) is not None else range(len(m.cpus))
+    for i in cpus:
+        t = k.sched.current[i]
+        if t is None or getattr(t, 'idle', False):
+            continue
+        eip = m.cpus[i].regs.get('eip')
+        where = k.describe(eip) if eip else '?'
+        if eip and eip < k.PAGE_OFFSET and t.program is not None:
+            sym = t.program.image.symbol_at(eip)
+            where = f'{sym[0]}+{sym[1]:#x} (user)' if sym else f'user {eip:#010x}'
+        out.append(f'{t.name}/{t.pid} on CPU{i} at {where}')
+    return '; '.join(out) or 'all CPUs idle'
 
 _programs = {}
 binfmt.BITMAP_CACHE_DIR = os.path.join(ROOT, 'build', 'cache')   # ELF instruction bitmaps
@@ -135,7 +209,7 @@ def judge(k, end):
             kind = 'oom'
         if kind:
             findings.add(kind)
-    if end == 'time limit':
+    if end in ('time limit', 'host timeout'):
         findings.add('timeout')
     for t in k.workload:
         if t.killed_by is None and t.exit_code not in (0, None):
@@ -200,14 +274,28 @@ def check_expectation(scn, variant, outcome, findings, counters, config=None):
     return not why, why
 
 
-def run_kernel(k):
+def run_kernel(k, timeout=None):
     """Run a booted kernel to its end, write back, judge.  Returns (end,
     counters, outcome, findings): the counters of the run itself (before
     the final writeback) and the data oracle's verdicts (they come at
-    finish)."""
-    end = k.run()
+    finish).  After `timeout` host seconds (default host_timeout()) the
+    run ends with outcome timeout and a report of what was running."""
+    timeout = host_timeout() if timeout is None else timeout
+    guard = WallGuard(k, timeout)
+    unwound = False
+    with guard:
+        try:
+            end = k.run()
+        except HostTimeout:
+            end, unwound = 'host timeout', True
+    if guard.fired:
+        end = 'host timeout'
+        k.report('timeout', f'host timeout: {timeout:g} s of wall-clock time '
+                            f'({"unwound: stuck outside the machine loop; " if unwound else ""}'
+                            f'running: {guard.what}) [wall-clock guard: not deterministic]')
     counters = collect_counters(k)
-    k.finish()
+    if end != 'host timeout':
+        k.finish()
     if k.oracle is not None:
         counters.update({key: int(v) for key, v in k.oracle.counters.items()})
     answers = getattr(k, 'host_answers', None)

@@ -96,7 +96,7 @@ BOOT_OPTIONS = {
 # --set) is checked here before anything boots.
 BOOT_SCHEMA = {
     'cpus': Int(1, 32, 'CPUs'),
-    'mem': Size(16 * MiB, 3 << 30, 'RAM'),
+    'mem': Size(4 * MiB, 3 << 30, 'RAM'),
     'highmem': Size(0, 3 << 30, "Linux's highmem=: this much of mem is ZONE_HIGHMEM"),
     'seed': Int(0, (1 << 63) - 1, 'the machine\'s one random generator'),
     'quantum': Int(1, 1_000_000, 'instructions a CPU runs before the schedule policy picks again'),

@@ -295,3 +295,39 @@ def test_fuzzed_bytes_load_or_fail_in_one_line(tmp_path_factory, raw):
     with pytest.raises(SchemaError) as e:
         scn_mod.load(str(f))
     assert str(f) in str(e.value) and '\n' not in str(e.value)
+
+
+# ---- the host-side budget -------------------------------------------------------------------
+
+SPIN = 'name = "spin"\n[[task]]\nprogram = "spin"\nargs = [0]\n'      # counts 2^32 loops
+
+
+def test_timeout_ends_a_runaway_guest_with_what_was_running(capsys, tmp_path):
+    import time
+    t0 = time.monotonic()
+    code, out, err = kmaplab(capsys, 'run', scenario(tmp_path, SPIN), '--timeout', 1)
+    assert time.monotonic() - t0 < 30
+    assert code == 1 and 'outcome: timeout' in out
+    assert 'host timeout: 1 s' in out and 'spin/' in out and 'on CPU0 at _start+' in out
+
+
+def test_timeout_unwinds_a_loop_outside_the_machine_loop(tmp_path):
+    """A Python loop that never returns to the machine loop (what tick = 0
+    was): unwound GRACE seconds after the deadline, outcome timeout."""
+    from kmaplab import runner, scenario as scn_mod
+    s = scn_mod.load(scenario(tmp_path, SPIN))
+    k = runner.boot(s, {})
+
+    def stuck(cpu, budget):
+        while True:
+            pass
+    k.step = stuck
+    end, counters, outcome, findings = runner.run_kernel(k, timeout=0.5)
+    assert end == 'host timeout' and outcome == 'timeout'
+    assert 'unwound' in k.reports[-1]['message']
+
+
+def test_bad_timeout_values(capsys):
+    for v in ('-1', 'abc', '1e9'):
+        code, out, err = kmaplab(capsys, 'run', 'hello', '--timeout', v)
+        assert code == 2 and '--timeout' in err
