@@ -240,6 +240,7 @@ COMMANDS = {'scenarios': cmd_scenarios, 'run': cmd_run, 'selftest': cmd_selftest
 
 
 def main(argv=None):
+    saved = os.environ.get('KMAPLAB_TIMEOUT')
     try:
         args = build_parser().parse_args(argv)
         if getattr(args, 'timeout', None) is not None:
@@ -257,6 +258,11 @@ def main(argv=None):
     except KeyboardInterrupt:
         print('kmaplab: interrupted', file=sys.stderr)
         return 130
+    finally:
+        if saved is None:
+            os.environ.pop('KMAPLAB_TIMEOUT', None)
+        else:
+            os.environ['KMAPLAB_TIMEOUT'] = saved
 
 
 if __name__ == '__main__':

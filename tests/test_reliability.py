@@ -331,3 +331,8 @@ def test_bad_timeout_values(capsys):
     for v in ('-1', 'abc', '1e9'):
         code, out, err = kmaplab(capsys, 'run', 'hello', '--timeout', v)
         assert code == 2 and '--timeout' in err
+
+
+def test_timeout_does_not_leak_into_later_runs(capsys):
+    kmaplab(capsys, 'run', 'hello', '--cpus', 1, '--timeout', 5)
+    assert 'KMAPLAB_TIMEOUT' not in os.environ
