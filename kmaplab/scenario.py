@@ -52,6 +52,7 @@ MACHINE_KEYS = {'cpus', 'mem', 'highmem', 'seed', 'quantum', 'schedule'}
 SIZE_KEYS = {'mem', 'highmem', 'swap'}
 ARG_PLACEHOLDERS = ('cpu', 'n')      # {cpu}, {n} in a task's string args
 MAX_FILE_SIZE = FS_REGION_BYTES      # a [[file]]: the file system's region of the disk
+MAX_ARG_BLOCK = 4000                 # a task's args on its initial stack (one kernel page)
 MAX_TASKS = 4096                     # task instances of one variant (count x CPUs, summed)
 
 
@@ -107,7 +108,7 @@ FILE = Table({
 TASK = Table({
     'name': Str(max_len=64, meaning='the task name (default: the program)'),
     'program': Str(max_len=255, meaning='a user program: asm/user/<program>.S'),
-    'args': ListOf(ARG, max_len=64, meaning='the program\'s arguments ({cpu} and {n} expand)'),
+    'args': ListOf(ARG, max_len=1000, meaning='the program\'s arguments ({cpu} and {n} expand)'),
     'cpu': OneOf(Int(0, 31), Choice(('each', 'rr')),
                  meaning='a CPU number, "each", or "rr" (the n-th task on CPU n % cpus)'),
     'start': Int(0, 10 ** 13, 'the simulated time (cycles) it becomes runnable'),
@@ -339,6 +340,11 @@ def validate(path, data):
         for j, a in enumerate(t.get('args', [])):
             if isinstance(a, str):
                 _check_placeholders(f'{where}args[{j}]', a)
+        block = 8 + sum(4 + (len(a.encode()) + 16 if isinstance(a, str) else 0)
+                        for a in t.get('args', []))
+        if block > MAX_ARG_BLOCK:
+            raise ScenarioError(f'{where}args: about {block} bytes on the initial stack '
+                                f'(allowed: at most {MAX_ARG_BLOCK}: exec copies them from one page)')
         names.add(real.task_name(t))
     sweep_keys = set(data.get('sweep', {})) | set(data.get('full', {}).get('sweep', {}))
     for i, ex in enumerate(data.get('exclude', [])):

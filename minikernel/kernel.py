@@ -179,6 +179,7 @@ class Kernel:
         self.workload = []                # the tasks whose exit ends the run
         self._after = {}                  # task -> tasks to start when it exits
         self._alive_cache = None          # [len(workload), how many are alive]
+        self._workload_set = set()        # the same tasks, for O(1) membership
         self.boot_log = []
         self._boot(programs or {})
 
@@ -403,10 +404,22 @@ class Kernel:
         return bool(self.workload) and self._workload_alive() == 0
 
     def _workload_alive(self):
+        """How many workload tasks are alive: O(1), kept by add_workload and
+        task_exited (recounted only if someone appended to self.workload
+        directly)."""
         n = self._alive_cache
         if n is None or n[0] != len(self.workload):
+            self._workload_set = set(self.workload)
             n = self._alive_cache = [len(self.workload), sum(t.alive for t in self.workload)]
         return n[1]
+
+    def add_workload(self, task):
+        """Count `task` in the workload (its exit helps end the run): O(1)."""
+        self._workload_alive()
+        self.workload.append(task)
+        self._workload_set.add(task)
+        self._alive_cache[0] += 1
+        self._alive_cache[1] += 1
 
     def stalled(self):
         """Every CPU idle and no event but the ticks: either a timer will
@@ -609,7 +622,7 @@ class Kernel:
         task.frames.append(Frame(self.traps.from_user(task, self.binfmt.start_user(task, list(args), stack_top),
                                                       'exec'), 'exec'))
         if workload:
-            self.workload.append(task)
+            self.add_workload(task)
         self._start_task(task, start, after)
         return task
 
@@ -638,7 +651,7 @@ class Kernel:
                 self.kill_task(task, 'SIGKILL', f'exec {path} failed ({err})')
         task.frames.append(Frame(self.traps.from_user(task, exec_first(), 'exec'), 'exec'))
         if workload:
-            self.workload.append(task)
+            self.add_workload(task)
         self._start_task(task, start, after)
         return task
 
@@ -662,7 +675,7 @@ class Kernel:
             yield from self.exit.do_exit(task, value if isinstance(value, int) else 0)
         task.frames.append(Frame(main(), 'main'))
         if workload:
-            self.workload.append(task)
+            self.add_workload(task)
         self.machine.schedule(start, self.sched.start, task)
         return task
 
@@ -683,13 +696,14 @@ class Kernel:
             return 0
             yield
         child.frames.append(Frame(self.traps.from_user(child, ret_from_fork(), 'syscall'), 'syscall'))
-        if parent in self.workload:
-            self.workload.append(child)
+        self._workload_alive()
+        if parent in self._workload_set:
+            self.add_workload(child)
         self.sched.start(child)
         return child
 
     def task_exited(self, task):
-        if self._alive_cache is not None and task in self.workload:
+        if self._alive_cache is not None and task in self._workload_set:
             self._alive_cache[1] -= 1
         for waiter in self._after.pop(task, ()):          # [[task]] after = ...
             self.machine.schedule(self.machine.time(task.cpu), self.sched.start, waiter)
