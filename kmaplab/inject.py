@@ -34,6 +34,7 @@ from minikernel.faults import PLAN_DIR, PlanError, load_plan
 from minikernel.write_paths import DESIGNS
 
 from . import options, runner
+from . import outfiles
 from . import scenario as scn_mod
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -417,7 +418,11 @@ def run_campaign(plans, write_paths, seeds, jobs, out, backend='pool', address=N
                  progress=None, fresh=False):
     """Run (or resume) a campaign.  Returns the records of its jobs, by key."""
     os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, 'results.jsonl')
+    final = os.path.join(out, 'results.jsonl')
+    # --fresh: the new records go to results.jsonl.new, which replaces the
+    # old file only once the campaign has finished: an interrupted fresh
+    # campaign leaves the earlier results (and the reports made from them) whole.
+    path = final + '.new' if fresh else final
     if fresh and os.path.exists(path):
         os.remove(path)
     all_jobs = campaign_jobs(plans, write_paths, seeds)
@@ -437,6 +442,10 @@ def run_campaign(plans, write_paths, seeds, jobs, out, backend='pool', address=N
     finally:
         if progress:
             progress.stop()
+    if fresh:
+        with open(path, 'a') as f:
+            os.fsync(f.fileno())
+        os.replace(path, final)
     return {j['key']: have[(j['key'], j['ident'])] for j in all_jobs
             if (j['key'], j['ident']) in have}
 
@@ -503,16 +512,18 @@ def write_reports(out, plans, write_paths, records, cells, wrong):
     matrix.txt."""
     recs = [dict((k, v) for k, v in records[key].items() if k != 'wall_s')
             for key in sorted(records)]
-    with open(os.path.join(out, 'results.json'), 'w') as f:
+    stage = outfiles.new_stage(out)                 # the three files change as one set
+    with open(os.path.join(stage, 'results.json'), 'w') as f:
         json.dump(recs, f, sort_keys=True, indent=1)
-    with open(os.path.join(out, 'failures.txt'), 'w') as f:
+    with open(os.path.join(stage, 'failures.txt'), 'w') as f:
         for r in recs:
             if r['outcome'] != 'completed' or not r['ok']:
                 tag = '' if r['ok'] else f'  [UNEXPECTED: the plan expects {r["expected"]}]'
                 f.write(f'{r["key"]}: {r["outcome"]} ({", ".join(r["checkers"]) or "-"}){tag}\n'
                         f'    {r["replay"]}\n')
-    with open(os.path.join(out, 'matrix.txt'), 'w') as f:
+    with open(os.path.join(stage, 'matrix.txt'), 'w') as f:
         f.write('\n'.join(format_matrix(plans, write_paths, cells)) + '\n')
+    outfiles.publish(out, stage, ['results.json', 'failures.txt', 'matrix.txt'])
 
 
 # ---- progress -----------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import shutil
 import sys
 import time
 
-from . import inject, options, verdicts
+from . import inject, options, outfiles, verdicts
 from . import scenario as scn_mod
 from .runner import run_variant
 
@@ -203,24 +203,23 @@ def cpu_summary(results):
 # ---- the command ------------------------------------------------------------------
 
 def write_outputs(results, wall, out_dir, verdict_list=None):
-    """Everything into out/.partial, then moved into out/ in one go."""
+    """Everything into a new hidden set directory, then made the current
+    set of out/ in one step (kmaplab/outfiles.py): a kill at any moment
+    leaves the previous report.json, report.md and plots whole."""
     from .report_md import markdown
     from .report_plots import plots
-    partial = os.path.join(out_dir, '.partial')
-    os.makedirs(partial, exist_ok=True)
+    stage = outfiles.new_stage(out_dir)
     verdict_list = verdict_list if verdict_list is not None else verdicts.verdicts(results)
-    with open(os.path.join(partial, 'report.json'), 'w') as f:
+    with open(os.path.join(stage, 'report.json'), 'w') as f:
         json.dump(dict(wall_s=round(wall, 1), verdicts=verdict_list, results=results), f, indent=1,
                   sort_keys=True)
-    figures = plots(results, partial, verdict_list)
-    with open(os.path.join(partial, 'report.md'), 'w') as f:
+    figures = plots(results, stage, verdict_list)
+    with open(os.path.join(stage, 'report.md'), 'w') as f:
         f.write(markdown(results, verdict_list, wall, figures, cpu_s=cpu_seconds(results)[1]))
-    pngs = [name for figs in figures.values() for name, _ in figs]
-    for name in ['report.json', 'report.md'] + [os.path.basename(p) for p in pngs]:
-        os.replace(os.path.join(partial, name), os.path.join(out_dir, name))
-    shutil.rmtree(partial, ignore_errors=True)
-    return [os.path.join(out_dir, n) for n in ['report.json', 'report.md']] + \
-        [os.path.join(out_dir, os.path.basename(p)) for p in pngs]
+    pngs = [os.path.basename(name) for figs in figures.values() for name, _ in figs]
+    files = outfiles.publish(out_dir, stage, ['report.json', 'report.md'] + pngs)
+    shutil.rmtree(os.path.join(out_dir, '.partial'), ignore_errors=True)
+    return files
 
 
 def cmd_report(args):

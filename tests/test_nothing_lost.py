@@ -1,0 +1,84 @@
+"""Issue 17, nothing lost: result files are written under a temporary name
+and renamed; a set of report files changes as one; `campaign --fresh`
+keeps the earlier results until the new campaign has finished.  The tests
+kill the writers (SIGKILL) and check what is left."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+PUBLISHER = r'''
+import os, sys
+sys.path.insert(0, sys.argv[2])
+from kmaplab import outfiles
+out = sys.argv[1]
+gen = 0
+while True:
+    gen += 1
+    stage = outfiles.new_stage(out)
+    for name in ('report.json', 'report.md', 'plot.png'):
+        with open(os.path.join(stage, name), 'w') as f:
+            f.write(f'generation {gen} ' * 2000)
+    outfiles.publish(out, stage, ['report.json', 'report.md', 'plot.png'])
+'''
+
+
+def _set(out):
+    got = set()
+    for name in ('report.json', 'report.md', 'plot.png'):
+        with open(os.path.join(out, name)) as f:
+            text = f.read()
+        assert text and text == text.split(' ', 2)[0] + ' ' + text.split(' ', 2)[1] + ' ' \
+            + text.split(' ', 2)[2], name
+        got.add(text[:30])
+    return got
+
+
+def test_a_killed_report_leaves_one_whole_set(tmp_path):
+    """A writer publishing report sets in a loop, killed at 12 moments: the
+    files always show one generation, each whole."""
+    out = str(tmp_path / 'out')
+    for i in range(12):
+        p = subprocess.Popen([sys.executable, '-c', PUBLISHER, out, ROOT])
+        time.sleep(0.15 + 0.05 * i)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        if os.path.exists(os.path.join(out, 'report.md')):
+            got = _set(out)
+            assert len(got) == 1, got              # one generation: never a mixed set
+            for name in ('report.json', 'report.md', 'plot.png'):
+                assert len(open(os.path.join(out, name)).read()) > 20_000   # whole
+
+
+def _campaign(tmp_path, out, *extra):
+    sys.path.insert(0, os.path.join(ROOT, 'tests'))
+    from test_faults import tiny_plans
+    return [sys.executable, '-m', 'kmaplab.cli', 'campaign', '--plans', str(tiny_plans(tmp_path)),
+            '--out', str(out), '--write-paths', 'atomic_fallback,perform_write', '--jobs', '1',
+            *extra]
+
+
+def test_a_killed_fresh_campaign_keeps_the_earlier_results(tmp_path):
+    out = tmp_path / 'out'
+    first = subprocess.run(_campaign(tmp_path, out, '--seeds', '1'), cwd=ROOT, capture_output=True,
+                           text=True, timeout=900)
+    assert first.returncode == 0, first.stderr
+    before = {n: (out / n).read_bytes() for n in ('results.jsonl', 'results.json', 'matrix.txt',
+                                                 'failures.txt')}
+    assert before['results.jsonl'].count(b'\n') == 4
+    p = subprocess.Popen(_campaign(tmp_path, out, '--seeds', '3', '--fresh'), cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    new = out / 'results.jsonl.new'
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 600 and p.poll() is None:
+        if new.exists() and new.read_bytes().count(b'\n') >= 1:
+            break
+        time.sleep(0.1)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert new.exists() and new.read_bytes().count(b'\n') >= 1     # it was killed mid-campaign
+    for name, data in before.items():
+        assert (out / name).read_bytes() == data, name
