@@ -340,29 +340,7 @@ def test_timeout_does_not_leak_into_later_runs(capsys):
 
 # ---- memory-management syscalls: Linux's range checks ----------------------------------------
 
-@pytest.mark.parametrize('call, errno', [
-    ((91, 0x40000000, 0x90000000), -22),        # munmap reaching into the kernel: EINVAL
-    ((91, 0xBFFFF000, 0xFFFFF000), -22),        # a range that wraps past 4 GiB
-    ((91, 0xC0000000, 0x1000), -22),            # start past TASK_SIZE
-    ((91, 0x40000001, 0x1000), -22),            # not aligned
-    ((91, 0x40000000, 0), -22),                 # length 0
-    ((192, 0xBFFFF000, 0x2000, 3, 0x32, -1, 0), -12),   # MAP_FIXED past TASK_SIZE: ENOMEM
-    ((192, 0x40000001, 0x1000, 3, 0x32, -1, 0), -22),   # MAP_FIXED not aligned
-    ((192, 0, 0xC0001000, 3, 0x22, -1, 0), -22),        # longer than TASK_SIZE
-])
-def test_mm_syscalls_check_ranges_like_linux(boot_kernel, call, errno):
-    from minikernel.task import Guest   # noqa: F401  (the syscall runs as the kernel would)
-    k = boot_kernel()
-    t = k.spawn('t', 'hello', [])
-    args = [a & 0xFFFFFFFF for a in call[1:]] + [0] * (6 - len(call[1:]))
-    gen = k.syscalls.table[call[0]](t, args)
-    try:
-        while True:
-            next(gen)
-    except StopIteration as stop:
-        assert stop.value == errno
-    assert not [r for r in k.reports if r['kind'] in ('bug', 'oops')]
-
+# (Linux's range checks of munmap/mmap2: tests/test_reliability_min.py)
 
 def test_a_huge_map_populate_ends_within_the_timeout(tmp_path):
     """mmap2(0, 0x7ffff002, PROT_WRITE, MAP_SHARED|MAP_FIXED|MAP_ANONYMOUS|MAP_POPULATE):
@@ -384,18 +362,6 @@ def test_a_huge_map_populate_ends_within_the_timeout(tmp_path):
 
 # ---- determinism ----------------------------------------------------------------------------
 
-def test_trace_fields_carry_no_host_addresses():
-    """What a context switch says a task waits on (a page lock with its
-    owner function, a wait queue, an rwsem) is printed by name."""
-    from kmaplab.trace import _plain
-    from minikernel.sched import WaitQueue
-
-    class Opaque:
-        pass
-    v = _plain(('page_lock', 5, lambda: 1, WaitQueue('bio read'), Opaque()))
-    assert ' at 0x' not in repr(v) and v[:2] == ['page_lock', 5]
-
-
 @pytest.mark.slow
 def test_two_traces_of_the_same_run_are_byte_identical(capsys, tmp_path):
     """Context switches name what a task waits on (wait queues, timers,
@@ -413,14 +379,21 @@ def test_two_traces_of_the_same_run_are_byte_identical(capsys, tmp_path):
 
 def test_threads_cloned_in_a_loop_cost_linear_bookkeeping(tmp_path):
     """A program that clones 140 threads (each goes on with the shared list):
-    the workload bookkeeping is O(1) per spawn; the run completes."""
-    import time
+    the workload bookkeeping is O(1) per spawn (the list of workload tasks
+    is walked once, not once per spawn or per exit); the run completes."""
     from kmaplab import runner, scenario as scn_mod
+
+    class Walks(list):
+        walks = 0
+
+        def __iter__(self):
+            Walks.walks += 1
+            return super().__iter__()
     call = [120, 0x100, 0, 0, 0, 0, 0] * 140
     path = scenario(tmp_path, 'name = "x"\n[[task]]\nprogram = "fuzz"\nargs = ' + str(call) + '\n')
     k = runner.boot(scn_mod.load(path), {})
-    t0 = time.process_time()
+    k.workload = Walks(k.workload)
     end, counters, outcome, findings = runner.run_kernel(k, timeout=120)
     assert outcome == 'completed', (outcome, k.reports[-3:])
     assert len(k.workload) == 141 and k._workload_alive() == 0
-    assert time.process_time() - t0 < 60
+    assert Walks.walks <= 2, Walks.walks
