@@ -104,10 +104,10 @@ same_as = "/data/other"
     ('[[file]]\nname = "/x"\nhost = "workloads/nolibc"\nsize = 3\n', 'not both'),
     ('[[file]]\nname = "/x"\nsize = 3\nmode = "rwx"\n', 'mode'),
     ('[[task]]\nexec = "/bin/nope"\n', 'not a [[file]]'),
-    ('[[task]]\nexec = "/bin/nolibc"\nargv = "x"\n', 'a list of strings'),
+    ('[[task]]\nexec = "/bin/nolibc"\nargv = "x"\n', "argv: 'x' is not a list"),
     ('[[task]]\nexec = "/bin/nolibc"\nafter = "later"\n', 'not an earlier task'),
     ('[[task]]\nprogram = "hello"\nargv = ["a"]\n', 'only with exec'),
-    ('[[expect.output]]\ntask = "nobody"\ncontains = "x"\n', 'needs task'),
+    ('[[expect.output]]\ntask = "nobody"\ncontains = "x"\n', "task: 'nobody' is not a task"),
     ('[[expect.output]]\ntask = "first"\ncontains = "{sha256:/nope}"\n', 'is not a [[file]]'),
     ('[[expect.file]]\nname = "/a"\n', 'same_as'),
 ])
