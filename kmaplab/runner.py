@@ -236,6 +236,15 @@ def collect_counters(k):
                          if cpu.point_kind[a] == 'mov_cr3')
     for name in k.image.ranges:
         c[f'spin_{name}'] = sum(cpu.range_count(name) for cpu in m.cpus)
+    if m.cpus[0].tlb is not None:             # tlb=p3: the model's counts (vm/tlb.py)
+        for i, cpu in enumerate(m.cpus):
+            tc = cpu.tlb.counters()
+            for key, v in tc.items():
+                c['tlb_' + key] = c.get('tlb_' + key, 0) + int(v)
+            c[f'tlb_misses_cpu{i}'] = cpu.tlb.misses()
+            c[f'tlb_global_refills_cpu{i}'] = int(tc['global_refills'])
+            c[f'tlb_global_flushes_cpu{i}'] = int(tc['global_flushes'])
+        c['tlb_misses'] = sum(cpu.tlb.misses() for cpu in m.cpus)
     for sub in k.subsystems():
         for key, v in sub.counters.items() if isinstance(sub.counters, dict) else sub.counters().items():
             c[key] = c.get(key, 0) + int(v)

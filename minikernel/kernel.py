@@ -26,6 +26,7 @@ from vm.asm import assemble_files, AsmError
 from vm.machine import Machine
 from vm.policy import make_policy
 from vm.symbols import Symbolizer
+from vm.tlb import parse_geometry
 
 from . import layout, page_alloc as gfp
 from .binfmt import Binfmt
@@ -46,7 +47,7 @@ from .oracle import Oracle
 from .memory import MM_CPU_VM_MASK, MM_PGD, MM_SIZE, MM_USERS, MemoryManager
 from .page_alloc import PageAlloc, memmap_extent
 from .rmap import Rmap
-from .schema import Bool, Choice, Int, OneOf, SchemaError, Size
+from .schema import Bool, Choice, Int, OneOf, SchemaError, Size, Str
 from .vmstat import VmStat
 from .highmem import Highmem, PKMAP_WAIT_ID
 from .sched import (Scheduler, TI_CPU, TI_FLAGS, TI_KMAP_IDX, TI_KMAP_PTEVAL, TI_TLS_ARRAY,
@@ -67,7 +68,7 @@ ASM_DIR = os.path.join(ROOT, 'asm')
 KERNEL_SOURCES = ('entry.S', 'lib.S', 'tlb.S', 'highmem.S', 'uaccess.S', 'switch.S')
 KERNEL_MAX_SIZE = 1 << 20
 BOOT_ALLOC_START = 2 << 20
-KMAP_PROT = x86.PTE_P | x86.PTE_W | x86.PTE_A | x86.PTE_D     # PAGE_KERNEL, no PGE
+PAGE_KERNEL = x86.PTE_P | x86.PTE_W | x86.PTE_A | x86.PTE_D    # __PAGE_KERNEL
 
 MiB = 1 << 20
 
@@ -88,7 +89,31 @@ BOOT_OPTIONS = {
     'oom_policy': ('kill', ('kill', 'loop')),
     'max_cycles': (None, int),
     'watchdog': (20_000_000, int),
+    # the TLB: QEMU's soft TLB, or the modelled one (vm/tlb.py) with a geometry
+    'tlb': ('qemu', ('qemu', 'p3')), 'tlb_geometry': ('p3', str),
+    # cpu_has_pge (global pages, CR4.PGE): default on with tlb=p3; QEMU's own
+    # TLB drops global entries on a CR3 load, so there it only costs instructions
+    'pge': (None, bool),
 }
+
+
+class TlbGeometry(Str):
+    """tlb_geometry: 'p3', 'unlimited' or entries,ways per TLB array (vm/tlb.py parse_geometry)."""
+    meaning = "the modelled TLB's arrays: p3, unlimited, or I,IW,D,DW[,I4M,I4MW,D4M,D4MW]"
+
+    def __init__(self):
+        super().__init__(max_len=80, meaning=self.meaning)
+
+    def allowed(self):
+        return "'p3', 'unlimited', or entries,ways of the ITLB and DTLB [and their 4 MiB arrays]"
+
+    def check(self, value, where):
+        value = super().check(value, where)
+        try:
+            parse_geometry(value)
+        except ValueError as e:
+            raise SchemaError(f'{where}: {e}') from None
+        return value
 
 
 # Boot options: name -> the spec of its values (type, range, meaning):
@@ -120,6 +145,9 @@ BOOT_SCHEMA = {
     'max_cycles': Int(1, 10 ** 13, 'end the run (outcome timeout)'),
     'watchdog': OneOf(Choice((0,)), Int(1000, 10 ** 13),
                       meaning='soft-lockup threshold in cycles (0: off)'),
+    'tlb': Choice(('qemu', 'p3'), "the TLB: QEMU's soft TLB, or the modelled P6 TLB (vm/tlb.py)"),
+    'tlb_geometry': TlbGeometry(),
+    'pge': Bool('cpu_has_pge: global pages, CR4.PGE (default: on with tlb=p3)'),
 }
 COST_SPEC = Int(0, 100_000_000, 'cycles charged for one kernel step (minikernel/costs.py)')
 
@@ -160,6 +188,8 @@ def parse_config(options):
         cfg.setdefault(name, default)
     if cfg['highmem'] is not None and cfg['highmem'] > cfg['mem']:
         raise SchemaError(f"boot option highmem={cfg['highmem']}: more than mem={cfg['mem']}")
+    if cfg['pge'] is None:
+        cfg['pge'] = cfg['tlb'] == 'p3'
     return cfg, make_costs(costs)
 
 
@@ -189,7 +219,13 @@ class Kernel:
         c = self.config
         self.machine = m = Machine(cpus=c['cpus'], ram=c['mem'], seed=c['seed'],
                                    policy=make_policy(c['schedule'], c['quantum']),
-                                   ipi_latency=c['ipi_latency'])
+                                   ipi_latency=c['ipi_latency'], tlb=c['tlb'],
+                                   tlb_geometry=c['tlb_geometry'])
+        # 2.4 with cpu_has_pge: PAGE_KERNEL is global (MAKE_GLOBAL), so are
+        # the direct map's 4 MiB PDEs (pagetable_init) and kmap_prot
+        self.page_kernel = PAGE_KERNEL | (x86.PTE_G if c['pge'] else 0)
+        self.mmu_cr4_features = (x86.CR4_PSE | x86.CR4_OSFXSR | x86.CR4_OSXMMEXCPT
+                                 | (x86.CR4_PGE if c['pge'] else 0))
         low, high = layout.split_memory(c['mem'], highmem=c['highmem'])
         low &= ~(4 * MiB - 1)               # the direct map uses 4 MiB pages
         high = c['mem'] - low if c['highmem'] is not None or low < c['mem'] else high
@@ -221,6 +257,8 @@ class Kernel:
         self._poke('debug_highmem', 1 if c['debug_highmem'] else 0)
         self._poke('cpu_online_map', (1 << c['cpus']) - 1)
         self._poke('nr_online_cpus', c['cpus'])
+        self._poke('cpu_has_pge', 1 if c['pge'] else 0)
+        self._poke('mmu_cr4_features', self.mmu_cr4_features)
         self.disk = m.add_disk(c['disk_blocks'], c['disk_latency'], DISK_VECTOR)
         self._disk_next = 0
         self._init_subsystems()
@@ -244,8 +282,7 @@ class Kernel:
         m = self.machine
         pgd = self.swapper_pg_dir_pa
         for i in range(low // (4 * MiB)):
-            m.write32(pgd + (768 + i) * 4, (i * 4 * MiB) | x86.PTE_P | x86.PTE_W | x86.PTE_PS
-                      | x86.PTE_A | x86.PTE_D)
+            m.write32(pgd + (768 + i) * 4, (i * 4 * MiB) | self.page_kernel | x86.PTE_PS)
         for i in range(max(1, self.last_pkmap // 1024)):
             m.write32(pgd + x86.pde_index(self.pkmap_base + i * 4 * MiB) * 4,
                       (self.pkmap_pt_pa + i * PAGE_SIZE) | x86.PTE_P | x86.PTE_W)
@@ -270,7 +307,7 @@ class Kernel:
                  PKMAP_PTE=PAGE_OFFSET + self.pkmap_pt_pa, MEM_MAP_VA=memmap_va,
                  FIXADDR_START=layout.FIXMAP_PT_BASE, KM_TYPE_NR=layout.KM_TYPE_NR,
                  KM_USER0=layout.KM_USER0, KM_USER1=layout.KM_USER1, KM_MAX_IDX=layout.KM_MAX_IDX,
-                 KMAP_PTE=kmap_pte_va, KMAP_PROT=KMAP_PROT,
+                 KMAP_PTE=kmap_pte_va, KMAP_PROT=self.page_kernel,
                  KMAP_VADDR0=layout.fix_to_virt(layout.FIX_KMAP_BEGIN),
                  KMAP_LOCAL_PTE=local_pte_va, KMAP_LOCAL_VADDR0=layout.fix_to_virt(local_begin),
                  KMAP_LOCAL_VADDR_LO=layout.fix_to_virt(local_last),
@@ -303,13 +340,14 @@ class Kernel:
         self._user_image = [None] * len(self.machine.cpus)
         boot_esp = PAGE_OFFSET + self.ti_boot_pa + 2 * PAGE_SIZE - 16
         for cpu in self.machine.cpus:
-            # CR4: PSE for the direct map; OSFXSR and OSXMMEXCPT as 2.4's
-            # identify_cpu sets them on a CPU with SSE (fxsave/fxrstor are
-            # how FPU state is switched, minikernel/fpu.py).
+            # CR4 (mmu_cr4_features): PSE for the direct map, PGE with
+            # cpu_has_pge; OSFXSR and OSXMMEXCPT as 2.4's identify_cpu sets
+            # them on a CPU with SSE (fxsave/fxrstor are how FPU state is
+            # switched, minikernel/fpu.py).
             cpu.boot(self.swapper_pg_dir_pa, PAGE_OFFSET + layout.GDT_PHYS + cpu.index * layout.CPU_GDT_SIZE,
-                     8 * layout.GDT_ENTRIES, boot_esp,
-                     cr4=x86.CR4_PSE | x86.CR4_OSFXSR | x86.CR4_OSXMMEXCPT)
+                     8 * layout.GDT_ENTRIES, boot_esp, cr4=self.mmu_cr4_features)
             cpu.set_code_region(0, img.base, img.size, img.insn_bitmap)
+            cpu.watch_tlb_events(img)
             for kind in ('invlpg', 'mov_cr3'):
                 for addr in img.specials.get(kind, ()):
                     cpu.count_at(addr, kind)

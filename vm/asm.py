@@ -98,7 +98,7 @@ import struct
 import capstone
 from keystone import Ks, KsError, KS_ARCH_X86, KS_MODE_32
 
-SPECIAL_KINDS = ('invlpg', 'mov_cr3', 'int', 'hlt', 'iret')
+SPECIAL_KINDS = ('invlpg', 'mov_cr3', 'mov_cr4', 'int', 'hlt', 'iret')
 
 _CS = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
 _KS = Ks(KS_ARCH_X86, KS_MODE_32)
@@ -817,4 +817,6 @@ def _special(m, ops):
         return 'iret'
     if m == 'mov' and ops.startswith('cr3,'):
         return 'mov_cr3'
+    if m == 'mov' and ops.startswith('cr4,'):
+        return 'mov_cr4'
     return None

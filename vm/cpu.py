@@ -11,6 +11,10 @@ What this file owns
     (Unicorn refuses privilege changes through reg_write).  The restore
     keeps the CPU's x87/SSE state (the span of the context that holds it is
     found at start-up): a kernel entry does not touch the FPU on x86.
+  - With the machine's tlb='p3', the CPU's TlbModel (vm/tlb.py): its walk's
+    faults come back from vm/_run.c as UC_ERR_EXCEPTION with the kcpu's trap
+    set to #PF (STOP_TRAP), and become the same Trap('pf') as QEMU's, with
+    the model's CR2 and error code (pf_error_code).
 
 Rules
   - Nothing here writes CR3 through reg_write after boot: that would flush
@@ -31,6 +35,7 @@ from unicorn.unicorn_py3.unicorn import uclib
 
 
 from . import native, x86
+from .tlb import TlbModel
 
 # Registers read at every stop and written at every entry, in this order.
 GPRS = ('eax', 'ebx', 'ecx', 'edx', 'esi', 'edi', 'ebp', 'esp')
@@ -233,6 +238,9 @@ class CPU:
         self._md.detail = True
         self._decoded = {}         # (eip, code bytes) -> capstone insn: faulting instructions
         self._template = None
+        # tlb='p3': the modelled TLB behind QEMU's (vm/tlb.py); None: QEMU's walker
+        self.tlb = (TlbModel(self, machine.tlb_geometry) if getattr(machine, 'tlb', 'qemu') == 'p3'
+                    else None)
         self._code_bitmaps = [None] * native.MAX_REGIONS   # keep the buffers alive
         self.point_counters = {}   # address -> ctypes.c_uint64 (invlpg, mov cr3, ...)
         self.point_kind = {}       # address -> 'invlpg' | 'cr3' | ...
@@ -285,6 +293,17 @@ class CPU:
         r = self.k.regions[slot]
         r.base, r.size = 0, 0
         self.k.gen += 1
+
+    def watch_tlb_events(self, image):
+        """With the modelled TLB (tlb='p3'): hook the `mov cr3`, `mov cr4` and
+        `invlpg` instructions of `image` (an assembled vm.asm Image), so the
+        model sees every flush.  Nothing to do with QEMU's TLB."""
+        if self.tlb is None:
+            return
+        for kind in ('mov_cr3', 'mov_cr4', 'invlpg'):
+            for addr in image.specials.get(kind, ()):
+                off = addr - image.base
+                self.tlb.watch(kind, addr, image.code[off:off + 16])
 
     def count_at(self, address, kind):
         """Count executions of the instruction at `address` (a one-address C
@@ -403,7 +422,11 @@ class CPU:
             exc, self.uc._hook_exception = self.uc._hook_exception, None
             raise exc
         eip, cpl = regs['eip'], regs['cs'] & 3
-        if status != 0:
+        # tlb='p3': a walk of the model (vm/_tlb.c) that faults stops the
+        # emulation with an error status and the kcpu's trap set to #PF;
+        # it is the same #PF as QEMU's below.
+        model_pf = self.tlb is not None and vec == x86.VEC_PF and reason == native.STOP_TRAP
+        if status != 0 and not model_pf:
             if status == UC_ERR_INSN_INVALID:        # Unicorn's way of saying #UD (ud2)
                 self.counters['faults_ud'] += 1
                 return Trap('ud', x86.VEC_UD, eip, cpl=cpl)
@@ -419,8 +442,11 @@ class CPU:
             return Trap('hlt', eip=eip, cpl=cpl)
         if vec == x86.VEC_PF:
             self.counters['faults_pf'] += 1
-            cr2 = self.uc.reg_read(ux.UC_X86_REG_CR2)
-            return Trap('pf', vec, eip, cr2, self.pf_error_code(cr2, regs), cpl)
+            if self.tlb is not None:
+                cr2, hw = self.tlb.fault()
+            else:
+                cr2, hw = self.uc.reg_read(ux.UC_X86_REG_CR2), None
+            return Trap('pf', vec, eip, cr2, self.pf_error_code(cr2, regs, hw), cpl)
         if vec >= 32:
             return Trap('int', vec, eip, cpl=cpl)
         kind = _EXC_KIND.get(vec, 'exception')
@@ -462,11 +488,15 @@ class CPU:
 
     # ---- the page-fault error code ------------------------------------------
 
-    def pf_error_code(self, cr2, regs):
-        """The #PF error code.  Unicorn does not hand it to the hook, but
-        QEMU leaves the one it computed in the CPU state, which the INTR
-        hook saved (k.ctx, for the #1883 fix); U is CPL.  P comes from our
-        walk of the page tables.  W:
+    def pf_error_code(self, cr2, regs, model=None):
+        """The #PF error code.
+        tlb='p3': `model` is the error code of the model's walk (vm/_tlb.c),
+        exact for P, U and W of the access that faulted; the one correction
+        is the read-modify-write rule below.
+        tlb='qemu': Unicorn does not hand it to the hook, but QEMU leaves
+        the one it computed in the CPU state, which the INTR hook saved
+        (k.ctx, for the #1883 fix); U is CPL.  P comes from our walk of the
+        page tables.  W:
           - a present page the access may reach (CPL 0, or a user page)
             can only fault for a write: non-PAE i386 has no NX, so the one
             protection left is R/W (WP for ring 0);
@@ -477,6 +507,11 @@ class CPU:
             the write it is (as it always did), so the first touch of a
             fresh page by `inc [m]` or `lock cmpxchg` maps a writable page.
         """
+        if model is not None:
+            err = model
+            if not err & (x86.PF_P | x86.PF_W) and self._faulting_insn_is_rmw(cr2, regs):
+                err |= x86.PF_W
+            return err
         err = 0
         pde, pte, _ = x86.walk(self.ram, regs['cr3'], cr2)
         present = pde & x86.PTE_P and pte & x86.PTE_P

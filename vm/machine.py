@@ -33,6 +33,7 @@ from . import _run
 from .cpu import CPU
 from .devices import Disk, Timer
 from .policy import RoundRobin
+from .tlb import TLB_MODES, parse_geometry
 
 MAX_CPUS = 32
 MAX_RAM = 3 << 30
@@ -51,9 +52,12 @@ class Machine:
     cpus: 1..32.  ram: bytes of guest physical memory (<= 3 GiB, page aligned).
     seed: the seed of the one random generator.  policy: the interleaving.
     ipi_latency: cycles from an IPI being sent to it being pending at the target.
+    tlb: 'qemu' (QEMU's soft TLB and walker) or 'p3' (the modelled TLB of vm/tlb.py,
+    with tlb_geometry: 'p3', 'unlimited' or entries,ways per array).
     """
 
-    def __init__(self, cpus=1, ram=64 << 20, seed=0, policy=None, ipi_latency=200):
+    def __init__(self, cpus=1, ram=64 << 20, seed=0, policy=None, ipi_latency=200,
+                 tlb='qemu', tlb_geometry=None):
         if not 1 <= cpus <= MAX_CPUS:
             raise ValueError(f'cpus must be 1..{MAX_CPUS}, not {cpus}')
         if ram % 4096 or not 1 << 20 <= ram <= MAX_RAM:
@@ -66,6 +70,10 @@ class Machine:
         self.rng = random.Random(seed)
         self.policy = policy or RoundRobin()
         self.ipi_latency = ipi_latency
+        if tlb not in TLB_MODES:
+            raise ValueError(f"tlb must be one of {', '.join(TLB_MODES)}, not {tlb!r}")
+        self.tlb = tlb                   # 'qemu': QEMU's soft TLB; 'p3': the model (vm/tlb.py)
+        self.tlb_geometry = parse_geometry(tlb_geometry)
         # Cycles charged to each CPU beyond instructions, and the halted
         # flags: C arrays, so that the clocks (vm/_run.c Clock) are one C
         # call: time(i), now(), the slowest CPU, all halted.

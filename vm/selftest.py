@@ -228,6 +228,7 @@ class Rig:
         for cpu in m.cpus:
             cpu.boot(PGDIR, GDT, 8 * x86.GDT_ENTRIES, self.kstack(cpu.index), cr4=cr4)
             cpu.set_code_region(0, self.image.base, self.image.size, self.image.insn_bitmap)
+            cpu.watch_tlb_events(self.image)
 
     @property
     def cpus(self):
@@ -661,3 +662,10 @@ def run_all(out=print):
         all_ok &= bool(ok)
         out(f'{"PASS" if ok else "FAIL"} {name}: {detail}')
     return all_ok
+
+
+# The modelled TLB's checks (tlb='p3') live in their own file, which builds
+# on the Rig above: imported last for that reason.
+from .selftest_tlb import CHECKS as _TLB_CHECKS  # noqa: E402
+
+CHECKS += _TLB_CHECKS

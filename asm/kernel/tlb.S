@@ -15,12 +15,18 @@
 // handler below, and acknowledge.  Time spent spinning is counted in the
 // `tlb_ack_wait` and `call_function_wait` ranges.
 //
-// There are no global (PGE) pages: QEMU flushes them on a CR3 write anyway
-// (docs/architecture.md), so __flush_tlb_all is a CR3 reload.
+//   cpu_has_pge, mmu_cr4_features               set at boot
+//
+// Global pages: with cpu_has_pge (boot option pge, default with tlb=p3) the
+// kernel's PTEs carry _PAGE_GLOBAL and survive CR3 loads; __flush_tlb_all
+// is then __flush_tlb_global, a CR3 reload with CR4.PGE turned off around
+// it.  Under tlb=qemu QEMU drops global entries on a CR3 load anyway
+// (docs/architecture.md).
 
 #define TLBSTATE_OK 1
 #define TLBSTATE_LAZY 2
 #define FLUSH_ALL 0xffffffff
+#define CR4_PGE 0x80
 
 // void smp_invalidate_interrupt(void)   INVALIDATE_TLB_VECTOR handler.  IF=0.
 smp_invalidate_interrupt:
@@ -150,10 +156,28 @@ flush_tlb_page:
         pop ebx
         ret
 
+// void __flush_tlb_all(void)   include/asm-i386/pgalloc.h (2.4.18): with
+// cpu_has_pge __flush_tlb_global(): CR4.PGE off, CR3 reload, CR4.PGE on
+// (a CR4 write that changes PGE drops every entry, global ones too); else
+// __flush_tlb(), a CR3 reload.  Clobbers EAX, EDX.
+__flush_tlb_all:
+        cmp dword ptr [cpu_has_pge], 0
+        je 1f
+        mov edx, dword ptr [mmu_cr4_features]
+        and edx, ~CR4_PGE
+        mov cr4, edx                    // turn off PGE
+        mov eax, cr3
+        mov cr3, eax                    // flush TLB
+        mov edx, dword ptr [mmu_cr4_features]
+        mov cr4, edx                    // turn PGE back on
+        ret
+1:      mov eax, cr3
+        mov cr3, eax                    // __flush_tlb()
+        ret
+
 // static void do_flush_tlb_all_local(void)
 do_flush_tlb_all_local:
-        mov eax, cr3
-        mov cr3, eax                    // __flush_tlb_all(): no PGE, a CR3 reload
+        call __flush_tlb_all
         mov ecx, esp
         and ecx, 0xffffe000
         mov eax, dword ptr [ecx + TI_CPU]
@@ -283,3 +307,5 @@ call_data_finished: .long 0
 call_data_wait: .long 0
 cpu_online_map: .long 0
 nr_online_cpus: .long 0
+cpu_has_pge:    .long 0
+mmu_cr4_features: .long 0
