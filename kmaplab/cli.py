@@ -34,7 +34,7 @@ from . import scenario as scn_mod
 from . import runner
 from . import trace_cmd
 from .options import UsageError
-from .runner import run_variant
+from .runner import run_variant, sensitivity_lines
 
 
 class _Parser(argparse.ArgumentParser):
@@ -167,6 +167,12 @@ def _print_human(r, first):
     c = r['counters']
     keys = ('instructions', 'cycles', 'page_faults', 'context_switches', 'ipis_sent', 'invlpg')
     print('  ' + '  '.join(f'{k}={c.get(k, 0)}' for k in keys) + f'  wall={r["wall_s"]}s')
+    if 'tlb_misses' in c:          # tlb=p3: the modelled TLB's counts
+        print('  ' + '  '.join(f'{k}={c[k]}' for k in ('tlb_misses', 'itlb_misses_kernel',
+              'itlb_misses_user', 'dtlb_misses_kernel', 'dtlb_misses_user', 'tlb_pge_flushes',
+              'tlb_global_refills') + tuple(k for k in ('line_transfers',) if k in c)))
+    for line in sensitivity_lines(c):
+        print('  ' + line)
 
 
 def cmd_selftest(args):

@@ -18,6 +18,7 @@ import time
 
 from minikernel import binfmt
 from minikernel.binfmt import assemble_program
+from minikernel.costs import NUMAQ_LINE_TRANSFER
 from vm.asm import AsmError
 from minikernel.faults import apply_plan, load_plan
 
@@ -240,10 +241,10 @@ def collect_counters(k):
         for i, cpu in enumerate(m.cpus):
             tc = cpu.tlb.counters()
             for key, v in tc.items():
-                c['tlb_' + key] = c.get('tlb_' + key, 0) + int(v)
+                c[key] = c.get(key, 0) + int(v)
             c[f'tlb_misses_cpu{i}'] = cpu.tlb.misses()
-            c[f'tlb_global_refills_cpu{i}'] = int(tc['global_refills'])
-            c[f'tlb_global_flushes_cpu{i}'] = int(tc['global_flushes'])
+            c[f'tlb_global_refills_cpu{i}'] = int(tc['tlb_global_refills'])
+            c[f'tlb_pge_flushes_cpu{i}'] = int(tc['tlb_pge_flushes'])
         c['tlb_misses'] = sum(cpu.tlb.misses() for cpu in m.cpus)
     for sub in k.subsystems():
         for key, v in sub.counters.items() if isinstance(sub.counters, dict) else sub.counters().items():
@@ -253,10 +254,65 @@ def collect_counters(k):
     written = c.get('file_write_bytes', 0)
     c['insns_per_byte'] = round(c['instructions'] / written, 3) if written else 0
     c['cycles_per_byte'] = round(c['cycles'] / written, 3) if written else 0
+    c.update(model_cycles(c, k))
     c['console_lines'] = sum(bytes(t.console).count(b'\n') for t in k.sched.tasks.values())
     c['tasks_exited'] = len(k.exit.exited)
     c['reports'] = len(k.reports)
     return c
+
+
+# The model's events: (counter, unit cost).  Counts are measured by the
+# machine; model.* are counts x unit costs (minikernel/costs.py MODEL_COSTS).
+MODEL_EVENTS = (('instructions', 'insn'), ('tlb_misses', 'tlb_walk'),
+                ('line_transfers', 'line_transfer'), ('ipis_received', 'ipi_delivery'))
+SENSITIVE = ('tlb_walk', 'line_transfer', 'ipi_delivery')
+
+
+def _model_total(c, costs, charged, disk):
+    return sum(c.get(n, 0) * costs[u] for n, u in MODEL_EVENTS) + charged + disk
+
+
+def model_cycles(c, k):
+    """model_cycles = instructions x insn + TLB misses x tlb_walk + line
+    transfers x line_transfer + IPIs delivered x ipi_delivery + the charged
+    kernel steps (costs.py) + disk time (requests x disk_latency): modelled
+    cycles of work, summed over CPUs (idle time is not work).  With the
+    headline model_cycles_per_byte for writes and its sensitivity: the same
+    with each unit cost halved (_half_UNIT) and doubled (_double_UNIT), and
+    with a NUMA-Q remote line (_numaq).  Counts missing (tlb=qemu has no
+    TLB misses) count 0."""
+    m = k.machine
+    costs = k.config['model_costs']
+    charged = sum(m.charged)
+    disk = (k.disk.counters.get('reads', 0) + k.disk.counters.get('writes', 0)) * k.disk.latency
+    out = {'model_charged_cycles': charged, 'model_disk_cycles': disk}
+    total = _model_total(c, costs, charged, disk)
+    out['model_cycles'] = total
+    written = c.get('file_write_bytes', 0)
+    if written:
+        out['model_cycles_per_byte'] = round(total / written, 4)
+        for unit in SENSITIVE:
+            for tag, f in (('half', 0.5), ('double', 2)):
+                alt = dict(costs, **{unit: costs[unit] * f})
+                out[f'model_cycles_per_byte_{tag}_{unit}'] = round(
+                    _model_total(c, alt, charged, disk) / written, 4)
+        numaq = dict(costs, line_transfer=NUMAQ_LINE_TRANSFER)
+        out['model_cycles_per_byte_numaq'] = round(_model_total(c, numaq, charged, disk) / written, 4)
+    return out
+
+
+def sensitivity_lines(c):
+    """One line per unit cost: the modelled cycles per byte with it halved
+    and doubled (for the human output and report.md)."""
+    if 'model_cycles_per_byte' not in c:
+        return []
+    lines = [f"model_cycles_per_byte={c['model_cycles_per_byte']} (modelled: counts x unit costs, "
+             f"docs/costs.md)"]
+    for unit in SENSITIVE:
+        lo, hi = c[f'model_cycles_per_byte_half_{unit}'], c[f'model_cycles_per_byte_double_{unit}']
+        lines.append(f'  sensitivity {unit} x0.5 .. x2: {lo} .. {hi}')
+    lines.append(f"  with a NUMA-Q remote line: {c['model_cycles_per_byte_numaq']}")
+    return lines
 
 
 def check_expectation(scn, variant, outcome, findings, counters, config=None):

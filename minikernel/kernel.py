@@ -33,7 +33,7 @@ from .binfmt import Binfmt
 from .blockdev import BlockDev
 from .bug import KernelBug
 from .checks import Checks
-from .costs import COSTS, make_costs
+from .costs import COSTS, MODEL_COSTS, make_costs, make_model_costs
 from .entry import Engine, KRET_VECTOR, KSVC_VECTOR, PT_REGS_SIZE
 from .exit import Exit
 from .faults import Faults
@@ -44,7 +44,7 @@ from .irq import (CALL_FUNCTION_VECTOR, DISK_VECTOR, INVALIDATE_TLB_VECTOR,
                   Interrupts, LOCAL_TIMER_VECTOR)
 from .layout import PAGE_OFFSET, PAGE_SIZE
 from .oracle import Oracle
-from .memory import MM_CPU_VM_MASK, MM_PGD, MM_SIZE, MM_USERS, MemoryManager
+from .memory import MM_CPU_VM_MASK, MM_PAGE_TABLE_LOCK, MM_PGD, MM_SIZE, MM_USERS, MemoryManager
 from .page_alloc import PageAlloc, memmap_extent
 from .rmap import Rmap
 from .schema import Bool, Choice, Int, OneOf, SchemaError, Size, Str
@@ -65,7 +65,7 @@ from .write_paths import WritePaths
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASM_DIR = os.path.join(ROOT, 'asm')
-KERNEL_SOURCES = ('entry.S', 'lib.S', 'tlb.S', 'highmem.S', 'uaccess.S', 'switch.S')
+KERNEL_SOURCES = ('entry.S', 'lib.S', 'tlb.S', 'highmem.S', 'uaccess.S', 'switch.S', 'memory.S')
 KERNEL_MAX_SIZE = 1 << 20
 BOOT_ALLOC_START = 2 << 20
 PAGE_KERNEL = x86.PTE_P | x86.PTE_W | x86.PTE_A | x86.PTE_D    # __PAGE_KERNEL
@@ -150,12 +150,15 @@ BOOT_SCHEMA = {
     'pge': Bool('cpu_has_pge: global pages, CR4.PGE (default: on with tlb=p3)'),
 }
 COST_SPEC = Int(0, 100_000_000, 'cycles charged for one kernel step (minikernel/costs.py)')
+MODEL_SPEC = Int(0, 100_000_000, 'unit cost in cycles of a counted event (minikernel/costs.py MODEL_COSTS)')
 
 
 def option_spec(name):
     """The spec of boot option `name` (cost.NAME included), or None."""
     if name.startswith('cost.'):
         return COST_SPEC if name[5:] in COSTS else None
+    if name.startswith('model.'):
+        return MODEL_SPEC if name[6:] in MODEL_COSTS else None
     return BOOT_SCHEMA.get(name)
 
 
@@ -169,7 +172,7 @@ def check_option(name, value, where=None):
     if spec is None:
         raise SchemaError(f'{where}: unknown option (allowed: '
                           f'{", ".join(sorted(BOOT_SCHEMA))}, cost.NAME with NAME one of '
-                          f'{", ".join(sorted(COSTS))})')
+                          f'{", ".join(sorted(COSTS))}, model.NAME with NAME one of {", ".join(sorted(MODEL_COSTS))})')
     return spec.check(value, where)
 
 
@@ -178,16 +181,21 @@ def parse_config(options):
     a bad one."""
     cfg = {}
     costs = {}
+    model = {}
     for name, value in (options or {}).items():
         value = check_option(name, value)
         if name.startswith('cost.'):
             costs[name[5:]] = value
+            continue
+        if name.startswith('model.'):
+            model[name[6:]] = value
             continue
         cfg[name] = value
     for name, (default, _) in BOOT_OPTIONS.items():
         cfg.setdefault(name, default)
     if cfg['highmem'] is not None and cfg['highmem'] > cfg['mem']:
         raise SchemaError(f"boot option highmem={cfg['highmem']}: more than mem={cfg['mem']}")
+    cfg['model_costs'] = make_model_costs(model)
     if cfg['pge'] is None:
         cfg['pge'] = cfg['tlb'] == 'p3'
     return cfg, make_costs(costs)
@@ -320,7 +328,8 @@ class Kernel:
                  TI_TLS_ARRAY=TI_TLS_ARRAY, TI_FPU_INITIALIZED=TI_FPU_INITIALIZED,
                  TI_FPU_LAST_CPU=TI_FPU_LAST_CPU, TI_FPU_STATE=TI_FPU_STATE, CPU_GDT_TABLE=PAGE_OFFSET + layout.GDT_PHYS,
                  CPU_GDT_SHIFT=layout.CPU_GDT_SHIFT, GDT_ENTRY_TLS_MIN=layout.GDT_ENTRY_TLS_MIN,
-                 MM_PGD=MM_PGD, MM_CPU_VM_MASK=MM_CPU_VM_MASK,
+                 MM_PGD=MM_PGD, MM_CPU_VM_MASK=MM_CPU_VM_MASK, MM_PAGE_TABLE_LOCK=MM_PAGE_TABLE_LOCK,
+                 PG_COUNT=gfp.PG_COUNT_OFF, PAGE_STRUCT_SIZE=gfp.PAGE_STRUCT_SIZE,
                  KRET_VECTOR=KRET_VECTOR, KSVC_VECTOR=KSVC_VECTOR,
                  INVALIDATE_TLB_VECTOR=INVALIDATE_TLB_VECTOR,
                  CALL_FUNCTION_VECTOR=CALL_FUNCTION_VECTOR, PT_REGS_SIZE=PT_REGS_SIZE)

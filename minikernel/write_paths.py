@@ -235,27 +235,26 @@ class WritePaths:
 
     def get_user_pages(self, task, mm, addr, nbytes):
         """get_user_pages() (2.4/2.5 mm/memory.c): for each page of the
-        range, follow_page under page_table_lock; if it is not present (or
-        not readable), drop the lock and handle_mm_fault, then try again;
-        take a reference.  mmap_sem held for reading.  Generator -> [pfn]
-        (one reference each), or None if an address is bad."""
+        range, follow_page under page_table_lock and get_page, in guest code
+        (asm/kernel/memory.S follow_page_get: the walk costs what it
+        executes); if it is not present, handle_mm_fault, then try again.
+        mmap_sem held for reading.  Generator -> [pfn] (one reference each),
+        or None if an address is bad."""
         k = self.k
         pages = []
         va = addr & ~(PAGE - 1)
         end = addr + nbytes
+        vma = None
         while va < end:
-            vma = mm.find_vma(va)
-            if vma is None or vma.start > va:
-                for p in pages:
-                    k.put_page(p)
-                return None
-            yield from mm.page_table_lock.lock(task)
-            yield Charge(k.costs['gup_page'])
-            pfn = self._follow_page(mm, va)
-            if pfn is not None:
-                k.page_ref(pfn)
-            mm.page_table_lock.unlock(task)
-            if pfn is None:
+            if vma is None or va >= vma.end:          # find_extend_vma, once per vma
+                vma = mm.find_vma(va)
+                if vma is None or vma.start > va:
+                    for p in pages:
+                        k.put_page(p)
+                    return None
+                yield Charge(k.costs['find_vma'])
+            page = yield Guest('follow_page_get', mm.guest, va)
+            if not page:
                 r = yield from k.mm.handle_mm_fault(task, mm, vma, va, False)
                 if r <= 0:
                     for p in pages:
@@ -263,18 +262,9 @@ class WritePaths:
                     return None
                 continue
             self.counters['gup_pages'] += 1
-            pages.append(pfn)
+            pages.append(k.page_alloc.page_to_pfn(page))
             va += PAGE
         return pages
-
-    def _follow_page(self, mm, va):
-        pte_pa = self.k.mm.pte_offset(mm, va)
-        if pte_pa is None:
-            return None
-        pte = self.k.mm.read_pte(pte_pa)
-        if not pte & x86.PTE_P:
-            return None
-        return pte >> 12
 
     # ---- atomic_fallback (2.5.34) ------------------------------------------------
 

@@ -97,7 +97,7 @@ typedef struct {
     uint64_t cr3_loads;
     uint64_t full_flushes;  /* CR4 writes toggling PGE/PSE/PAE: everything goes, globals too */
     uint64_t invlpgs;
-    uint64_t global_refills;/* misses on pages the last full flush dropped */
+    uint64_t global_refills;/* misses on pages a full flush dropped, not walked since */
     uint64_t refills;       /* QEMU soft-TLB fills served by the model (not misses) */
     uint64_t qemu_flush_page, qemu_flush_all;
     uint32_t fault_cr2, fault_err;
@@ -113,7 +113,7 @@ typedef struct {
     int32_t reg_cs, reg_cr0, reg_cr2, reg_cr3, reg_cr4;
     uint32_t pad;
     tarray t[T_N];
-    uint32_t *dropped;      /* keys ((pn << 2) | array) the last full flush dropped */
+    uint32_t *dropped;      /* keys ((pn << 2) | array) full flushes dropped, not walked since */
     uint32_t ndropped, capdropped;
 } ktlb;
 
@@ -199,8 +199,16 @@ static uint32_t t_insert(tarray *a, uint32_t pn, uint32_t pte)
     return old;
 }
 
+#define MAX_DROPPED 4096
+
+/* Remember a key a full flush dropped (once; at most MAX_DROPPED). */
 static void note_dropped(ktlb *t, uint32_t key)
 {
+    for (uint32_t i = 0; i < t->ndropped; i++)
+        if (t->dropped[i] == key)
+            return;
+    if (t->ndropped >= MAX_DROPPED)
+        return;
     if (t->ndropped == t->capdropped) {
         uint32_t cap = t->capdropped ? 2 * t->capdropped : 256;
         uint32_t *n = realloc(t->dropped, cap * sizeof(uint32_t));
@@ -481,7 +489,6 @@ void ktlb_cr4_hook(void *uc, uint64_t address, uint32_t size, insn_site *s)
     t->reg_read(uc, s->base, &next);
     if ((now ^ next) & (CR4_PGE | CR4_PSE | CR4_PAE)) {
         t->full_flushes++;
-        t->ndropped = 0;
         for (int i = 0; i < T_N; i++)
             t_flush(t, i, 0, 1);
     }

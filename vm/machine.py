@@ -88,6 +88,7 @@ class Machine:
         self.times = self._clock.times
         self.all_halted = self._clock.all_halted
         self._oneshot = 0                # events in the queue that are not periodic
+        self.charged = [0] * cpus        # cycles charge()d by the driver (not idle), per CPU
         self.pending = [set() for _ in range(cpus)]
         self._events = []                # heap of (time, seq, periodic, fn, args)
         self._seq = 0
@@ -141,6 +142,7 @@ class Machine:
 
     def charge(self, cpu, cycles):
         """Charge `cycles` of non-instruction time to `cpu`."""
+        self.charged[cpu] += cycles
         self.extra[cpu] += cycles
 
     def schedule(self, at, fn, *args, periodic=False):

@@ -77,7 +77,7 @@ def check_tlb_capacity_eviction():
     _, kept = _read(rig, pages[0])             # 4 pages: still cached, stale
     after4 = tlb.counters()['dtlb_misses_kernel']
     _read(rig, pages[4])                        # the fifth evicts the oldest
-    evictions = tlb.counters()['evictions']
+    evictions = tlb.counters()['tlb_evictions']
     _, fresh = _read(rig, pages[0])             # walks again: the new frame
     after5 = tlb.counters()['dtlb_misses_kernel']
     ok = (kept == 0x1000 and after4 == before and evictions >= 1 and fresh == 0xFA
@@ -120,12 +120,12 @@ def check_tlb_global_survives_cr3():
 def check_tlb_pge_toggle_drops():
     rig, ra, _ = _global_run('p3')
     tlb = rig.cpus[0].tlb
-    before = tlb.counters()['global_flushes']
+    before = tlb.counters()['tlb_pge_flushes']
     rig.call(0, 'write_cr4', eax=0)                    # __flush_tlb_global: PGE off ...
     rig.call(0, 'write_cr4', eax=x86.CR4_PGE)          # ... and on again
     _, after = _read(rig, st.DATA)
-    flushes = tlb.counters()['global_flushes'] - before
-    refills = tlb.counters()['global_refills']
+    flushes = tlb.counters()['tlb_pge_flushes'] - before
+    refills = tlb.counters()['tlb_global_refills']
     ok = ra == 0xA0 and after == 0xA1 and flushes == 2 and refills >= 1
     return ok, (f'global page read {ra:#x} across a CR3 load, {after:#x} after CR4.PGE off/on '
                 f'({flushes} full flushes; {refills} misses refilled what they dropped)')

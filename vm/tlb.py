@@ -43,6 +43,16 @@ ARRAYS = ('itlb', 'dtlb', 'itlb_4m', 'dtlb_4m')
 
 TLB_MODES = ('qemu', 'p3')
 
+# The model's counters (TlbModel.counters): misses of the ITLB/DTLB on
+# supervisor (kernel) and user pages; walks that faulted; re-walks through a
+# held entry (D clear on a write, permission); evictions; full flushes by a
+# CR4.PGE (PSE, PAE) change; misses that refill what the last full flush
+# dropped.  CR3 loads and invlpg are counted by the kernel image's point
+# counters already (cr3_loads, invlpg).
+COUNTERS = ('itlb_misses_kernel', 'itlb_misses_user', 'dtlb_misses_kernel', 'dtlb_misses_user',
+            'tlb_walk_faults', 'tlb_rewalks', 'tlb_evictions', 'tlb_pge_flushes',
+            'tlb_global_refills')
+
 
 class KTlb(ctypes.Structure):
     """The counters at the head of `ktlb` (vm/_tlb.c), in order."""
@@ -211,14 +221,15 @@ class TlbModel:
         return self.t.fault_cr2, self.t.fault_err
 
     def counters(self):
+        """The model's counts (see COUNTERS)."""
         t = self.t
         m = t.misses
         return {
             'itlb_misses_kernel': m[0][0], 'itlb_misses_user': m[0][1],
             'dtlb_misses_kernel': m[1][0], 'dtlb_misses_user': m[1][1],
-            'walk_faults': t.walk_faults, 'rewalks': t.rewalks, 'evictions': t.evictions,
-            'cr3_loads': t.cr3_loads, 'global_flushes': t.full_flushes, 'invlpg': t.invlpgs,
-            'global_refills': t.global_refills,
+            'tlb_walk_faults': t.walk_faults, 'tlb_rewalks': t.rewalks,
+            'tlb_evictions': t.evictions, 'tlb_pge_flushes': t.full_flushes,
+            'tlb_global_refills': t.global_refills,
         }
 
     def misses(self):

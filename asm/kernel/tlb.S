@@ -26,7 +26,6 @@
 #define TLBSTATE_OK 1
 #define TLBSTATE_LAZY 2
 #define FLUSH_ALL 0xffffffff
-#define CR4_PGE 0x80
 
 // void smp_invalidate_interrupt(void)   INVALIDATE_TLB_VECTOR handler.  IF=0.
 smp_invalidate_interrupt:
@@ -164,7 +163,7 @@ __flush_tlb_all:
         cmp dword ptr [cpu_has_pge], 0
         je 1f
         mov edx, dword ptr [mmu_cr4_features]
-        and edx, ~CR4_PGE
+        and edx, 0xffffff7f             // ~X86_CR4_PGE
         mov cr4, edx                    // turn off PGE
         mov eax, cr3
         mov cr3, eax                    // flush TLB
