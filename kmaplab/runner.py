@@ -237,6 +237,15 @@ def collect_counters(k):
                          if cpu.point_kind[a] == 'mov_cr3')
     for name in k.image.ranges:
         c[f'spin_{name}'] = sum(cpu.range_count(name) for cpu in m.cpus)
+    for sub in k.subsystems():
+        for key, v in sub.counters.items() if isinstance(sub.counters, dict) else sub.counters().items():
+            c[key] = c.get(key, 0) + int(v)
+    for key, v in k.disk.counters.items():
+        c['disk_' + key] = v
+    if m.lines is not None:                   # cache-line transfers (vm/lines.py)
+        c.update(m.lines.counters())
+        for i in range(len(m.cpus)):
+            c[f'line_transfers_cpu{i}'] = m.lines.transfers(cpu=i)
     if m.cpus[0].tlb is not None:             # tlb=p3: the model's counts (vm/tlb.py)
         for i, cpu in enumerate(m.cpus):
             tc = cpu.tlb.counters()
@@ -246,11 +255,10 @@ def collect_counters(k):
             c[f'tlb_global_refills_cpu{i}'] = int(tc['tlb_global_refills'])
             c[f'tlb_pge_flushes_cpu{i}'] = int(tc['tlb_pge_flushes'])
         c['tlb_misses'] = sum(cpu.tlb.misses() for cpu in m.cpus)
-    for sub in k.subsystems():
-        for key, v in sub.counters.items() if isinstance(sub.counters, dict) else sub.counters().items():
-            c[key] = c.get(key, 0) + int(v)
-    for key, v in k.disk.counters.items():
-        c['disk_' + key] = v
+        flushes = c.get('global_flushes', 0)      # flush_tlb_all calls (minikernel/highmem.py)
+        for i, cpu in enumerate(m.cpus):           # the refills each one cost on every CPU
+            c[f'tlb_refills_per_global_flush_cpu{i}'] = (
+                round(c[f'tlb_global_refills_cpu{i}'] / flushes, 1) if flushes else 0)
     written = c.get('file_write_bytes', 0)
     c['insns_per_byte'] = round(c['instructions'] / written, 3) if written else 0
     c['cycles_per_byte'] = round(c['cycles'] / written, 3) if written else 0

@@ -94,6 +94,8 @@ BOOT_OPTIONS = {
     # cpu_has_pge (global pages, CR4.PGE): default on with tlb=p3; QEMU's own
     # TLB drops global entries on a CR3 load, so there it only costs instructions
     'pge': (None, bool),
+    # count cache-line transfers of the shared kernel words (vm/lines.py)
+    'lines': (True, bool),
 }
 
 
@@ -270,6 +272,7 @@ class Kernel:
         self.disk = m.add_disk(c['disk_blocks'], c['disk_latency'], DISK_VECTOR)
         self._disk_next = 0
         self._init_subsystems()
+        self._watch_lines()
         self._init_idle_tasks()
         self.vmscan.start_kswapd(0)
         self.tick_period = c['tick']
@@ -362,6 +365,35 @@ class Kernel:
                     cpu.count_at(addr, kind)
             for name, (lo, hi) in img.ranges.items():
                 cpu.add_range(name, lo, hi)
+
+    # The shared kernel words whose cache lines the thread argued about, by
+    # group: (group, first symbol, end symbol or size).  Each range is the
+    # words from the first symbol up to the end (vm/lines.py counts the
+    # lines moving between CPUs).
+    LINE_GROUPS = (
+        ('kmap_lock', 'kmap_lock', 'pkmap_count'),       # + last_pkmap_nr, pkmap_map_wait
+        ('tlbstate', 'cpu_tlbstate', 'call_lock'),       # + flush_cpumask/mm/va, tlbstate_lock
+        ('call_data', 'call_lock', 'cpu_online_map'),    # call_lock, call_data_*
+    )
+
+    def _watch_lines(self):
+        """Boot option lines: count line transfers of kmap_lock, pkmap_count,
+        the pkmap and fixmap page tables, tlbstate and the flush mask,
+        call_data, and struct page (page->count, page->flags).  mmap_sem and
+        the run-queue locks are Python objects (no guest word), and
+        mm->page_table_lock lives in each mm: not watched."""
+        if not self.config['lines']:
+            self.lines = None
+            return
+        self.lines = lines = self.machine.watch_lines()
+        sym = self.image.symbols
+        for group, first, end in self.LINE_GROUPS:
+            lines.watch(group, sym[first] - PAGE_OFFSET, sym[end] - sym[first])
+        lines.watch('pkmap_count', sym['pkmap_count'] - PAGE_OFFSET, 4 * self.last_pkmap)
+        lines.watch('pkmap_pte', self.pkmap_pt_pa, 4 * self.last_pkmap)
+        lines.watch('fixmap_pte', self.fixmap_pt_pa, PAGE_SIZE)
+        pa = self.page_alloc.memmap_virt - PAGE_OFFSET
+        lines.watch('mem_map', pa, self.page_alloc.nr_pages * gfp.PAGE_STRUCT_SIZE)
 
     def _poke(self, symbol, value):
         self.machine.write32(self.image.symbols[symbol] - PAGE_OFFSET, value)

@@ -182,6 +182,7 @@ def assemble(sources, base, defines=None, root=None):
     lines = []
     for unit, (name, text) in enumerate(sources):
         _preprocess(name, text, root, unit, (), lines)
+    lines = _sections(lines)
     key = (base, tuple(lines), tuple(sorted(defines.items())))
     if key not in _CACHE:
         if len(_CACHE) >= _CACHE_SIZE:
@@ -205,6 +206,26 @@ _LEX = re.compile(r'''
 
 _CPP_WORDS = {'include', 'define', 'undef', 'if', 'ifdef', 'ifndef', 'elif', 'else',
               'endif', 'error', 'warning', 'pragma', 'line'}
+
+
+def _sections(lines):
+    """`.data` ... `.text` (or the end of the file): those lines go after
+    all the code, on pages of their own (a `.align 4096` before the first),
+    so that stores to kernel data never hit a page that holds code (QEMU
+    takes its slow path for a store to a page with translated code, and so
+    does a real CPU's self-modifying-code detection)."""
+    text, data, in_data, unit = [], [], False, None
+    for ln in lines:
+        if ln.unit != unit:
+            in_data, unit = False, ln.unit
+        word = ln.text.strip()
+        if word in ('.data', '.text'):
+            in_data = word == '.data'
+            continue
+        (data if in_data else text).append(ln)
+    if not data:
+        return text
+    return text + [_Line((data[0].file, data[0].line, '.align 4096', data[0].unit))] + data
 
 
 class _Line(tuple):

@@ -32,6 +32,7 @@ import random
 from . import _run
 from .cpu import CPU
 from .devices import Disk, Timer
+from .lines import LineModel
 from .policy import RoundRobin
 from .tlb import TLB_MODES, parse_geometry
 
@@ -74,6 +75,7 @@ class Machine:
             raise ValueError(f"tlb must be one of {', '.join(TLB_MODES)}, not {tlb!r}")
         self.tlb = tlb                   # 'qemu': QEMU's soft TLB; 'p3': the model (vm/tlb.py)
         self.tlb_geometry = parse_geometry(tlb_geometry)
+        self.lines = None                # the cache-line model, if watch_lines() was called
         # Cycles charged to each CPU beyond instructions, and the halted
         # flags: C arrays, so that the clocks (vm/_run.c Clock) are one C
         # call: time(i), now(), the slowest CPU, all halted.
@@ -102,6 +104,12 @@ class Machine:
         self.stopped = None              # set by stop(reason)
         self.ipi_filter = None           # fault injection: fn(src, dst, vector) -> delay
                                          # in cycles, or None to drop the IPI
+
+    def watch_lines(self):
+        """The machine's cache-line model (vm/lines.py), created on first use."""
+        if self.lines is None:
+            self.lines = LineModel(self)
+        return self.lines
 
     # ---- physical memory ----------------------------------------------
 

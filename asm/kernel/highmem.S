@@ -412,6 +412,7 @@ kunmap_local:
         pop ebx
 9:      ret
 
+        .data                           // kernel data: on its own pages (vm/asm.py)
         .align 4
 highmem_start_page:     .long 0         // struct page * of the first highmem frame
 debug_highmem:          .long 0         // boot option debug_highmem

@@ -292,6 +292,7 @@ enter_lazy_tlb:
         mov dword ptr [cpu_tlbstate + ecx*8 + 4], TLBSTATE_LAZY
 1:      ret
 
+        .data                           // kernel data: on its own pages (vm/asm.py)
         .align 4
 cpu_tlbstate:   .space 8 * NR_CPUS
 flush_cpumask:  .long 0
