@@ -429,8 +429,38 @@ def row_trace(b):
     return trace_rows(b)
 
 
+# Scenario variants of the report the TLB rows run (a bounded subset: one
+# gup write, a 2-CPU kmap run with global flushes, a kmap_local run).
+TLB_BENCH = (('gup-pin', {'write_path': 'gup_pin'}),
+             ('kmap-scaling', {'cpus': 2, 'write_path': 'kmap', 'pkmap': 1024}),
+             ('kmap-local', {'write_path': 'kmap_local'}))
+
+
+def row_tlb_modes(b):
+    """The same report scenarios under tlb=qemu and under the modelled TLB
+    (tlb=p3, vm/tlb.py): guest instructions per CPU second each way, and the
+    model's CPU time against QEMU's (issue 15's limit: at most 150%).  CPU
+    time (process_time): the host is shared."""
+    from . import scenario
+    from .runner import run_variant
+    out, secs = [], {}
+    for mode in ('qemu', 'p3'):
+        insns, t = 0, 0.0
+        for name, variant in TLB_BENCH:
+            t0 = time.process_time()
+            r = run_variant(scenario.find(name), variant, overrides={'tlb': mode})
+            t += time.process_time() - t0
+            insns += r['counters']['instructions']
+        secs[mode] = t
+        out.append(Row(f'report scenarios, tlb={mode} ({len(TLB_BENCH)} variants)', insns / t,
+                       'insn/s', f'{t:.2f} s CPU'))
+    out.append(Row('tlb=p3 CPU time / tlb=qemu', 100 * secs['p3'] / secs['qemu'], '%',
+                   'the modelled TLB\'s cost (limit 150%)'))
+    return out
+
+
 ROWS = [row_raw, row_cpu, row_machine, row_target, row_page_fault, row_syscall, row_real, row_kernel,
-        row_trace]
+        row_trace, row_tlb_modes]
 
 
 # ---- output -----------------------------------------------------------------------

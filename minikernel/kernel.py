@@ -96,6 +96,10 @@ BOOT_OPTIONS = {
     'pge': (None, bool),
     # count cache-line transfers of the shared kernel words (vm/lines.py)
     'lines': (True, bool),
+    # flush_all_zero_pkmaps: 'all' = flush_tlb_all (2.4: IPIs, every CPU);
+    # 'local' = this CPU only, trusting the others' next CR3 load (a wrong
+    # shortcut: global pkmap entries survive a CR3 load, scenarios/stale-pkmap)
+    'pkmap_flush': ('all', ('all', 'local')),
 }
 
 
@@ -265,6 +269,7 @@ class Kernel:
         self.highstart_pfn = low >> 12
         self._poke('highmem_start_page', self.page_alloc.memmap_virt + 32 * self.highstart_pfn)
         self._poke('debug_highmem', 1 if c['debug_highmem'] else 0)
+        self._poke('pkmap_flush_local', 1 if c['pkmap_flush'] == 'local' else 0)
         self._poke('cpu_online_map', (1 << c['cpus']) - 1)
         self._poke('nr_online_cpus', c['cpus'])
         self._poke('cpu_has_pge', 1 if c['pge'] else 0)

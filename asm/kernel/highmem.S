@@ -146,8 +146,12 @@ flush_all_zero_pkmaps:
 2:      inc ecx
         cmp ecx, LAST_PKMAP
         jne 1b
+        cmp dword ptr [pkmap_flush_local], 0
+        jne 4f
         call flush_tlb_all
         ret
+4:      call __flush_tlb_all                        // boot option pkmap_flush=local (not
+        ret                                         // Linux): the other CPUs' next CR3 load
 
 // void kunmap_high(struct page *page)   EAX.  Takes kmap_lock.  Never sleeps.
 kunmap_high:
@@ -416,6 +420,7 @@ kunmap_local:
         .align 4
 highmem_start_page:     .long 0         // struct page * of the first highmem frame
 debug_highmem:          .long 0         // boot option debug_highmem
+pkmap_flush_local:      .long 0         // boot option pkmap_flush=local
 kmap_lock:              .long 0
 last_pkmap_nr:          .long 0
 pkmap_map_wait:         .long 0         // number of sleepers (kept by the wait queue)
