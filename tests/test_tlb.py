@@ -23,7 +23,8 @@ def _run(name, variant, overrides):
     ram = hashlib.sha256(bytes(k.machine.ram)).hexdigest()
     counters = {c: v for c, v in r['counters'].items()
                 if c not in COUNTERS and not c.startswith(('tlb_misses', 'tlb_global_refills_cpu',
-                                                           'tlb_pge_flushes_cpu'))}
+                                                           'tlb_pge_flushes_cpu', 'tlb_refills_per',
+                                                           'model_'))}
     return r['outcome'], r['findings'], counters, ram, r['counters']
 
 
