@@ -305,23 +305,28 @@ def rule_gup(results):
     g, a = pick(results, 'gup-pin', write_path='gup_pin'), pick(results, 'gup-pin', write_path='atomic_fallback')
     if not g or not a:
         return _missing(None, 'gup-pin')
-    ri = med(g, 'insns_per_byte') / med(a, 'insns_per_byte')
-    rc = med(g, 'cycles_per_byte') / med(a, 'cycles_per_byte')
+
+    def ratio(key):
+        den = med(a, key)
+        return med(g, key) / den if den else 0.0
+    ri = ratio('insns_per_byte')
+    rc = ratio('model_cycles_per_byte')
+    lo, hi = ratio('model_cycles_per_byte_half_tlb_walk'), ratio('model_cycles_per_byte_double_tlb_walk')
     lab = (f'gup_pin / atomic_fallback: {ri:.2f}x the instructions per byte (measured), {rc:.2f}x the '
-           f'cycles per byte (modelled: costs.py unit costs for the page-table walk and locks)')
+           f'modelled cycles per byte ({lo:.2f}x .. {hi:.2f}x with the page-walk cost halved / doubled; '
+           f'docs/costs.md)')
     if ri > 1.05:
         return dict(lab=lab, verdict='partly', modelled=rc > 1.05,
                     why=f'pinning costs more per byte in instructions the guest ran ({ri:.2f}x), as Linus '
-                        'said; how much more in time depends on the cost of the page-table walk and locks, '
-                        'which the lab models')
+                        'said; how much more in time depends on the unit costs of TLB misses and lines')
     if rc > 1.05:
         return dict(lab=lab, verdict='partly', modelled=True,
-                    why=f'the guest runs the same instructions per byte ({ri:.2f}x): the page-table walk and '
-                        'the locks of get_user_pages are done by the Python kernel and charged from costs.py, '
-                        f'so only the modelled cycles see them ({rc:.2f}x). The direction is Linus\'s, the '
-                        'size is the cost model\'s, not a measurement')
+                    why=f'get_user_pages\' walk under page_table_lock is guest code and costs about the '
+                        f'same instructions per byte ({ri:.2f}x); the difference is counted TLB misses '
+                        '(a second kmap_atomic per page, each an invlpg and a refill) priced by the '
+                        'page-walk unit cost: the direction is Linus\'s, the size the model\'s')
     return dict(lab=lab, verdict='not reproduced', modelled=True,
-                why='gup_pin costs no more than the atomic copy here')
+                why='gup_pin costs no more than the atomic copy here, in instructions or modelled cycles')
 
 
 def rule_same_page(results):

@@ -29,7 +29,7 @@ def _run(name, variant, overrides):
 
 
 def _differential(name, variant):
-    q = _run(name, variant, {})
+    q = _run(name, variant, {'tlb': 'qemu'})
     p = _run(name, variant, MODEL_INVISIBLE)
     assert q[0] == p[0], f'{name} {variant}: outcome {q[0]} under qemu, {p[0]} under the model'
     assert q[1] == p[1]
