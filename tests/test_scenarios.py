@@ -15,6 +15,7 @@ FAST = {
     'munmap-race': None,
     'gup-pin': None,
     'kmap-local': None,
+    'stale-pkmap': None,
     'kmap-scaling': [{'cpus': 2, 'write_path': p, 'pkmap': 1024}
                      for p in ('kmap', 'atomic_fallback', 'kmap_local')],
     'busybox': [{'cpus': 2, 'write_path': 'kmap'}],
