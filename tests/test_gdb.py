@@ -194,6 +194,45 @@ def test_rsp_session_counters_equal_the_run_without_gdb(two, reference):
     assert r['counters'] == reference
 
 
+@pytest.fixture(scope='module')
+def two_p3(tmp_path_factory):
+    """The same scenario on the modelled TLB (tlb=p3, UC_TLB_VIRTUAL)."""
+    path = tmp_path_factory.mktemp('gdb') / 'gdb-two-p3.toml'
+    path.write_text(SCENARIO.replace('[boot]\n', '[boot]\ntlb = "p3"\n'))
+    return scn_mod.find(str(path))
+
+
+def test_watchpoints_under_the_modelled_tlb(two_p3):
+    """Under tlb=p3 QEMU's soft TLB is filled by the model's hook, and the
+    memory hooks still see the physical address the fill gave: a write and
+    a read watchpoint hit as under tlb=qemu, and the run's counters are
+    those of the run without gdb."""
+    reference = run_variant(two_p3, two_p3.variants()[0])['counters']
+    assert reference['dtlb_misses_kernel'] > 0             # the model was on
+    t, out, port, notes = start_in_thread(two_p3)
+    assert port, out.get('error')
+    c = Rsp(port)
+    try:
+        assert c.ask('?').startswith('T05')
+        syms = _kernel_symbols(out)
+        pkc, last = syms['pkmap_count'], syms['last_pkmap_nr']
+        assert c.ask(f'Z2,{pkc + 20:x},4') == 'OK'
+        assert f'watch:{pkc + 20:x}' in c.ask('vCont;c')
+        assert int.from_bytes(bytes.fromhex(c.ask(f'm{pkc + 20:x},4')), 'little') >= 1
+        assert c.ask(f'z2,{pkc + 20:x},4') == 'OK'
+        assert c.ask(f'Z3,{last:x},4') == 'OK'
+        assert f'rwatch:{last:x}' in c.ask('vCont;c')
+        assert c.ask(f'z3,{last:x},4') == 'OK'
+        assert c.ask('vCont;c').startswith('W')
+    finally:
+        c.close()
+        t.join(TIMEOUT)
+    assert not t.is_alive()
+    r = out['r']
+    assert r['outcome'] == 'completed'
+    assert r['counters'] == reference
+
+
 def _kernel_symbols(out):
     """The symbols of the kernel.elf run_gdb wrote before it listened."""
     path = os.path.join(out['elf'], 'kernel.elf')

@@ -609,27 +609,32 @@ def _capstone_says_write(image, name):
 
 
 def _check_pf_w(name, kind):
-    """The rebuilt #PF error code of one kind of access, on a not-present
-    page and (for writes) on a present read-only page: W set exactly for
-    stores and read-modify-writes, P as the PTE says, U clear (ring 0)."""
-    rig = Rig(source=_pf_w_source(), cr4=x86.CR4_OSFXSR | x86.CR4_OSXMMEXCPT)
+    """The #PF error code of one kind of access, on a not-present page and
+    (for writes) on a present read-only page: W set exactly for stores and
+    read-modify-writes, P as the PTE says, U clear (ring 0).  Under
+    tlb='qemu' (rebuilt from QEMU's saved error code) and under tlb='p3'
+    (the model's walk, vm/_tlb.c, gives it): both must agree."""
     va = PF_W_TARGET
     want_w = kind != 'load'
     cases = [('not present', 0)] + ([('present read-only', DATA | x86.PTE_P)] if want_w else [])
     seen = []
-    for what, pte in cases:
-        rig.set_pte(va, pte)
-        t = rig.call(0, f'pf_w_{name}', edx=va, eax=0x1234, ecx=0)
-        if t.kind != 'pf' or t.cr2 >> 12 != va >> 12:
-            return False, f'{what}: expected a #PF on {va:#x}, got {t!r}'
-        w, p = bool(t.error & x86.PF_W), bool(t.error & x86.PF_P)
-        if w != want_w or p != bool(pte) or t.error & x86.PF_U:
-            return False, f'{what}: error code {t.error:#x}, want W={int(want_w)} P={int(bool(pte))} U=0'
-        seen.append(f'{what} {t.error:#x}')
+    for mode in ('qemu', 'p3'):
+        rig = Rig(source=_pf_w_source(), cr4=x86.CR4_OSFXSR | x86.CR4_OSXMMEXCPT, tlb=mode)
+        for what, pte in cases:
+            rig.set_pte(va, pte)
+            t = rig.call(0, f'pf_w_{name}', edx=va, eax=0x1234, ecx=0)
+            if t.kind != 'pf' or t.cr2 >> 12 != va >> 12:
+                return False, f'tlb={mode}, {what}: expected a #PF on {va:#x}, got {t!r}'
+            w, p = bool(t.error & x86.PF_W), bool(t.error & x86.PF_P)
+            if w != want_w or p != bool(pte) or t.error & x86.PF_U:
+                return False, (f'tlb={mode}, {what}: error code {t.error:#x}, '
+                               f'want W={int(want_w)} P={int(bool(pte))} U=0')
+            if mode == 'qemu':
+                seen.append(f'{what} {t.error:#x}')
     old = _capstone_says_write(rig.image, name)
     verdict = '' if old == want_w else (' (capstone calls it a read)' if want_w else
                                         ' (capstone calls it a write)')
-    return True, f'{kind}: ' + ', '.join(seen) + verdict
+    return True, f'{kind}: ' + ', '.join(seen) + ' (tlb=qemu and tlb=p3)' + verdict
 
 
 def _pf_w_check(name, kind):
