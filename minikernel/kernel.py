@@ -154,6 +154,9 @@ BOOT_SCHEMA = {
     'tlb': Choice(('qemu', 'p3'), "the TLB: QEMU's soft TLB, or the modelled P6 TLB (vm/tlb.py)"),
     'tlb_geometry': TlbGeometry(),
     'pge': Bool('cpu_has_pge: global pages, CR4.PGE (default: on with tlb=p3)'),
+    'lines': Bool('count cache-line transfers of the shared kernel words (vm/lines.py)'),
+    'pkmap_flush': Choice(('all', 'local'), "flush_all_zero_pkmaps: every CPU's TLB (2.4), or "
+                          "only this CPU's (a wrong shortcut, scenarios/stale-pkmap)"),
 }
 COST_SPEC = Int(0, 100_000_000, 'cycles charged for one kernel step (minikernel/costs.py)')
 MODEL_SPEC = Int(0, 100_000_000, 'unit cost in cycles of a counted event (minikernel/costs.py MODEL_COSTS)')
