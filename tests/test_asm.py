@@ -290,6 +290,22 @@ def test_memoized():
     assert asm('nop\nret\n') is a and asm('nop\nret\n', base=BASE + 0x1000) is not a
 
 
+def test_files_reused_until_one_changes(tmp_path):
+    """assemble_files keeps the image of unchanged files (no re-reading at
+    every boot) and assembles again when a file or an #include changes."""
+    (tmp_path / 'k.h').write_text('#define K 7\n')
+    (tmp_path / 'a.S').write_text('#include "k.h"\nmov eax, K\n')
+    a = assemble_files(['a.S'], BASE, {'X': 1}, root=str(tmp_path))
+    assert assemble_files(['a.S'], BASE, {'X': 1}, root=str(tmp_path)) is a
+    assert assemble_files(['a.S'], BASE, {'X': 2}, root=str(tmp_path)) is not a
+    (tmp_path / 'k.h').write_text('#define K 0x99\n')
+    b = assemble_files(['a.S'], BASE, {'X': 1}, root=str(tmp_path))
+    assert b is not a and insn(b, BASE)[:2] == ('mov', 'eax, 0x99')
+    (tmp_path / 'a.S').write_text('#include "k.h"\nnop\nmov eax, K\n')
+    c = assemble_files(['a.S'], BASE, {'X': 1}, root=str(tmp_path))
+    assert insn(c, BASE)[0] == 'nop' and insn(c, BASE + 1)[:2] == ('mov', 'eax, 0x99')
+
+
 def test_speed_of_a_few_thousand_lines():
     body = []
     for i in range(300):

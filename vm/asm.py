@@ -104,6 +104,7 @@ _CS = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
 _KS = Ks(KS_ARCH_X86, KS_MODE_32)
 _CACHE = {}             # (base, source lines, defines) -> Image
 _CACHE_SIZE = 32
+_FILES = {}             # (paths, base, defines, root) -> ([(path, stat stamp)], Image)
 MAX_SPACE = 16 << 20        # .space/.zero: at most this many bytes
 MAX_IMAGE = 64 << 20        # one assembled image at most
 
@@ -160,24 +161,57 @@ class Image:
         return 0 <= i < self.size and (self.insn_bitmap[i >> 3] >> (i & 7)) & 1 == 1
 
 
+def _stamp(path):
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
 def assemble_files(paths, base, defines=None, root=None):
     """assemble() the files at `paths`, named relative to `root` if given
-    (paths are then relative to root too, unless absolute)."""
-    sources = []
+    (paths are then relative to root too, unless absolute).  The image of
+    the same paths, base and defines is reused while none of the files it
+    was made from (the `paths` and what they #include) changed: no reading
+    and preprocessing again at every boot."""
+    key = (tuple(paths), base, tuple(sorted((defines or {}).items())), root)
+    hit = _FILES.get(key)
+    if hit is not None:
+        try:
+            if all(_stamp(p) == st for p, st in hit[0]):
+                return hit[1]
+        except OSError:
+            pass
+    sources, stamps = [], []
     for p in paths:
         real = os.path.join(root, p) if root else p
         name = os.path.relpath(real, root) if root else p
         try:
             with open(real, encoding='utf-8') as f:
+                stamps.append((real, _stamp(real)))
                 sources.append((name, f.read()))
         except UnicodeDecodeError as e:
             raise AsmError(name, 1, f'not UTF-8 text (byte offset {e.start})') from None
-    return assemble(sources, base, defines, root=root)
+    image, files = _assemble(sources, base, defines, root)
+    tops = {name for name, _ in sources}
+    for f in sorted(files - tops):                      # the #included files
+        real = os.path.join(root, f) if root else f
+        try:
+            stamps.append((real, _stamp(real)))
+        except OSError:
+            return image                                # cannot tell: do not keep it
+    if len(_FILES) >= _CACHE_SIZE:
+        del _FILES[next(iter(_FILES))]                  # the oldest
+    _FILES[key] = (stamps, image)
+    return image
 
 
 def assemble(sources, base, defines=None, root=None):
     """Assemble [(name, text)] into one Image at `base`.  #include paths are
     resolved against dirname(name) (under `root` if given).  Raises AsmError."""
+    return _assemble(sources, base, defines, root)[0]
+
+
+def _assemble(sources, base, defines, root):
+    """assemble() -> (Image, the names of the files its lines came from)."""
     defines = dict(defines or {})
     lines = []
     for unit, (name, text) in enumerate(sources):
@@ -188,7 +222,7 @@ def assemble(sources, base, defines=None, root=None):
         if len(_CACHE) >= _CACHE_SIZE:
             del _CACHE[next(iter(_CACHE))]          # the oldest
         _CACHE[key] = _Program(lines, base, defines).assemble()
-    return _CACHE[key]
+    return _CACHE[key], {ln.file for ln in lines}
 
 
 # ---- preprocessing: comments, #include, #define ------------------------------
