@@ -213,7 +213,7 @@ def judge(k, end):
     if end in ('time limit', 'host timeout'):
         findings.add('timeout')
     for t in k.workload:
-        if t.killed_by is None and t.exit_code not in (0, None):
+        if t.killed_by is None and t.exit_code not in (0, None) and not t.forked:
             findings.add('failed')
             k.report('failed', f'{t.name}/{t.pid} ({t.program.name if t.program else "kthread"}) '
                                f'exited with code {t.exit_code}', task=t)

@@ -416,6 +416,16 @@ class Vfs:
             for fd in (0, 1, 2):                 # stdin, stdout, stderr: the console
                 task.files.fds[fd] = File(self.k, self.console, O_RDWR)
 
+    def copy_files(self, task, parent):
+        """copy_files() without CLONE_FILES (fork): a new table holding the
+        same struct files, one more reference each."""
+        task.files = FilesStruct()
+        if parent.files is not None:
+            for fd, f in parent.files.fds.items():
+                task.files.fds[fd] = f
+                if hasattr(f, 'get_file'):
+                    f.get_file()
+
     def fget(self, task, fd):
         files = task.files
         return files.fds.get(fd) if files is not None else None

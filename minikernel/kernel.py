@@ -39,6 +39,7 @@ from .exit import Exit
 from .faults import Faults
 from .filemap import Filemap
 from .fpu import Fpu
+from .fork import Fork
 from .fs import Vfs
 from .irq import (CALL_FUNCTION_VECTOR, DISK_VECTOR, INVALIDATE_TLB_VECTOR,
                   Interrupts, LOCAL_TIMER_VECTOR)
@@ -100,6 +101,7 @@ BOOT_OPTIONS = {
     # 'local' = this CPU only, trusting the others' next CR3 load (a wrong
     # shortcut: global pkmap entries survive a CR3 load, scenarios/stale-pkmap)
     'pkmap_flush': ('all', ('all', 'local')),
+    'max_tasks': (None, int),
 }
 
 
@@ -421,6 +423,7 @@ class Kernel:
         self.fpu = Fpu(self)
         self.syscalls = Syscalls(self)
         self.exit = Exit(self)
+        self.fork = Fork(self)
         self.binfmt = Binfmt(self)
         self.checks = Checks(self)
         self.highmem = Highmem(self)
@@ -539,7 +542,8 @@ class Kernel:
     def subsystems(self):
         return [s for s in (self.page_alloc, self.sched, self.mm, self.rmap, self.irq, self.highmem,
                             self.services, self.slab, self.blockdev, self.checks, self.vfs, self.write_paths,
-                            self.swap, self.vmscan, self.syscalls, self.faults) if s is not None]
+                            self.swap, self.vmscan, self.syscalls, self.faults, self.fork,
+                            self.exit) if s is not None]
 
     # ---- reporting and symbols -------------------------------------------
 
@@ -556,12 +560,17 @@ class Kernel:
         return self.report('oops', f'Oops: {message} ({task.name}/{task.pid} on CPU{task.cpu})',
                            task=task)
 
-    def kill_task(self, task, sig, message, oom=False):
-        """force_sig(): the task dies at its next return to user mode."""
+    def kill_task(self, task, sig, message, oom=False, kind='kill'):
+        """force_sig(): the task dies at its next return to user mode; a
+        task in an interruptible sleep (wait4, a pipe) is woken for it.
+        kind='signal': a signal another task sent (kill(2), SIGPIPE): not a
+        finding of the run."""
         if task.killed_by is None:
             task.killed_by = (sig, message)
-            self.report('kill', f'{task.name}/{task.pid} killed: {message}', task=task, signal=sig,
+            self.report(kind, f'{task.name}/{task.pid} killed: {message}', task=task, signal=sig,
                         oom=oom)
+            if task.interruptible:
+                self.sched.wake_up_process(task)
 
     def symbol(self, name):
         try:

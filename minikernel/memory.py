@@ -133,7 +133,7 @@ class MemoryManager:
         self.k = kernel
         self.ram = kernel.machine.ram
         self.counters = dict(page_faults=0, user_faults=0, kernel_faults=0, minor_faults=0,
-                             major_faults=0, cow_faults=0, zero_page_maps=0,
+                             major_faults=0, cow_faults=0, cow_pages_copied=0, cow_reuses=0, zero_page_maps=0,
                              anon_pages=0, exception_fixups=0, segv_kills=0, oopses=0,
                              tlb_flush_page=0, tlb_flush_mm=0, pt_pages=0)
         self.zero_pfn = None
@@ -414,6 +414,61 @@ class MemoryManager:
                 if start < vma.end:
                     yield from self.zap_range(task, mm, start, vma.end, flush=True)
 
+    # ---- fork ----------------------------------------------------------------
+
+    def copy_page_range(self, task, dst, src, vma):
+        """copy_page_range() (2.4.18, with 2.5.27's page_add_rmap): copy the
+        PTEs of `vma` from `src` to `dst`.  A private mapping's writable PTEs
+        are write-protected in both (copy on write: do_wp_page breaks the
+        sharing on the first write); a shared mapping's child PTE is clean;
+        every child PTE is old.  A swap PTE is copied with swap_duplicate; a
+        present page gets a reference and a reverse mapping (a pte_chain
+        under reclaim=rmap).  The zero page is PageReserved: copied as is.
+        Both page_table_locks are held in Linux; here the loop is one
+        Python step.  The caller flushes the parent's TLBs (flush_tlb_mm).
+        Generator -> 0, or -ENOMEM when a page table cannot be allocated."""
+        k = self.k
+        cow = not vma.flags & VM_SHARED
+        copied = 0
+        va = vma.start
+        r = 0
+        while va < vma.end:
+            src_pa = self.pte_offset(src, va)
+            if src_pa is None:
+                va = (va | 0x3FFFFF) + 1
+                continue
+            pte = self.read_pte(src_pa)
+            if pte:
+                dst_pa = self.pte_alloc(dst, va)
+                if dst_pa is None:
+                    r = -12
+                    break
+                copied += 1
+                if not pte & x86.PTE_P:
+                    k.swap.swap_duplicate(pte & ~1)
+                    k.fork.counters['fork_swap_ptes'] += 1
+                    self.write_pte(dst_pa, pte)
+                elif pte >> 12 == self.zero_pfn:
+                    self.write_pte(dst_pa, pte)
+                else:
+                    if cow and pte & x86.PTE_W:
+                        pte &= ~x86.PTE_W                   # ptep_set_wrprotect(src_pte)
+                        self.write_pte(src_pa, pte)
+                    child = pte & ~x86.PTE_A                # pte_mkold
+                    if vma.flags & VM_SHARED:
+                        child &= ~x86.PTE_D                 # pte_mkclean
+                    pfn = pte >> 12
+                    k.page_ref(pfn)
+                    self.write_pte(dst_pa, child)
+                    k.rmap.page_add_rmap(pfn, dst, va, dst_pa,
+                                         anon=k.filemap.page_mapping(pfn) is None)
+                    dst.rss += 1
+            va += PAGE
+        k.fork.counters['fork_ptes_copied'] += copied
+        if copied:
+            yield Charge(k.costs['pte_update'] * copied)
+        return r
+
     # ---- TLB flushes for user mappings (guest code, IPIs) -----------------
 
     def flush_tlb_page(self, task, mm, va):
@@ -591,12 +646,14 @@ class MemoryManager:
         old = pte >> 12
         self.counters['cow_faults'] += 1
         if old != self.zero_pfn and k.can_reuse_page(old):
+            self.counters['cow_reuses'] += 1
             self.write_pte(pte_pa, pte | x86.PTE_W | x86.PTE_D | x86.PTE_A)
             yield from self.flush_tlb_page(task, mm, va)
             return VM_FAULT_MINOR
         new = yield from k.alloc_page(task, k.gfp.GFP_HIGHUSER)
         if new is None:
             return VM_FAULT_OOM
+        self.counters['cow_pages_copied'] += 1
         if old == self.zero_pfn:
             yield Guest('clear_user_highpage', k.page_to_guest(new), va)
         else:

@@ -107,11 +107,14 @@ class Scheduler:
 
     # ---- task creation ------------------------------------------------
 
-    def new_task(self, name, mm, cpu, idle=False):
-        """Allocate the kernel stack (order 1, lowmem) and thread_info."""
+    def new_task(self, name, mm, cpu, idle=False, may_fail=False):
+        """Allocate the kernel stack (order 1, lowmem) and thread_info.
+        With may_fail (fork), None when lowmem has no two free pages."""
         k = self.k
         pfn = k.page_alloc.alloc_pages_fast(k.gfp.GFP_KERNEL, 1)
         if pfn is None:
+            if may_fail:
+                return None
             raise KernelBug('out of lowmem for a kernel stack')
         ti_va = k.PAGE_OFFSET + (pfn << 12)
         k.machine.write((pfn << 12), bytes(8192))
@@ -129,6 +132,13 @@ class Scheduler:
         if not idle:
             self.tasks[pid] = task
         return task
+
+    def forget_task(self, task):
+        """A task that never ran (a failed fork): free its stack, drop it."""
+        self.tasks.pop(task.pid, None)
+        task.reaped = True
+        self.k.page_alloc.free_pages(task.kstack_pfn, 1)
+        task.kstack_pfn = None
 
     def write_ti(self, task, off, value):
         self.k.machine.write32(task.thread_info - self.k.PAGE_OFFSET + off, value)
@@ -227,6 +237,17 @@ class Scheduler:
         task.state = TASK_RUNNING
         task.waiting_on = None
         wq.remove(task)
+
+    def wait_event_interruptible(self, task, wq, cond, what=None):
+        """wait_event_interruptible(): as wait_event, but a fatal signal
+        (task.killed_by) wakes the task too.  Generator -> True if cond()
+        holds, False if interrupted (the caller returns -EINTR)."""
+        task.interruptible = True
+        try:
+            yield from self.wait_event(task, wq, lambda: cond() or task.killed_by is not None, what)
+        finally:
+            task.interruptible = False
+        return bool(cond())
 
     def wait_event(self, task, wq, cond, what=None):
         """wait_event(): sleep on `wq` until cond() holds.  Generator."""

@@ -58,6 +58,7 @@ class Swap:
         self.cache = {}                                # entry -> pfn (swapper_space)
         self.io_wait = {}                              # entry -> pfn being read (locked)
         self.counters = dict(swap_outs=0, swap_ins=0, swap_cache_hits=0, swap_read_errors=0,
+                             swap_faults_shared=0,
                              swap_slots_total=self.nslots - 1)
 
     # ---- slots ------------------------------------------------------------
@@ -169,6 +170,8 @@ class Swap:
         entry = pte & ~1
         va = address & ~(PAGE - 1)
         pfn = self.cache.get(entry)
+        if self.swap_map[swp_offset(entry)] - (pfn is not None) > 1:
+            self.counters['swap_faults_shared'] += 1       # another PTE (a fork) has it too
         major = False
         if pfn is not None:
             self.counters['swap_cache_hits'] += 1

@@ -5,8 +5,9 @@ EAX (negative errno on failure).  Every user pointer is checked (access_ok)
 and copied with the guest's copy_*_user, so a bad pointer is -EFAULT, never
 a crash of the host or the kernel.
 
-Supported: exit 1, read 3, write 4, open 5, close 6, lseek 19, getpid 20,
-munmap 91, clone 120, writev 146, sched_yield 158, nanosleep 162, mmap2 192,
+Supported: exit 1, fork 2, read 3, write 4, open 5, close 6, waitpid 7,
+lseek 19, getpid 20, kill 37, getppid 64, munmap 91, wait4 114, clone 120,
+writev 146, sched_yield 158, nanosleep 162, vfork 190, mmap2 192,
 set_thread_area 243 and get_thread_area 244 (minikernel/tls.py),
 exit_group 252, getcpu 318.  Anything else: -ENOSYS.
 
@@ -18,7 +19,11 @@ import struct
 from .memory import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_EXEC, PROT_READ, PROT_WRITE
 from .task import Charge, Guest
 
-EPERM, ENOENT, EBADF, EAGAIN, ENOMEM, EFAULT, EINVAL, ENOSYS = 1, 2, 9, 11, 12, 14, 22, 38
+EPERM, ENOENT, ESRCH, EBADF, EAGAIN, ENOMEM, EFAULT, EINVAL, ENOSYS = 1, 2, 3, 9, 11, 12, 14, 22, 38
+SIGCHLD = 17
+# Signals whose default action is to ignore them (or stop, which the lab
+# does not model): kill(2) of these changes nothing.
+SIG_DFL_IGNORE = {17, 18, 19, 20, 21, 22, 23, 28}
 
 CLONE_VM = 0x100
 UIO_MAXIOV = 512                   # what fits the syscall buffer page (Linux: 1024)
@@ -35,6 +40,8 @@ class Syscalls:
             120: self.sys_clone, 146: self.sys_writev, 158: self.sys_sched_yield, 162: self.sys_nanosleep,
             45: self.sys_brk, 192: self.sys_mmap2, 252: self.sys_exit_group, 318: self.sys_getcpu,
             243: kernel.tls.sys_set_thread_area, 244: kernel.tls.sys_get_thread_area,
+            2: self.sys_fork, 190: self.sys_vfork, 7: self.sys_waitpid, 114: self.sys_wait4,
+            37: self.sys_kill, 64: self.sys_getppid,
         }
         self.counters = {}
         from .fs_calls import FsCalls          # the calls real programs make (busybox, libc)
@@ -121,17 +128,70 @@ class Syscalls:
         return 0
 
     def sys_clone(self, task, args):
-        """clone(flags, newsp): threads only (CLONE_VM); the child runs on
-        the parent's CPU and returns 0 from the call."""
+        """clone(flags, newsp, parent_tidptr, tls, child_tidptr): with
+        CLONE_VM a thread on the parent's CPU; without, fork (kernel/fork.py).
+        The child returns 0 from the call."""
         flags, newsp = args[0], args[1]
         if not flags & CLONE_VM:
-            return -EINVAL
+            return (yield from self.k.fork.do_fork(task, flags, newsp, args[2], args[4]))
         yield Charge(self.k.costs['fork'])
         child = self.k.clone_thread(task, newsp)
         if child is None:
             return -ENOMEM
         yield from self.k.fpu.copy(task, child)        # copy_thread: fpu__copy
         return child.pid
+
+    def sys_fork(self, task, args):
+        return (yield from self.k.fork.do_fork(task, SIGCHLD, 0))
+
+    def sys_vfork(self, task, args):
+        """vfork(): a fork here (the parent does not wait for the child)."""
+        return (yield from self.k.fork.do_fork(task, SIGCHLD, 0))
+
+    def sys_wait4(self, task, args):
+        return (yield from self.k.exit.sys_wait4(task, args[0], args[1], args[2], args[3]))
+
+    def sys_waitpid(self, task, args):
+        return (yield from self.k.exit.sys_wait4(task, args[0], args[1], args[2], 0))
+
+    def sys_getppid(self, task, args):
+        """getppid(): 1 (init) for an orphan or a task the scenario spawned."""
+        return task.parent.tgid if task.parent is not None else 1
+        yield
+
+    def sys_kill(self, task, args):
+        """kill(pid, sig) with default actions only: a terminating signal
+        kills the target at its return to user mode (waking it from an
+        interruptible sleep); SIGCHLD, SIGCONT, SIGURG, SIGWINCH are
+        ignored, and so are the stop signals (no job control).  pid > 0 one
+        process; 0 the caller's process group; -1 every user process but
+        the caller; < -1 the process group -pid."""
+        from .exit import SIGNAL_NAMES
+        k = self.k
+        pid, sig = args[0], args[1]
+        if pid >= 0x80000000:
+            pid -= 1 << 32
+        if not 0 <= sig <= 64:
+            return -EINVAL
+        live = [t for t in k.sched.tasks.values() if t.mm is not None and not t.reaped
+                and not t.idle]
+        if pid > 0:
+            targets = [t for t in live if t.tgid == pid]
+        elif pid == -1:
+            targets = [t for t in live if t.tgid != task.tgid]
+        else:
+            grp = task.pgrp if pid == 0 else -pid
+            targets = [t for t in live if t.pgrp == grp]
+        if not targets:
+            return -ESRCH
+        yield Charge(k.costs['wake_up'])
+        if sig == 0 or sig in SIG_DFL_IGNORE:
+            return 0
+        name = SIGNAL_NAMES.get(sig, f'SIG{sig}')
+        for t in targets:
+            if t.alive:
+                k.kill_task(t, name, f'{name} from {task.name}/{task.pid}', kind='signal')
+        return 0
 
     # ---- memory ---------------------------------------------------------
 

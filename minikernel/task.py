@@ -111,6 +111,16 @@ class Task:
         self.program = None         # the user image it runs (for symbolizing)
         self.idle = False
         self.daemon = False         # a kernel thread that sleeps waiting for work (kswapd)
+        # processes (kernel/fork.c, kernel/exit.c)
+        self.parent = None          # the task that forked it (None: a child of init)
+        self.children = []          # forked children not yet reaped
+        self.pgrp = pid
+        self.forked = False         # created by fork (its exit status is its parent's business)
+        self.exit_status = None     # the wait status: (code << 8) or the signal number
+        self.reaped = False         # released (wait4, or init for orphans and spawned tasks)
+        self.wait_chldexit = None   # WaitQueue its wait4 sleeps on (made at first use)
+        self.interruptible = False  # sleeping in TASK_INTERRUPTIBLE: a fatal signal wakes it
+        self.clear_child_tid = 0
         self.counters = dict(syscalls=0, faults=0, sleeps=0, switches=0, instructions=0)
 
     def __repr__(self):

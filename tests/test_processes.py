@@ -31,3 +31,91 @@ def test_kmap_calls_are_attributed_to_their_callers(write_path, read_path):
         assert c['kmap_atomic_calls.file_read_actor'] == 3 * 64
         assert 'kmap_high_calls.file_read_actor' not in c
     assert c['kmap_atomic_calls.do_anonymous_page'] >= 1     # clear_user_highpage, inlined
+
+
+# ---- fork, wait4, exit statuses, kill ---------------------------------------
+
+def procs(mode, n=0, cpus=2, **opts):
+    k = Kernel(dict(dict(cpus=cpus, mem=32 * MiB, highmem=16 * MiB), **opts), programs=prog('procs'))
+    t = k.spawn('p', 'procs', [mode, n], cpu=0)
+    end = k.run(max_cycles=2_000_000_000)
+    return k, t, end
+
+
+def test_fork_children_exit_codes_come_back_through_wait4():
+    k, t, end = procs(0, 6)
+    assert end == 'finished' and t.exit_code == 0
+    assert k.fork.counters['forks'] == 6 and k.exit.counters['zombies_reaped'] == 6
+    kids = [c for c in k.sched.tasks.values() if c.forked]
+    assert sorted(c.exit_status for c in kids) == [i << 8 for i in range(1, 7)]
+    assert 1 in {c.cpu for c in kids}                   # the idle CPU takes children
+    assert all(c.reaped for c in kids)
+    assert not reports(k, 'bug')
+
+
+def test_a_child_killed_by_a_fault_has_status_sigsegv():
+    k, t, end = procs(1)
+    assert end == 'finished' and t.exit_code == 0
+    assert any('SIGSEGV' in m for m in reports(k, 'kill'))
+    assert not reports(k, 'bug')
+
+
+def test_kill_sigterm_ends_a_spinning_child_with_status_15():
+    k, t, end = procs(2)
+    assert end == 'finished' and t.exit_code == 0
+    assert any('SIGTERM' in m for m in reports(k, 'signal'))
+
+
+def test_copy_on_write_keeps_parent_and_child_copies_apart():
+    k, t, end = procs(5)
+    assert end == 'finished' and t.exit_code == 0
+    c = k.mm.counters
+    assert c['cow_pages_copied'] >= 1 and c['cow_reuses'] >= 1
+    assert k.mm.counters['tlb_flush_mm'] >= 1
+    assert not reports(k, 'bug')
+
+
+def test_wait4_echild_and_wnohang():
+    k, t, end = procs(6)
+    assert end == 'finished' and t.exit_code == 0
+
+
+def test_an_orphan_is_reparented_to_init():
+    k, t, end = procs(4)
+    assert end == 'finished' and t.exit_code == 0
+    assert k.exit.counters['orphans_reparented'] >= 1
+    grandchild = max(k.sched.tasks.values(), key=lambda x: x.pid)
+    assert grandchild.exit_status == 0 and grandchild.reaped
+
+
+def test_a_fork_bomb_ends_at_the_run_limit_with_fork_held_at_max_tasks():
+    """Every process forks until fork fails, then exits: the survivors keep
+    forking, so the bomb never ends by itself.  fork returns -EAGAIN at
+    max_tasks (zombies count until reaped), and the run ends at its cycle
+    limit: a reported outcome, not a host hang."""
+    k = Kernel(dict(cpus=2, mem=32 * MiB, highmem=16 * MiB, max_tasks=24), programs=prog('procs'))
+    t = k.spawn('p', 'procs', [3, 0], cpu=0)
+    assert k.run(max_cycles=2_000_000) == 'time limit'
+    c = k.fork.counters
+    assert c['fork_eagain'] > 0 and c['nr_threads_peak'] == 24
+    assert k.exit.counters['reaped_by_init'] > 0
+    assert not reports(k, 'bug')
+
+
+@pytest.mark.parametrize('reclaim', ['rmap', 'swap_out'])
+def test_fork_under_memory_pressure_keeps_every_copy(reclaim):
+    """A parent and 4 children share 1200 pages copy-on-write; the children
+    write the odd pages, so the even ones stay shared and get swapped out
+    and in while each process checks every word."""
+    k = Kernel(dict(cpus=2, mem=16 * MiB, highmem=8 * MiB, reclaim=reclaim, disk_latency=20_000),
+               programs=prog('forker'))
+    t = k.spawn('f', 'forker', [1200, 4, 2, 0x5A5A], cpu=0)
+    assert k.run() == 'finished'
+    k.finish()
+    assert t.exit_code == 0
+    assert k.fork.counters['forks'] == 4
+    assert k.mm.counters['cow_pages_copied'] >= 4 * 600
+    assert k.swap.counters['swap_outs'] > 0 and k.swap.counters['swap_ins'] > 0
+    if reclaim == 'rmap':
+        assert k.fork.counters['fork_pte_chain_bytes'] >= 8 * 1200
+    assert not reports(k, 'corruption') and not reports(k, 'bug')

@@ -40,6 +40,30 @@ sys_mmap2:      mov eax, 192
 sys_getcpu:     mov eax, 318
                 int 0x80
                 ret
+sys_fork:       mov eax, 2
+                int 0x80
+                ret
+sys_waitpid:    mov eax, 7
+                int 0x80
+                ret
+sys_execve:     mov eax, 11
+                int 0x80
+                ret
+sys_kill:       mov eax, 37
+                int 0x80
+                ret
+sys_pipe:       mov eax, 42
+                int 0x80
+                ret
+sys_dup2:       mov eax, 63
+                int 0x80
+                ret
+sys_getppid:    mov eax, 64
+                int 0x80
+                ret
+sys_wait4:      mov eax, 114
+                int 0x80
+                ret
 
 // int strlen(const char *s)   EAX -> EAX
 strlen:
