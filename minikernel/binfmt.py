@@ -280,12 +280,7 @@ def elf_stack_block(prog, argv, envp, execfn, random16, stack_top, ids=(0, 0, 0,
     plat_at = put(ELF_PLATFORM.encode() + b'\0')
     rand_at = put(bytes(random16))
     top = stack_top - 16
-    uid, euid, gid, egid = ids
-    aux = [(AT_HWCAP, ELF_HWCAP), (AT_PAGESZ, PAGE), (AT_CLKTCK, CLK_TCK),
-           (AT_PHDR, prog.phdr_addr), (AT_PHENT, 32), (AT_PHNUM, prog.phnum), (AT_BASE, 0),
-           (AT_FLAGS, 0), (AT_ENTRY, prog.entry), (AT_UID, uid), (AT_EUID, euid), (AT_GID, gid),
-           (AT_EGID, egid), (AT_SECURE, 0), (AT_RANDOM, top - rand_at),
-           (AT_EXECFN, top - fn_at), (AT_PLATFORM, top - plat_at), (AT_NULL, 0)]
+    aux = elf_auxv(prog, top - rand_at, top - fn_at, top - plat_at, ids)
     words = ([len(argv)] + [top - a for a in arg_at] + [0] + [top - e for e in env_at] + [0]
              + [w for pair in aux for w in pair])
     strings_lo = top - len(strings)
@@ -293,6 +288,16 @@ def elf_stack_block(prog, argv, envp, execfn, random16, stack_top, ids=(0, 0, 0,
     table = struct.pack(f'<{len(words)}I', *words)
     block = table + bytes(strings_lo - esp - len(table)) + bytes(strings)
     return block, esp
+
+
+def elf_auxv(prog, rand_addr, execfn_addr, platform_addr, ids=(0, 0, 0, 0)):
+    """The auxv pairs of create_elf_tables, AT_NULL last."""
+    uid, euid, gid, egid = ids
+    return [(AT_HWCAP, ELF_HWCAP), (AT_PAGESZ, PAGE), (AT_CLKTCK, CLK_TCK),
+            (AT_PHDR, prog.phdr_addr), (AT_PHENT, 32), (AT_PHNUM, prog.phnum), (AT_BASE, 0),
+            (AT_FLAGS, 0), (AT_ENTRY, prog.entry), (AT_UID, uid), (AT_EUID, euid), (AT_GID, gid),
+            (AT_EGID, egid), (AT_SECURE, 0), (AT_RANDOM, rand_addr),
+            (AT_EXECFN, execfn_addr), (AT_PLATFORM, platform_addr), (AT_NULL, 0)]
 
 
 def build_arg_block(args, stack_top):

@@ -125,6 +125,7 @@ class Fork:
         if mm is None:
             return None
         mm.program = old.program
+        mm.start_brk, mm.brk = old.start_brk, old.brk
         chain_bytes = k.rmap.counters['pte_chain_bytes']
         yield from old.mmap_sem.down_write(parent)
         ok = True

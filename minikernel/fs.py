@@ -229,6 +229,7 @@ class FilesStruct:
         self.fds = {}
         self.close_on_exec = set()
         self.users = 1
+        self.close_on_exec = set()     # fds execve closes (FD_CLOEXEC)
 
     def install(self, file, lowest=0):
         """get_unused_fd + fd_install: the lowest free fd >= `lowest`, or None."""
@@ -421,6 +422,7 @@ class Vfs:
         same struct files, one more reference each."""
         task.files = FilesStruct()
         if parent.files is not None:
+            task.files.close_on_exec = set(parent.files.close_on_exec)
             for fd, f in parent.files.fds.items():
                 task.files.fds[fd] = f
                 if hasattr(f, 'get_file'):

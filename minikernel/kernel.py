@@ -39,6 +39,7 @@ from .exit import Exit
 from .faults import Faults
 from .filemap import Filemap
 from .fpu import Fpu
+from .exec import BPRM_KDS, BPRM_P, BPRM_PAGE, Exec
 from .fork import Fork
 from .fs import Vfs
 from .irq import (CALL_FUNCTION_VECTOR, DISK_VECTOR, INVALIDATE_TLB_VECTOR,
@@ -66,7 +67,7 @@ from .write_paths import WritePaths
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASM_DIR = os.path.join(ROOT, 'asm')
-KERNEL_SOURCES = ('entry.S', 'lib.S', 'tlb.S', 'highmem.S', 'uaccess.S', 'switch.S', 'memory.S')
+KERNEL_SOURCES = ('entry.S', 'lib.S', 'tlb.S', 'highmem.S', 'uaccess.S', 'switch.S', 'memory.S', 'exec.S')
 KERNEL_MAX_SIZE = 1 << 20
 BOOT_ALLOC_START = 2 << 20
 PAGE_KERNEL = x86.PTE_P | x86.PTE_W | x86.PTE_A | x86.PTE_D    # __PAGE_KERNEL
@@ -345,7 +346,8 @@ class Kernel:
                  PG_COUNT=gfp.PG_COUNT_OFF, PAGE_STRUCT_SIZE=gfp.PAGE_STRUCT_SIZE,
                  KRET_VECTOR=KRET_VECTOR, KSVC_VECTOR=KSVC_VECTOR,
                  INVALIDATE_TLB_VECTOR=INVALIDATE_TLB_VECTOR,
-                 CALL_FUNCTION_VECTOR=CALL_FUNCTION_VECTOR, PT_REGS_SIZE=PT_REGS_SIZE)
+                 CALL_FUNCTION_VECTOR=CALL_FUNCTION_VECTOR, PT_REGS_SIZE=PT_REGS_SIZE,
+                 BPRM_P=BPRM_P, BPRM_KDS=BPRM_KDS, BPRM_PAGE=BPRM_PAGE)
         d.update(SERVICES)
         return d
 
@@ -424,6 +426,7 @@ class Kernel:
         self.syscalls = Syscalls(self)
         self.exit = Exit(self)
         self.fork = Fork(self)
+        self.exec = Exec(self)
         self.binfmt = Binfmt(self)
         self.checks = Checks(self)
         self.highmem = Highmem(self)
@@ -542,7 +545,7 @@ class Kernel:
     def subsystems(self):
         return [s for s in (self.page_alloc, self.sched, self.mm, self.rmap, self.irq, self.highmem,
                             self.services, self.slab, self.blockdev, self.checks, self.vfs, self.write_paths,
-                            self.swap, self.vmscan, self.syscalls, self.faults, self.fork,
+                            self.swap, self.vmscan, self.syscalls, self.faults, self.fork, self.exec,
                             self.exit) if s is not None]
 
     # ---- reporting and symbols -------------------------------------------

@@ -20,12 +20,13 @@ SVC_FINISH_WAIT = 4       # EBX = wait queue id
 SVC_WAKE_UP = 5           # EBX = wait queue id
 SVC_PREEMPT_SCHEDULE = 6  # preempt_schedule(): count reached 0 with need_resched
 SVC_CHECK = 7             # EBX = checker code, ECX/EDX = details: a guest-side check fired
+SVC_ALLOC_PAGE = 8        # alloc_page(GFP_HIGHUSER): EAX = struct page * or 0; may sleep
 
 SERVICES = {
     'SVC_SEND_IPI': SVC_SEND_IPI, 'SVC_PREPARE_WAIT': SVC_PREPARE_WAIT,
     'SVC_SCHEDULE': SVC_SCHEDULE, 'SVC_FINISH_WAIT': SVC_FINISH_WAIT,
     'SVC_WAKE_UP': SVC_WAKE_UP, 'SVC_PREEMPT_SCHEDULE': SVC_PREEMPT_SCHEDULE,
-    'SVC_CHECK': SVC_CHECK,
+    'SVC_CHECK': SVC_CHECK, 'SVC_ALLOC_PAGE': SVC_ALLOC_PAGE,
 }
 
 
@@ -67,6 +68,9 @@ class Services:
                 k.irq.counters['preemptions'] += 1
                 yield from k.sched.schedule(task)
             return 0
+        if nr == SVC_ALLOC_PAGE:
+            pfn = yield from k.alloc_page(task, k.gfp.GFP_HIGHUSER)
+            return k.page_to_guest(pfn) if pfn is not None else 0
         if nr == SVC_CHECK:
             k.checks.guest_check(task, a, b, regs['edx'], regs['eip'])
             return 0

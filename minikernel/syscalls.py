@@ -6,7 +6,7 @@ and copied with the guest's copy_*_user, so a bad pointer is -EFAULT, never
 a crash of the host or the kernel.
 
 Supported: exit 1, fork 2, read 3, write 4, open 5, close 6, waitpid 7,
-lseek 19, getpid 20, kill 37, getppid 64, munmap 91, wait4 114, clone 120,
+execve 11, lseek 19, getpid 20, kill 37, getppid 64, munmap 91, wait4 114, clone 120,
 writev 146, sched_yield 158, nanosleep 162, vfork 190, mmap2 192,
 set_thread_area 243 and get_thread_area 244 (minikernel/tls.py),
 exit_group 252, getcpu 318.  Anything else: -ENOSYS.
@@ -41,7 +41,7 @@ class Syscalls:
             45: self.sys_brk, 192: self.sys_mmap2, 252: self.sys_exit_group, 318: self.sys_getcpu,
             243: kernel.tls.sys_set_thread_area, 244: kernel.tls.sys_get_thread_area,
             2: self.sys_fork, 190: self.sys_vfork, 7: self.sys_waitpid, 114: self.sys_wait4,
-            37: self.sys_kill, 64: self.sys_getppid,
+            37: self.sys_kill, 64: self.sys_getppid, 11: self.sys_execve,
         }
         self.counters = {}
         from .fs_calls import FsCalls          # the calls real programs make (busybox, libc)
@@ -153,6 +153,10 @@ class Syscalls:
 
     def sys_waitpid(self, task, args):
         return (yield from self.k.exit.sys_wait4(task, args[0], args[1], args[2], 0))
+
+    def sys_execve(self, task, args):
+        """execve(filename, argv, envp): minikernel/exec.py."""
+        return (yield from self.k.exec.do_execve(task, args[0], args[1], args[2]))
 
     def sys_getppid(self, task, args):
         """getppid(): 1 (init) for an orphan or a task the scenario spawned."""

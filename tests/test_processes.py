@@ -119,3 +119,41 @@ def test_fork_under_memory_pressure_keeps_every_copy(reclaim):
     if reclaim == 'rmap':
         assert k.fork.counters['fork_pte_chain_bytes'] >= 8 * 1200
     assert not reports(k, 'corruption') and not reports(k, 'bug')
+
+
+# ---- execve --------------------------------------------------------------------
+
+def execer(mode, **opts):
+    k = Kernel(dict(dict(cpus=2, mem=32 * MiB, highmem=16 * MiB), **opts),
+               programs=prog('execer', 'echoargs'))
+    k.vfs.create_file('notelf', b'just some bytes\n')
+    t = k.spawn('e', 'execer', [mode], cpu=0)
+    end = k.run(max_cycles=2_000_000_000)
+    return k, t, end
+
+
+@pytest.mark.parametrize('write_path', ['kmap', 'atomic_fallback'])
+def test_execve_copies_arguments_through_kmap_in_copy_strings(write_path):
+    k, t, end = execer(0, write_path=write_path)
+    assert end == 'finished' and t.exit_code == 0
+    out = ''.join(text for _, _, pid, text in k.console if pid != t.pid)
+    assert out == 'echoargs\nhello\nworld\nPATH=/bin\n'
+    c = k.highmem.counters
+    # the filename, one env string and three arguments: one kmap each, all highmem
+    assert c['kmap_high_calls.copy_strings'] == 5
+    assert k.exec.counters['execs'] == 1 and k.exec.counters['exec_arg_pages'] == 1
+    assert not reports(k, 'bug')
+
+
+def test_execve_errors_come_back_to_the_caller():
+    k, t, end = execer(1)
+    assert end == 'finished' and t.exit_code == 0
+    assert k.exec.counters['exec_failed'] == 4
+    assert k.page_alloc.nr_free_pages() > 0 and not reports(k, 'bug')
+
+
+def test_exec_replaces_the_program_and_frees_the_old_mm():
+    k, t, end = execer(2)
+    assert end == 'finished' and t.exit_code == 3       # echoargs exits with its argc
+    k.finish()
+    assert not reports(k, 'bug')
