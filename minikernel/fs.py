@@ -229,7 +229,6 @@ class FilesStruct:
         self.fds = {}
         self.close_on_exec = set()
         self.users = 1
-        self.close_on_exec = set()     # fds execve closes (FD_CLOEXEC)
 
     def install(self, file, lowest=0):
         """get_unused_fd + fd_install: the lowest free fd >= `lowest`, or None."""
@@ -237,6 +236,8 @@ class FilesStruct:
             if fd not in self.fds:
                 self.fds[fd] = file
                 self.close_on_exec.discard(fd)
+                if hasattr(file, 'get_file'):     # a reference-counted file (a pipe end)
+                    file.get_file()
                 return fd
         return None
 
@@ -439,6 +440,9 @@ class Vfs:
         if files is not None:
             files.users -= 1
             if files.users == 0:
+                for f in files.fds.values():
+                    if hasattr(f, 'fput'):
+                        f.fput()
                 files.fds.clear()
         return
         yield
@@ -545,9 +549,14 @@ class Vfs:
         return (yield from self.do_truncate(task, file.inode, length))
 
     def sys_close(self, task, fd):
+        """close(): the fd goes; a file with references (a pipe end) drops one."""
         files = task.files
-        if files is None or files.fds.pop(fd, None) is None:
+        f = files.fds.pop(fd, None) if files is not None else None
+        if f is None:
             return -EBADF
+        files.close_on_exec.discard(fd)
+        if hasattr(f, 'fput'):
+            f.fput()
         return 0
         yield
 

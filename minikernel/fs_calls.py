@@ -392,7 +392,12 @@ class FsCalls:
 
     def _dup_to(self, task, file, newfd, cloexec=False):
         files = task.files
+        old = files.fds.get(newfd)
         files.fds[newfd] = file
+        if hasattr(file, 'get_file'):             # a reference-counted file (a pipe end)
+            file.get_file()
+        if old is not None and hasattr(old, 'fput'):
+            old.fput()
         if cloexec:
             files.close_on_exec.add(newfd)
         else:

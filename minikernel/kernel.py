@@ -41,6 +41,7 @@ from .filemap import Filemap
 from .fpu import Fpu
 from .exec import BPRM_KDS, BPRM_P, BPRM_PAGE, Exec
 from .fork import Fork
+from .pipe import Pipes
 from .fs import Vfs
 from .irq import (CALL_FUNCTION_VECTOR, DISK_VECTOR, INVALIDATE_TLB_VECTOR,
                   Interrupts, LOCAL_TIMER_VECTOR)
@@ -427,6 +428,7 @@ class Kernel:
         self.exit = Exit(self)
         self.fork = Fork(self)
         self.exec = Exec(self)
+        self.pipes = Pipes(self)
         self.binfmt = Binfmt(self)
         self.checks = Checks(self)
         self.highmem = Highmem(self)
@@ -545,7 +547,7 @@ class Kernel:
     def subsystems(self):
         return [s for s in (self.page_alloc, self.sched, self.mm, self.rmap, self.irq, self.highmem,
                             self.services, self.slab, self.blockdev, self.checks, self.vfs, self.write_paths,
-                            self.swap, self.vmscan, self.syscalls, self.faults, self.fork, self.exec,
+                            self.swap, self.vmscan, self.syscalls, self.faults, self.fork, self.exec, self.pipes,
                             self.exit) if s is not None]
 
     # ---- reporting and symbols -------------------------------------------

@@ -9,7 +9,7 @@ Supported: exit 1, fork 2, read 3, write 4, open 5, close 6, waitpid 7,
 execve 11, lseek 19, getpid 20, kill 37, getppid 64, munmap 91, wait4 114, clone 120,
 writev 146, sched_yield 158, nanosleep 162, vfork 190, mmap2 192,
 set_thread_area 243 and get_thread_area 244 (minikernel/tls.py),
-exit_group 252, getcpu 318.  Anything else: -ENOSYS.
+exit_group 252, getcpu 318, pipe 42, dup 41, dup2 63.  Anything else: -ENOSYS.
 
 Rules: each sys_* is a generator taking (task, args) and returning EAX;
 it may sleep.
@@ -19,7 +19,9 @@ import struct
 from .memory import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_EXEC, PROT_READ, PROT_WRITE
 from .task import Charge, Guest
 
-EPERM, ENOENT, ESRCH, EBADF, EAGAIN, ENOMEM, EFAULT, EINVAL, ENOSYS = 1, 2, 3, 9, 11, 12, 14, 22, 38
+EPERM, ENOENT, ESRCH, EBADF, EAGAIN, ENOMEM, EFAULT, ENODEV, EINVAL, ESPIPE, ENOSYS = \
+    1, 2, 3, 9, 11, 12, 14, 19, 22, 29, 38
+NR_OPEN = 256
 SIGCHLD = 17
 # Signals whose default action is to ignore them (or stop, which the lab
 # does not model): kill(2) of these changes nothing.
@@ -42,6 +44,7 @@ class Syscalls:
             243: kernel.tls.sys_set_thread_area, 244: kernel.tls.sys_get_thread_area,
             2: self.sys_fork, 190: self.sys_vfork, 7: self.sys_waitpid, 114: self.sys_wait4,
             37: self.sys_kill, 64: self.sys_getppid, 11: self.sys_execve,
+            42: self.sys_pipe,
         }
         self.counters = {}
         from .fs_calls import FsCalls          # the calls real programs make (busybox, libc)
@@ -158,6 +161,9 @@ class Syscalls:
         """execve(filename, argv, envp): minikernel/exec.py."""
         return (yield from self.k.exec.do_execve(task, args[0], args[1], args[2]))
 
+    def sys_pipe(self, task, args):
+        return (yield from self.k.pipes.sys_pipe(task, args[0]))
+
     def sys_getppid(self, task, args):
         """getppid(): 1 (init) for an orphan or a task the scenario spawned."""
         return task.parent.tgid if task.parent is not None else 1
@@ -208,6 +214,8 @@ class Syscalls:
         if not flags & (MAP_SHARED | MAP_PRIVATE):
             return -EINVAL
         file = None
+        if not flags & MAP_ANONYMOUS and hasattr(self._file(task, fd), 'pipe'):
+            return -ENODEV
         if not flags & MAP_ANONYMOUS:
             file = k.vfs.mmap_file(task, fd) if k.vfs else None
             if file is None:
@@ -268,8 +276,18 @@ class Syscalls:
 
     # ---- files ----------------------------------------------------------
 
+    def _file(self, task, fd):
+        """The fd table's file for fd, or None."""
+        files = task.files
+        return files.fds.get(fd) if files is not None else None
+
     def sys_write(self, task, args):
         fd, buf, count = args[0], args[1], args[2]
+        f = self._file(task, fd)
+        if f is not None and hasattr(f, 'pipe'):
+            if not f.writable:
+                return -EBADF
+            return (yield from f.write(task, buf, count))
         if self.k.vfs is None:
             return -EBADF
         return (yield from self.k.vfs.sys_write(task, fd, buf, count))
@@ -284,12 +302,29 @@ class Syscalls:
         if raw is None:
             return -EFAULT
         iov = list(struct.iter_unpack('<II', raw))
+        f = self._file(task, fd)
+        pipe = f is not None and hasattr(f, 'pipe')
+        if pipe and not f.writable:
+            return -EBADF
+        if pipe:
+            total = 0
+            for base, n in iov:
+                r = yield from f.write(task, base, n)
+                if r < 0:
+                    return total if total else r
+                total += r
+            return total
         if self.k.vfs is None:
             return -EBADF
         return (yield from self.k.vfs.sys_writev(task, fd, iov))
 
     def sys_read(self, task, args):
         fd, buf, count = args[0], args[1], args[2]
+        f = self._file(task, fd)
+        if f is not None and hasattr(f, 'pipe'):
+            if not f.readable:
+                return -EBADF
+            return (yield from f.read(task, buf, count))
         if self.k.vfs is None:
             return -EBADF
         return (yield from self.k.vfs.sys_read(task, fd, buf, count))
@@ -311,6 +346,8 @@ class Syscalls:
         return (yield from self.k.vfs.sys_close(task, args[0]))
 
     def sys_lseek(self, task, args):
+        if hasattr(self._file(task, args[0]), 'pipe'):
+            return -ESPIPE
         if self.k.vfs is None:
             return -EBADF
         return (yield from self.k.vfs.sys_lseek(task, args[0], args[1], args[2]))

@@ -39,6 +39,7 @@ def procs(mode, n=0, cpus=2, **opts):
     k = Kernel(dict(dict(cpus=cpus, mem=32 * MiB, highmem=16 * MiB), **opts), programs=prog('procs'))
     t = k.spawn('p', 'procs', [mode, n], cpu=0)
     end = k.run(max_cycles=2_000_000_000)
+    k.finish()                  # frame accounting: every page freed or accounted for
     return k, t, end
 
 
@@ -129,6 +130,7 @@ def execer(mode, **opts):
     k.vfs.create_file('notelf', b'just some bytes\n')
     t = k.spawn('e', 'execer', [mode], cpu=0)
     end = k.run(max_cycles=2_000_000_000)
+    k.finish()                  # frame accounting: every page freed or accounted for
     return k, t, end
 
 
@@ -157,3 +159,33 @@ def test_exec_replaces_the_program_and_frees_the_old_mm():
     assert end == 'finished' and t.exit_code == 3       # echoargs exits with its argc
     k.finish()
     assert not reports(k, 'bug')
+
+
+# ---- pipes ---------------------------------------------------------------------
+
+def pipeline(mode, nbytes, cpus=2, **opts):
+    k = Kernel(dict(dict(cpus=cpus, mem=32 * MiB, highmem=16 * MiB), **opts),
+               programs=prog('pipeline', 'pipecheck'))
+    t = k.spawn('sh', 'pipeline', [mode, nbytes], cpu=0)
+    end = k.run(max_cycles=2_000_000_000)
+    k.finish()                  # frame accounting: every page freed or accounted for
+    return k, t, end
+
+
+@pytest.mark.parametrize('cpus', [1, 2])
+def test_a_pipe_carries_every_byte_from_producer_to_an_execd_consumer(cpus):
+    k, t, end = pipeline(0, 50_000, cpus)
+    assert end == 'finished' and t.exit_code == 0
+    c = k.pipes.counters
+    assert c['pipe_bytes'] == 2 * 50_000                   # written and read
+    assert c['pipe_write_waits'] > 0                       # a 4 KiB pipe blocks the writer
+    consumer = [x for x in k.sched.tasks.values() if x.name == 'pipecheck']
+    assert len(consumer) == 1 and consumer[0].exit_status == 0
+    assert k.page_alloc.nr_free_pages() > 0 and not reports(k, 'bug')
+
+
+def test_a_write_with_no_reader_is_sigpipe():
+    k, t, end = pipeline(1, 0)
+    assert end == 'finished' and t.exit_code == 0
+    assert k.pipes.counters['epipe'] == 1
+    assert any('SIGPIPE' in m for m in reports(k, 'signal'))
