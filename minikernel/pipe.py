@@ -61,6 +61,16 @@ class Pipe:
         return (self.start + self.len) & (PIPE_SIZE - 1)
 
 
+class PipeInode:
+    """What stat sees of a pipe (a FIFO of pipefs)."""
+    kind = 'fifo'
+
+    def __init__(self, ino):
+        self.ino, self.name = ino, f'pipe:[{ino}]'
+        self.mode = 0o010600                 # S_IFIFO | 0600
+        self.nlink, self.size, self.mtime = 1, 0, 0
+
+
 class PipeFile:
     """The struct file of one end of a pipe."""
 
@@ -68,7 +78,7 @@ class PipeFile:
         self.pipes, self.pipe, self.flags = pipes, pipe, flags
         self.count = 0                       # references: the fds that hold it
         self.name = f'pipe:[{pipe.ino}]'
-        self.inode = None
+        self.inode = PipeInode(pipe.ino)
         self.pos = 0
 
     @property
