@@ -88,6 +88,9 @@ class Fork:
         child.pgrp = parent.pgrp
         parent.children.append(child)
         k.vfs.copy_files(child, parent)
+        tls = getattr(k, 'tls', None)
+        if tls is not None:                     # copy_thread: the TLS array (cpu-state)
+            tls.copy_thread(parent, child)
         regs = dict(parent.uregs, eax=0)
         if newsp:
             regs['esp'] = newsp

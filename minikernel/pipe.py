@@ -33,7 +33,7 @@ from .task import Guest
 PIPE_SIZE = 4096
 PIPE_BUF = 4096
 EINTR, EBADF, EAGAIN, EFAULT, EINVAL, ENFILE, EPIPE, ESPIPE = 4, 9, 11, 14, 22, 23, 32, 29
-O_RDONLY, O_WRONLY, O_NONBLOCK = 0, 1, 0o4000
+O_RDONLY, O_WRONLY, O_NONBLOCK, O_CLOEXEC = 0, 1, 0o4000, 0o2000000
 NR_OPEN = 256
 
 
@@ -291,13 +291,18 @@ class Pipes:
 
     # ---- system calls ----------------------------------------------------------------
 
-    def sys_pipe(self, task, fds_addr):
-        """pipe(int fds[2]).  Generator -> 0 or -errno."""
+    def sys_pipe(self, task, fds_addr, flags=0):
+        """pipe(int fds[2]) and pipe2(fds, flags) (2.6.27: O_CLOEXEC,
+        O_NONBLOCK).  Generator -> 0 or -errno."""
         k = self.k
+        if flags & ~(O_CLOEXEC | O_NONBLOCK):
+            return -EINVAL
         r = self.do_pipe(task)
         if isinstance(r, int):
             return r
         rf, wf = r
+        rf.flags |= flags & O_NONBLOCK
+        wf.flags |= flags & O_NONBLOCK
         files = task.files
         fd0 = files.install(rf)
         fd1 = files.install(wf) if fd0 is not None else None
@@ -314,5 +319,7 @@ class Pipes:
             yield from k.vfs.sys_close(task, fd0)
             yield from k.vfs.sys_close(task, fd1)
             return -EFAULT
+        if flags & O_CLOEXEC:
+            files.close_on_exec.update((fd0, fd1))
         return 0
 

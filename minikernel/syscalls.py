@@ -9,7 +9,7 @@ Supported: exit 1, fork 2, read 3, write 4, open 5, close 6, waitpid 7,
 execve 11, lseek 19, getpid 20, kill 37, getppid 64, munmap 91, wait4 114, clone 120,
 writev 146, sched_yield 158, nanosleep 162, vfork 190, mmap2 192,
 set_thread_area 243 and get_thread_area 244 (minikernel/tls.py),
-exit_group 252, getcpu 318, pipe 42, dup 41, dup2 63.  Anything else: -ENOSYS.
+exit_group 252, getcpu 318, pipe 42, pipe2 331, dup 41, dup2 63.  Anything else: -ENOSYS.
 
 Rules: each sys_* is a generator taking (task, args) and returning EAX;
 it may sleep.
@@ -44,7 +44,7 @@ class Syscalls:
             243: kernel.tls.sys_set_thread_area, 244: kernel.tls.sys_get_thread_area,
             2: self.sys_fork, 190: self.sys_vfork, 7: self.sys_waitpid, 114: self.sys_wait4,
             37: self.sys_kill, 64: self.sys_getppid, 11: self.sys_execve,
-            42: self.sys_pipe,
+            42: self.sys_pipe, 331: self.sys_pipe2,
         }
         self.counters = {}
         from .fs_calls import FsCalls          # the calls real programs make (busybox, libc)
@@ -163,6 +163,9 @@ class Syscalls:
 
     def sys_pipe(self, task, args):
         return (yield from self.k.pipes.sys_pipe(task, args[0]))
+
+    def sys_pipe2(self, task, args):
+        return (yield from self.k.pipes.sys_pipe(task, args[0], args[1]))
 
     def sys_getppid(self, task, args):
         """getppid(): 1 (init) for an orphan or a task the scenario spawned."""
