@@ -128,6 +128,7 @@ def execer(mode, **opts):
     k = Kernel(dict(dict(cpus=2, mem=32 * MiB, highmem=16 * MiB), **opts),
                programs=prog('execer', 'echoargs'))
     k.vfs.create_file('notelf', b'just some bytes\n')
+    k.vfs.lookup('notelf').mode = 0o100755      # executable, but not an ELF: -ENOEXEC
     t = k.spawn('e', 'execer', [mode], cpu=0)
     end = k.run(max_cycles=2_000_000_000)
     k.finish()                  # frame accounting: every page freed or accounted for
