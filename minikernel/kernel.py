@@ -161,6 +161,8 @@ BOOT_SCHEMA = {
     'lines': Bool('count cache-line transfers of the shared kernel words (vm/lines.py)'),
     'pkmap_flush': Choice(('all', 'local'), "flush_all_zero_pkmaps: every CPU's TLB (2.4), or "
                           "only this CPU's (a wrong shortcut, scenarios/stale-pkmap)"),
+    'max_tasks': Int(2, 1 << 16, "processes and threads fork may create (fork_init's max_threads; "
+                                 "default mempages / 16): fork returns EAGAIN at it"),
 }
 COST_SPEC = Int(0, 100_000_000, 'cycles charged for one kernel step (minikernel/costs.py)')
 MODEL_SPEC = Int(0, 100_000_000, 'unit cost in cycles of a counted event (minikernel/costs.py MODEL_COSTS)')
