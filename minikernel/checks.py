@@ -146,6 +146,7 @@ class KmapSlots:
             return
         self.counters['kmap_slot_reuses'] += 1
         t0, p0, c0 = old
+        c0, caller = self._where(c0), self._where(caller)
         k.report('bug', f'kmap_atomic slot reused while held: {_km(kmtype)} on CPU{cpu.index} '
                         f'holds pfn {self._pfn(p0):#x} for {t0.name}/{t0.pid} (mapped from {c0}); '
                         f'{task.name}/{task.pid} maps pfn {self._pfn(page):#x} there from {caller}',
@@ -159,13 +160,19 @@ class KmapSlots:
         if held is not None and held[0] is self.k.sched.current[cpu.index]:
             del self.held[(cpu.index, kmtype)]
 
+    def _where(self, caller):
+        """_caller's answer as text (a return address is named only when a
+        report needs it: the hook runs at every kmap_atomic)."""
+        return self.k.describe(caller) if isinstance(caller, int) else caller
+
     def _caller(self, cpu):
-        """Where kmap_atomic was called from: the return address on the stack,
-        or the Python kernel routine that asked for it (a Guest request)."""
+        """Where kmap_atomic was called from: the return address on the stack
+        (an int, see _where), or the Python kernel routine that asked for it
+        (a Guest request)."""
         k = self.k
         ret = k.machine.read32(cpu.get_reg('esp') - k.PAGE_OFFSET)
         if ret != k.image.symbols.get('ret_to_python'):
-            return k.describe(ret)
+            return ret
         task = k.sched.current[cpu.index]
         for f in reversed(task.frames):
             g, name = f.gen, None

@@ -27,6 +27,8 @@ from .task import Charge, Frame, Guest, SwitchTo, TASK_ZOMBIE
 PT_REGS = ('ebx', 'ecx', 'edx', 'esi', 'edi', 'ebp', 'eax', 'ds', 'es', 'fs', 'gs', 'orig_eax',
            'eip', 'cs', 'eflags', 'esp', 'ss')
 PT_REGS_SIZE = 4 * len(PT_REGS)
+_PT_REGS_STRUCT = struct.Struct(f'<{len(PT_REGS)}I')
+_STACKS = {}           # words pushed for a Guest call -> struct pack of that many
 RED_ZONE = 64          # room for the "hardware" frame under an interrupted context
 
 KRET_VECTOR = 0x82     # `int 0x82` in ret_to_python: a Guest() routine returned
@@ -44,6 +46,8 @@ class Engine:
         # Per CPU: kernel Python code runs with interrupts off (schedule()'s
         # spin_lock_irq(&rq->lock) up to the switch).
         self.irqs_off = [False] * len(kernel.machine.cpus)
+        self._symbols = kernel.image.symbols
+        self._ret_to_python = kernel.symbol('ret_to_python')
 
     # ---- the driver interface (vm.Machine.run) --------------------------
 
@@ -200,14 +204,18 @@ class Engine:
 
     def _call_guest(self, cpu, task, frame, req):
         k = self.k
-        addr = k.symbol(req.routine) if isinstance(req.routine, str) else req.routine
-        esp = self._guest_esp(task) - 4 * (len(req.stack) + 1)
-        words = (k.symbol('ret_to_python'),) + tuple(req.stack)
-        self.m.write(esp - k.PAGE_OFFSET, struct.pack(f'<{len(words)}I', *words))
-        eflags = 0x202 if req.irqs else 0x002
-        cpu.enter(addr, esp, eflags, eax=req.eax, edx=req.edx, ecx=req.ecx)
+        routine, stack = req.routine, req.stack
+        addr = self._symbols.get(routine) if isinstance(routine, str) else routine
+        if addr is None:
+            addr = k.symbol(routine)                  # KernelBug: no such symbol
+        esp = self._guest_esp(task) - 4 * (len(stack) + 1)
+        pack = _STACKS.get(len(stack))
+        if pack is None:
+            pack = _STACKS[len(stack)] = struct.Struct(f'<{len(stack) + 1}I').pack
+        self.m.write(esp - k.PAGE_OFFSET, pack(self._ret_to_python, *stack))
+        cpu.enter_call(addr, esp, 0x202 if req.irqs else 0x002, req.eax, req.edx, req.ecx)
         frame.guest = True
-        frame.routine = req.routine
+        frame.routine = routine
 
     def _guest_esp(self, task):
         """Where a new guest call's stack starts: under the innermost
@@ -270,7 +278,7 @@ class Engine:
         regs = dict(u, ds=USER_DS, es=USER_DS, cs=USER_CS, ss=USER_DS, orig_eax=u.get('eax', 0),
                     fs=u.get('fs', 0), gs=u.get('gs', 0))
         base = task.kstack_top - PT_REGS_SIZE
-        words = b''.join((regs[r] & 0xFFFFFFFF).to_bytes(4, 'little') for r in PT_REGS)
-        self.m.write(base - self.k.PAGE_OFFSET, words)
+        self.m.write(base - self.k.PAGE_OFFSET,
+                     _PT_REGS_STRUCT.pack(*[regs[r] & 0xFFFFFFFF for r in PT_REGS]))
         cpu.enter(self.k.symbol('restore_all'), base, 0x002)
         task.in_user = True

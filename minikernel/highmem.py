@@ -83,13 +83,15 @@ class Highmem:
         """The hook at a kmap entry: credit the call site (see the top)."""
         read32, sites, k = self.k.machine.read32, self._sites, self.k
         ret_to_python, helpers = self._ret_to_python, self._helpers
+        from_python = {}            # return address -> credit the Python caller? (cached)
 
         def hook(cpu, addr):
             ret = read32(cpu.get_reg('esp') - PAGE_OFFSET)
-            if ret == ret_to_python or (k.image.symbol_at(ret) or ('', 0))[0] in helpers.values():
-                key = (prefix, self._python_site(cpu.index))
-            else:
-                key = (prefix, ret)
+            py = from_python.get(ret)
+            if py is None:
+                py = from_python[ret] = (ret == ret_to_python or (k.image.symbol_at(ret) or ('', 0))[0]
+                                         in helpers.values())
+            key = (prefix, self._python_site(cpu.index)) if py else (prefix, ret)
             sites[key] = sites.get(key, 0) + 1
         return hook
 

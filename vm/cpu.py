@@ -82,6 +82,10 @@ class Trap:
 _RMW = frozenset('add adc sub sbb and or xor inc dec neg not shl sal shr sar rol ror rcl rcr '
                  'shld shrd xchg xadd cmpxchg cmpxchg8b bts btr btc'.split())
 
+# void hook(uc_engine *uc, uint64_t address, uint32_t size, void *user_data)
+_HOOK_CODE_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32,
+                                    ctypes.c_void_p)
+
 _EXC_KIND = {x86.VEC_DE: 'de', x86.VEC_UD: 'ud', x86.VEC_DF: 'df', x86.VEC_GP: 'gp', x86.VEC_PF: 'pf'}
 
 
@@ -242,6 +246,7 @@ class CPU:
         self.tlb = (TlbModel(self, machine.tlb_geometry) if getattr(machine, 'tlb', 'qemu') == 'p3'
                     else None)
         self._code_bitmaps = [None] * native.MAX_REGIONS   # keep the buffers alive
+        self._py_hooks = []        # hook_code's ctypes callbacks, kept alive
         self.point_counters = {}   # address -> ctypes.c_uint64 (invlpg, mov cr3, ...)
         self.point_kind = {}       # address -> 'invlpg' | 'cr3' | ...
         self.ranges = {}           # name -> index into k.ranges
@@ -275,6 +280,7 @@ class CPU:
         uc.reg_write(ux.UC_X86_REG_EFLAGS, x86.EFLAGS_RESERVED)
         self._template = uc.context_save()
         self._tpl_addr = ctypes.cast(self._template.context, ctypes.c_void_p).value
+        self._tpl_cr3 = ctypes.c_uint32.from_address(self._tpl_addr + self.cr3_off)
         self.regs.update(cr3=cr3, cs=x86.KERNEL_CS, esp=esp, eflags=x86.EFLAGS_RESERVED)
 
     # ---- code maps and hooks ----------------------------------------------
@@ -332,14 +338,27 @@ class CPU:
         Python UC_HOOK_CODE: it costs only inside the range).  fn may change
         general registers (set_reg), not EIP.  The translation cache is
         flushed, so code translated earlier sees the hook.  Returns a handle."""
-        h = self.uc.hook_add(UC_HOOK_CODE, lambda uc, addr, size, _: fn(self, addr),
-                             begin=lo, end=hi - 1)
+        uc = self.uc
+
+        def callback(_uch, addr, _size, _data):
+            try:
+                fn(self, addr)
+            except BaseException as e:          # noqa: BLE001 - raised again by run()
+                if uc._hook_exception is None:  # the binding's own convention
+                    uc._hook_exception = e
+                uc.emu_stop()
+        # A ctypes callback of our own: one Python call per hit instead of
+        # the binding's three wrappers.  Kept for the CPU's lifetime (a
+        # hook may remove itself while it runs).
+        fptr = _HOOK_CODE_CFUNC(callback)
+        h = native.hook_add(uc, UC_HOOK_CODE, ctypes.cast(fptr, ctypes.c_void_p).value, 0, lo, hi - 1)
+        self._py_hooks.append(fptr)
         self.flush_code_cache()
         return h
 
     def unhook_code(self, handle):
         """Remove a hook_code hook (allowed from inside a hook)."""
-        self.uc.hook_del(handle)
+        native.hook_del(self.uc, handle)
 
     def flush_code_cache(self):
         """Drop all translated code (after a frame that held code is reused).
@@ -381,6 +400,16 @@ class CPU:
             regs.update(gprs)
         regs['esp'], regs['eip'], regs['eflags'] = esp, eip, eflags
 
+    def enter_call(self, eip, esp, eflags, eax, edx, ecx):
+        """enter() with EAX, EDX, ECX given and the other GPRs 0 (a call
+        with regparm(3) arguments), without the keyword dictionary."""
+        regs = self.regs
+        if regs.get('cs', 0) & 3:
+            self._to_ring0()
+        self._enter(eax, 0, ecx, edx, 0, 0, 0, esp, eip, eflags)
+        regs['eax'], regs['edx'], regs['ecx'] = eax, edx, ecx
+        regs['esp'], regs['eip'], regs['eflags'] = esp, eip, eflags
+
     def resume(self, state):
         """Continue a ring-0 context saved by read_state (GPRs, EIP, EFLAGS)."""
         if self.regs.get('cs', 0) & 3:
@@ -399,12 +428,13 @@ class CPU:
         """Ring 3 -> ring 0 through the template, as a trap would: CR3 and
         the x87/SSE registers stay what they are (the current state's FPU
         span is copied into the template first)."""
-        cr3 = self.regs['cr3']
-        ctypes.memmove(self._tpl_addr + self.cr3_off, struct.pack('<I', cr3), 4)
+        self._tpl_cr3.value = self.regs['cr3']
         lo, hi = self._fpu_span
         uclib.uc_context_save(self._uch, self._scratch.context)
         ctypes.memmove(self._tpl_addr + lo, self.k.ctx + lo, hi - lo)
-        self.uc.context_restore(self._template)
+        status = uclib.uc_context_restore(self._uch, self._template.context)
+        if status != 0:
+            raise UcError(status)
         self.regs['cs'] = x86.KERNEL_CS
 
     # ---- running ----------------------------------------------------------
