@@ -105,7 +105,7 @@ def cmd_run(args):
         if args.json:
             print(json.dumps(json_record(r), sort_keys=True))
         else:
-            _print_human(r, first=v is variants[0])
+            _print_human(r, first=v is variants[0], keys=s.report_keys)
     return 0 if all_ok else 1
 
 
@@ -150,7 +150,10 @@ def _run_gdb(s, args):
     return 0 if r['ok'] else 1
 
 
-def _print_human(r, first):
+def _print_human(r, first, keys=()):
+    """A result for people: boot log (first), console, reports, outcome,
+    the basic counters, the scenario's [report] counters (`keys`) and the
+    kmap calls by caller (Bligh's profile: kmap_high_calls.CALLER)."""
     if first:
         print('\n'.join(r['boot_log']))
     print()
@@ -165,14 +168,22 @@ def _print_human(r, first):
     verdict = 'ok' if r['ok'] else 'NOT AS EXPECTED: ' + '; '.join(r['why'])
     print(f'outcome: {r["outcome"]} (expected {r["expected"]}) -> {verdict}')
     c = r['counters']
-    keys = ('instructions', 'cycles', 'page_faults', 'context_switches', 'ipis_sent', 'invlpg')
-    print('  ' + '  '.join(f'{k}={c.get(k, 0)}' for k in keys) + f'  wall={r["wall_s"]}s')
+    basic = ('instructions', 'cycles', 'page_faults', 'context_switches', 'ipis_sent', 'invlpg')
+    print('  ' + '  '.join(f'{k}={c.get(k, 0)}' for k in basic) + f'  wall={r["wall_s"]}s')
     if 'tlb_misses' in c:          # tlb=p3: the modelled TLB's counts
         print('  ' + '  '.join(f'{k}={c[k]}' for k in ('tlb_misses', 'itlb_misses_kernel',
               'itlb_misses_user', 'dtlb_misses_kernel', 'dtlb_misses_user', 'tlb_pge_flushes',
               'tlb_global_refills') + tuple(k for k in ('line_transfers',) if k in c)))
     for line in sensitivity_lines(c):
         print('  ' + line)
+    more = [k for k in keys if k not in basic and k in c and '.' not in k]
+    if more:
+        print('  ' + '  '.join(f'{k}={c[k]}' for k in more))
+    for prefix in ('kmap_high_calls', 'kmap_atomic_calls'):
+        callers = sorted(((k.split('.', 1)[1], v) for k, v in c.items()
+                          if k.startswith(prefix + '.') and v), key=lambda x: (-x[1], x[0]))
+        if callers:
+            print(f'  {prefix} by caller: ' + ', '.join(f'{n} {v}' for n, v in callers))
 
 
 def cmd_selftest(args):

@@ -92,7 +92,8 @@ def _expectation(scn, plan, variant, k, outcome, findings, counters):
     has one, else the scenario's own expectation."""
     exp = plan.expected(k.config['write_path']) if plan is not None else None
     if exp is None:
-        ok, why = runner.check_expectation(scn, variant, outcome, findings, counters, k.config)
+        ok, why = runner.check_expectation(scn, variant, outcome, findings, counters, k.config,
+                                           getattr(k, 'scenario_params', None))
         return scn.expectation(variant)[0], ok, why
     ok = outcome == exp
     return exp, ok, [] if ok else [f'outcome {outcome}, the plan expects {exp}']

@@ -15,7 +15,7 @@ it imports nothing of kmaplab but scenario.py (no import circle).
 import json
 import os
 
-from minikernel.kernel import BOOT_OPTIONS
+from minikernel.kernel import BOOT_OPTIONS, DESIGNS
 
 from . import scenario as scn_mod
 
@@ -77,13 +77,22 @@ def variants_of(s, args):
             seen.add(key)
             out.append(v)
     for k in overrides:
-        scn_mod._check_option('--set', '', k, overrides[k])
+        scn_mod._check_value('--set', '', k, overrides[k], s.param_defaults)
     return out, {k: v for k, v in overrides.items() if not any(k in v2 for v2 in variants)}
 
 
 def _effective(scn, variant, key):
+    """The value of `key` in this variant: its own, a [params] value, the scenario's, the one
+    its named design sets (design=akpm-kmap selects write_path=atomic_fallback),
+    else the boot option's default."""
     opts = scn.options(variant)
-    return opts[key] if key in opts else BOOT_OPTIONS.get(key, (None,))[0]
+    if key in opts:
+        return opts[key]
+    if key in scn.param_defaults:
+        return scn.params(variant)[key]
+    if key in DESIGNS.get(opts.get('design'), {}):
+        return DESIGNS[opts['design']][key]
+    return BOOT_OPTIONS.get(key, (None,))[0]
 
 
 def select(scn, variants, spec, flag='--variant'):

@@ -150,6 +150,7 @@ def boot(scn, variant, seed=None, overrides=None, plan=None):
             opts.setdefault(key, value)
     programs = {p: program_image(p, scn.path) for p in scn.programs()}
     k = Kernel(opts, programs)
+    k.scenario_params = scn.params(variant, overrides)
     create_files(k, scn)
     spawn_tasks(k, scn)
     if scn.expect.get('output') or scn.expect.get('file'):
@@ -172,27 +173,33 @@ def create_files(k, scn):
 def spawn_tasks(k, scn):
     by_name = {}
     ncpu = k.config['cpus']
+    params = getattr(k, 'scenario_params', None) or scn.params({})
     k.scenario_tasks = {}                  # task name -> its instances (kmaplab/programs.py)
     for index, spec in enumerate(scn.tasks):
+        count = spec.get('count', 1)
+        if isinstance(count, str):
+            count = params[count[1:-1]]
         cpu = spec.get('cpu', 0)
         cpus = range(ncpu) if cpu == 'each' else [index % ncpu if cpu == 'rr' else cpu]
         base = real.task_name(spec)
         for cpu in cpus:
             if cpu >= ncpu:
                 raise ValueError(f'{scn.path}: task {base}: cpu {cpu} but the machine has {ncpu}')
-            for n in range(spec.get('count', 1)):
+            for n in range(count):
                 name = base
                 if len(cpus) > 1:
                     name += str(cpu)
-                if spec.get('count', 1) > 1:
+                if count > 1:
                     name += f'.{n}'
                 parent = by_name.get(spec.get('thread_of'))
-                args = [a.format(cpu=cpu, n=n) if isinstance(a, str) else a
+                args = [a.format(cpu=cpu, n=n, **params) if isinstance(a, str) else a
                         for a in spec.get('args', [])]
                 after = by_name.get(spec.get('after'))
                 if 'exec' in spec:
-                    argv = spec.get('argv') or [os.path.basename(spec['exec'])]
-                    t = k.spawn_exec(name, spec['exec'], argv, spec.get('env', []), cpu=cpu,
+                    argv = [a.format(cpu=cpu, n=n, **params) for a in spec.get('argv', [])] \
+                        or [os.path.basename(spec['exec'])]
+                    env = [a.format(cpu=cpu, n=n, **params) for a in spec.get('env', [])]
+                    t = k.spawn_exec(name, spec['exec'], argv, env, cpu=cpu,
                                      start=spec.get('start', 0), after=after)
                 else:
                     t = k.spawn(name, spec['program'], args, cpu=cpu, start=spec.get('start', 0),
@@ -262,6 +269,8 @@ def collect_counters(k):
     written = c.get('file_write_bytes', 0)
     c['insns_per_byte'] = round(c['instructions'] / written, 3) if written else 0
     c['cycles_per_byte'] = round(c['cycles'] / written, 3) if written else 0
+    io = written + c.get('file_read_bytes', 0)          # dbench's MB/s: read + written, per
+    c['io_mb_per_s'] = round(io * 1000 / c['cycles'], 3) if c['cycles'] else 0   # simulated second
     c.update(model_cycles(c, k))
     c['console_lines'] = sum(bytes(t.console).count(b'\n') for t in k.sched.tasks.values())
     c['tasks_exited'] = len(k.exit.exited)
@@ -323,8 +332,9 @@ def sensitivity_lines(c):
     return lines
 
 
-def check_expectation(scn, variant, outcome, findings, counters, config=None):
-    """(ok, why): compare with the scenario's [expect] for this variant."""
+def check_expectation(scn, variant, outcome, findings, counters, config=None, params=None):
+    """(ok, why): compare with the scenario's [expect] for this variant
+    (checks see the boot options, the [params], the counters, the variant)."""
     exp_outcome, also, checks, nots = scn.expectation(variant)
     why = []
     if outcome != exp_outcome:
@@ -336,6 +346,7 @@ def check_expectation(scn, variant, outcome, findings, counters, config=None):
         if n in findings:
             why.append(f'unexpected {n}')
     env = {k: v for k, v in (config or {}).items() if v is not None}
+    env.update(params if params is not None else scn.params(variant))
     env.update(counters)
     env.update(variant)
     for text in checks:
@@ -390,7 +401,8 @@ def run_variant(scn, variant, seed=None, overrides=None, tracer=None, setup=None
     if tracer is not None:
         tracer.attach(k)
     end, counters, outcome, findings = run_kernel(k)
-    ok, why = check_expectation(scn, variant, outcome, findings, counters, k.config)
+    ok, why = check_expectation(scn, variant, outcome, findings, counters, k.config,
+                                getattr(k, 'scenario_params', None))
     exp = scn.expectation(variant)
     return dict(scenario=scn.name, seed=k.config['seed'], variant=variant, outcome=outcome,
                 findings=sorted(findings), expected=exp[0], ok=ok, why=why, counters=counters,

@@ -15,6 +15,9 @@ A scenario is a TOML file (docs/scenarios.md has the full format):
                          thread_of (share the mm of an earlier task), count;
                          string args may say {cpu} and {n} (the CPU and the
                          copy number of this instance)
+    [params]             name = default: scenario parameters (an integer or a
+                         string), swept like boot options and named as
+                         {name} in task args/argv/env and count (not booted)
     [sweep]              key = [values...]: one variant per combination
     [[variant]]          or: an explicit list of variants (tables of options)
     [[exclude]]          combinations of the sweep not to run (tables that match
@@ -33,6 +36,7 @@ Sizes may be written "96M", "1G", "4K" or as integers.
 import itertools
 import os
 import random
+import re
 import string
 
 from minikernel import schema
@@ -49,7 +53,7 @@ USER_ASM_DIR = os.path.join(ROOT, 'asm', 'user')
 OUTCOMES = ('completed', 'bug', 'oom', 'deadlock', 'no_progress', 'corruption', 'killed',
             'failed', 'timeout', 'crash')
 MACHINE_KEYS = {'cpus', 'mem', 'highmem', 'seed', 'quantum', 'schedule'}
-SIZE_KEYS = {'mem', 'highmem', 'swap'}
+SIZE_KEYS = {'mem', 'highmem', 'swap', 'fs_extent'}
 ARG_PLACEHOLDERS = ('cpu', 'n')      # {cpu}, {n} in a task's string args
 MAX_FILE_SIZE = FS_REGION_BYTES      # a [[file]]: the file system's region of the disk
 MAX_ARG_BLOCK = 4000                 # a task's args on its initial stack (one kernel page)
@@ -92,6 +96,7 @@ CHECK = Str(max_len=expr.MAX_LEN, meaning='a check expression (kmaplab/expr.py)'
 ARG = OneOf(Int(-(1 << 31), (1 << 32) - 1), Str(max_len=4096, nonempty=False),
             meaning='a 32-bit integer or a string')
 
+PARAM = OneOf(Int(0, 1 << 31), Str(max_len=256), meaning='an integer or a string')
 MACHINE = Table({k: _option(k) for k in sorted(MACHINE_KEYS)},
                 meaning='the machine: cpus, mem, highmem, seed, quantum, schedule')
 BOOT = Table(extra=_option, extra_allowed=OPTIONS_ALLOWED, meaning='boot options')
@@ -113,7 +118,8 @@ TASK = Table({
                  meaning='a CPU number, "each", or "rr" (the n-th task on CPU n % cpus)'),
     'start': Int(0, 10 ** 13, 'the simulated time (cycles) it becomes runnable'),
     'thread_of': Str(max_len=64, meaning='share the mm of an earlier task'),
-    'count': Int(1, 1024, 'copies per CPU'),
+    'count': OneOf(Int(1, 1024), Str(max_len=64),
+                   meaning='copies per CPU: 1 to 1024, or "{name}" of an integer [params] entry'),
     'exec': Str(max_len=255, meaning='an ELF binary: the lab path of a [[file]] (instead of program)'),
     'argv': ListOf(Str(max_len=4096, nonempty=False), max_len=64, meaning='argv of exec'),
     'env': ListOf(Str(max_len=4096, nonempty=False), max_len=64, meaning='the environment of exec'),
@@ -163,6 +169,9 @@ SCENARIO = Table({
     'expect': EXPECT,
     'plan': PLAN_REF,
     'oracle': Table(extra=lambda k: Any(), extra_allowed='anything'),
+    'params': Table(extra=lambda k: PARAM, extra_allowed='parameter names',
+                    meaning='scenario parameters: name = default, swept like options, {name} in '
+                            'args/argv/count'),
 }, required=('name', 'task'))
 
 
@@ -185,6 +194,15 @@ class Scenario:
         self.exclude = data.get('exclude', [])
         self.oracle = data.get('oracle', {})
         self.notes = data.get('notes', '')
+        self.param_defaults = data.get('params', {})
+
+    def params(self, variant, overrides=None):
+        """The scenario parameters for one variant: [params] with the
+        variant's and the overrides' values of those keys."""
+        out = dict(self.param_defaults)
+        for src in (variant, overrides or {}):
+            out.update({k: v for k, v in src.items() if k in out})
+        return out
 
     def programs(self):
         return sorted({t['program'] for t in self.tasks if 'program' in t})
@@ -220,6 +238,8 @@ class Scenario:
         opts.update(self.boot)
         opts.update(variant)
         opts.update(overrides or {})
+        for k in self.param_defaults:
+            opts.pop(k, None)
         if seed is not None:
             opts['seed'] = seed
         for k in SIZE_KEYS:
@@ -307,14 +327,77 @@ def _check_option(path, where, key, value):
         raise ScenarioError(str(e)) from None
 
 
+def _check_value(path, where, key, value, params):
+    """A swept, variant or --set value: a [params] entry's (the type of its
+    default) or a boot option's."""
+    if key in params:
+        if not isinstance(value, type(params[key])) or isinstance(value, bool):
+            raise ScenarioError(f'{path}: {where}{key}: {value!r} is not a '
+                                f'{type(params[key]).__name__} like its default')
+        return
+    _check_option(path, where, key, value)
+
+
+def _split_params(path, data):
+    """Check [params] names and the [params] values of [sweep], [full.sweep]
+    and [[variant]]; return a copy of data without those values (the schema
+    checks the rest as boot options)."""
+    params = data.get('params', {})
+    if not isinstance(params, dict) or not params:
+        return data, {}
+    for k in params:
+        if not re.fullmatch(r'[a-z_][a-z0-9_]*', k) or k in BOOT_OPTIONS or k in MACHINE_KEYS \
+                or k in ARG_PLACEHOLDERS:
+            raise ScenarioError(f'{path}: params.{k}: not a free name (lower-case, not a boot option, '
+                                f'cpu or n)')
+    data = dict(data)
+    for sect, where in (('sweep', 'sweep.'), ('full', 'full.sweep.')):
+        table = data.get(sect)
+        if sect == 'full' and isinstance(table, dict):
+            sweep = table.get('sweep')
+        else:
+            sweep = table
+        if not isinstance(sweep, dict):
+            continue
+        for k, vals in sweep.items():
+            if k in params and isinstance(vals, list):
+                if not vals:
+                    raise ScenarioError(f'{path}: {where}{k}: must be a non-empty list')
+                for v in vals:
+                    _check_value(path, where, k, v, params)
+        rest = {k: v for k, v in sweep.items() if k not in params}
+        data[sect] = dict(table, sweep=rest) if sect == 'full' else rest
+    if isinstance(data.get('variant'), list):
+        out = []
+        for i, v in enumerate(data['variant']):
+            if isinstance(v, dict):
+                for k, val in v.items():
+                    if k in params:
+                        _check_value(path, f'variant[{i}].', k, val, params)
+                v = {k: val for k, val in v.items() if k not in params} or {'seed': 0}
+            out.append(v)
+        data['variant'] = out
+    return data, params
+
+
 def validate(path, data):
     """Check every key of a scenario by the schema, then what the schema
     cannot say: programs exist, thread_of names an earlier task, args
     placeholders, exclude keys are sweep axes, checks compile."""
-    SCENARIO.check(data, f'{path}: ')
+    checked, params = _split_params(path, data)
+    SCENARIO.check(checked, f'{path}: ')
     names = set()
     for i, t in enumerate(data['task']):
         where = f'{path}: task[{i}].'
+        count = t.get('count', 1)
+        if isinstance(count, str):
+            name = count[1:-1] if count.startswith('{') and count.endswith('}') else None
+            if name not in params or not isinstance(params[name], int) or params[name] < 1:
+                raise ScenarioError(f'{where}count: {count!r} (allowed: 1 to 1024, or "{{name}}" of '
+                                    f'an integer [params] entry)')
+        for key in ('argv', 'env'):
+            for j, a in enumerate(t.get(key, [])):
+                _check_placeholders(f'{where}{key}[{j}]', a, params)
         if 'exec' in t:
             names.add(real.task_name(t))           # an ELF binary: real.validate checks it
             continue
@@ -339,7 +422,7 @@ def validate(path, data):
                                 f'(allowed: {", ".join(sorted(names)) or "none yet"})')
         for j, a in enumerate(t.get('args', [])):
             if isinstance(a, str):
-                _check_placeholders(f'{where}args[{j}]', a)
+                _check_placeholders(f'{where}args[{j}]', a, params)
         block = 8 + sum(4 + (len(a.encode()) + 16 if isinstance(a, str) else 0)
                         for a in t.get('args', []))
         if block > MAX_ARG_BLOCK:
@@ -367,20 +450,22 @@ def validate(path, data):
         _check_expect(path, f'expect.case[{i}].', case)
 
 
-def _check_placeholders(where, text):
-    """A string arg may name {cpu} and {n} (and {{ }} for braces), nothing else."""
+def _check_placeholders(where, text, params=None):
+    """A string arg may name {cpu}, {n} and the [params] (and {{ }} for
+    braces), nothing else."""
+    params = params or {}
     try:
         fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(text)
                   if f is not None]
     except ValueError as e:
         raise ScenarioError(f'{where}: {text!r}: {e} (allowed: {{cpu}}, {{n}}, {{{{ and }}}})') from None
     for f, spec, conv in fields:
-        if f not in ARG_PLACEHOLDERS or spec or conv:
+        if f not in ARG_PLACEHOLDERS and f not in params or spec or conv:
             f = f + (f'!{conv}' if conv else '') + (f':{spec}' if spec else '')
             raise ScenarioError(f'{where}: {text!r}: unknown placeholder {{{f}}} '
                                 f'(allowed: {{cpu}}, {{n}}, {{{{ and }}}})')
     try:
-        text.format(cpu=0, n=0)
+        text.format(cpu=0, n=0, **params)
     except (ValueError, KeyError, IndexError, AttributeError) as e:
         raise ScenarioError(f'{where}: {text!r}: {e} (allowed: {{cpu}}, {{n}})') from None
 

@@ -109,7 +109,7 @@ class Filemap:
             page_cache_pages=0, page_cache_hits=0, page_cache_misses=0, page_cache_adds=0,
             page_cache_removes=0, readpage_io=0, readpage_holes=0, writepage_io=0,
             prepare_write_reads=0, prepare_write_zeroed=0, lock_page_waits=0,
-            read_atomic_copies=0, read_kmap_copies=0,
+            read_atomic_copies=0, read_atomic_short=0, read_kmap_copies=0,
             file_read_bytes=0, file_write_bytes=0, sync_pages_written=0)
 
     # ---- struct page fields (lowmem kernel data) ---------------------------
@@ -597,12 +597,16 @@ class Filemap:
 
     def _file_read_actor(self, task, pfn, offset, buf, size):
         """file_read_actor(): copy `size` bytes at `offset` of the page to
-        user `buf`.  read_path=atomic (2.5.34): fault_in_pages_writeable,
-        then kmap_atomic(KM_USER0) + __copy_to_user, which comes back short
-        instead of sleeping on a fault; if bytes are left, the slow way.
-        read_path=kmap (2.4), and the slow way: kmap + __copy_to_user +
-        kunmap, which may fault and sleep.  Generator -> (copied, 0 or
-        -EFAULT)."""
+        user `buf`.  No lock held; may sleep (the kmap copy faults).
+        read_path=kmap is 2.4.18's: kmap + __copy_to_user + kunmap.
+        read_path=atomic is Andrew Morton's conversion (2.5.33-akpm,
+        <3D771064.B1E989C7@zip.com.au>, merged in 2.5.34):
+        fault_in_pages_writeable(buf, size) (__put_user(0) of the first byte
+        and, across a page, of the last), then kmap_atomic(KM_USER0) +
+        __copy_to_user + kunmap_atomic; a short atomic copy (the patch's
+        printk "Unexpected page fault": counted as read_atomic_short) or a
+        failed fault-in falls back to the slow way, 2.4.18's kmap copy.
+        Generator -> (copied, 0 or -EFAULT)."""
         page = self.k.page_to_guest(pfn)
         if self.k.config['read_path'] == 'atomic':
             if (yield Guest('fault_in_pages_writeable', buf, size)) == 0:
@@ -612,6 +616,7 @@ class Filemap:
                 if left == 0:
                     self.counters['read_atomic_copies'] += 1
                     return size, 0
+                self.counters['read_atomic_short'] += 1
         self.counters['read_kmap_copies'] += 1
         kaddr = yield Guest('kmap', page)
         left = yield Guest('__copy_to_user', buf, kaddr + offset, size)

@@ -15,10 +15,14 @@ Disk layout
   (128 MiB, or what is left of the disk) from the kernel's disk block
   allocator (alloc_boot_blocks, which program images and swap use too).
   Each file gets a contiguous extent of `max_size` bytes in it when it is
-  created (FILE_MAX_SIZE = 4 MiB unless create_file says otherwise: 32
-  default-size files fit).  An extent never moves; a file that grows past
-  its extents gets another FILE_MAX_SIZE extent (Inode.get_block, called by
-  generic_file_write before each page), -ENOSPC when the region is full.
+  created (FILE_MAX_SIZE = 4 MiB unless create_file says otherwise; a
+  file open(O_CREAT) makes gets boot option fs_extent, default 4 MiB: 32
+  such files fit).  An extent never moves; a file that grows past its
+  extents gets another extent of FILE_MAX_SIZE (of fs_extent for an
+  O_CREAT file; Inode.get_block, called by generic_file_write before each
+  page), -ENOSPC when the region is full.  When an unlinked file's last
+  reference goes (delete_inode), its extents return to the region, reused
+  by the next extent of the same size.
   Block i of a file is found by walking its extents (bmap).  Only blocks that were written hold data
   (inode.on_disk); the others are holes and read as zeros, so a new or
   truncated file never shows what its extent held before.
@@ -99,6 +103,7 @@ class Inode:
         self.max_blocks = max_blocks   # the first extent: max_blocks pages
         self.extents = [(first_block, max_blocks)]
         self.grow = None               # fn(nblocks) -> first block or None: more extents
+        self.grow_blocks = FILE_MAX_SIZE // PAGE    # the size of the extents it grows by
         self.on_disk = set()           # block indexes whose data is on the disk
         self.mapping = None            # filemap.AddressSpace
         self.i_sem = None              # RWSemaphore, used in write mode only
@@ -119,10 +124,10 @@ class Inode:
         """get_block(create=1): make sure file block `index` has a disk
         block, adding extents as needed.  False if the disk is full."""
         while index >= self.nblocks():
-            first = self.grow(FILE_MAX_SIZE // PAGE) if self.grow is not None else None
+            first = self.grow(self.grow_blocks) if self.grow is not None else None
             if first is None:
                 return False
-            self.extents.append((first, FILE_MAX_SIZE // PAGE))
+            self.extents.append((first, self.grow_blocks))
         return True
 
     def block(self, index):
@@ -259,6 +264,7 @@ class Vfs:
         self.console = self.dirs['dev'].children['console']
         self.region = None             # (first disk block, nblocks), taken at first create
         self.region_next = 0           # next free block of the region
+        self.free_extents = {}         # nblocks -> [first block]: extents of deleted files
         self._counters = dict(fs_files=0, fs_opens=0, fs_reads=0, fs_writes=0, fs_lseeks=0,
                               fs_truncates=0, fs_efaults=0, fs_sync_at_exit_pages=0)
 
@@ -277,6 +283,9 @@ class Vfs:
         The region is taken at the first call: FS_REGION_BYTES, or what is
         left of the disk if that is less."""
         k = self.k
+        free = self.free_extents.get(nblocks)
+        if free:
+            return free.pop()
         if self.region is None:
             first = k.alloc_boot_blocks(FS_REGION_BYTES // PAGE)
             self.region = (first, max(0, min(FS_REGION_BYTES // PAGE, k.disk.nblocks - first)))
@@ -475,9 +484,10 @@ class Vfs:
             where = self.parent_of(name)
             if isinstance(where, int):
                 return where
-            node = self._new_inode(name, FILE_MAX_SIZE)
+            node = self._new_inode(name, k.config['fs_extent'])
             if node is None:
                 return -ENOSPC
+            node.grow_blocks = node.max_blocks
         elif flags & O_CREAT and flags & O_EXCL:
             return -EEXIST
         if node.kind == 'dir' and (flags & O_ACCMODE != O_RDONLY or flags & O_CREAT):
@@ -517,6 +527,18 @@ class Vfs:
         if k.oracle is not None:
             k.oracle.file_truncated(inode, length)
         return 0
+
+    def delete_inode(self, task, inode):
+        """iput() of an unlinked inode's last reference (ext2_delete_inode):
+        truncate it to nothing, then give its extents back to the region
+        (free_extents, reused by size).  Nothing is in flight on them: the
+        truncate waited on every locked page, and a page under writeback is
+        locked.  Generator; may sleep."""
+        yield from self.do_truncate(task, inode, 0)
+        for first, n in inode.extents:
+            self.free_extents.setdefault(n, []).append(first)
+        inode.extents = []
+        self._counters['fs_extents_freed'] = self._counters.get('fs_extents_freed', 0) + 1
 
     def _truncate_partial_page(self, task, inode, length):
         """block_truncate_page(): zero the last page from the new end on

@@ -273,7 +273,7 @@ class FsCalls:
         del vfs.inodes[key]
         node.nlink = 0
         if not self._in_use(node):
-            yield from vfs.do_truncate(task, node, 0)    # iput of the last reference
+            yield from vfs.delete_inode(task, node)      # iput of the last reference
         return 0
 
     def _in_use(self, inode):
@@ -322,7 +322,7 @@ class FsCalls:
                 return -ENOTEMPTY
             self._detach(nkey, nnode)
             if nnode.kind == 'file' and not self._in_use(nnode):
-                yield from vfs.do_truncate(task, nnode, 0)
+                yield from vfs.delete_inode(task, nnode)
         self._detach(okey, onode)
         newparent, newname = vfs.parent_of(nkey)
         self._attach(nkey, onode, newparent, newname)

@@ -84,9 +84,11 @@ BOOT_OPTIONS = {
     'disk_latency': (100_000, int), 'ipi_latency': (200, int), 'tick': (1_000_000, int),
     'timeslice': (100_000, int),
     'swap': (64 * MiB, int), 'disk_blocks': (65536, int),
+    'fs_extent': (4 * MiB, int),
     'write_path': ('atomic_fallback', ('kmap', 'dont_unmap', 'gup_pin', 'atomic_fallback',
                                        'perform_write', 'kmap_local')),
     'read_path': ('atomic', ('kmap', 'atomic')),
+    'design': (None, ('mainline-2.4.18', 'akpm-kmap')),
     'mmap_sem_in_write': ('none', ('none', 'read')),
     'reclaim': ('rmap', ('rmap', 'swap_out')),
     'oom_policy': ('kill', ('kill', 'loop')),
@@ -149,6 +151,9 @@ BOOT_SCHEMA = {
     'write_path': Choice(('kmap', 'dont_unmap', 'gup_pin', 'atomic_fallback', 'perform_write',
                           'kmap_local'), 'the write design'),
     'read_path': Choice(('kmap', 'atomic'), 'file_read_actor'),
+    'design': Choice(('mainline-2.4.18', 'akpm-kmap'),
+                     'a named patch set: mainline-2.4.18 or akpm-kmap (Andrew\'s kmap patches)'),
+    'fs_extent': Size(4096, 128 * MiB, 'the disk extent of a file open(O_CREAT) makes, and its growth'),
     'mmap_sem_in_write': Choice(('none', 'read'), 'hold mmap_sem across the copy'),
     'reclaim': Choice(('rmap', 'swap_out'), 'page reclaim'),
     'oom_policy': Choice(('kill', 'loop'), 'the allocator out of memory'),
@@ -191,6 +196,38 @@ def check_option(name, value, where=None):
     return spec.check(value, where)
 
 
+# Named designs: one boot option that stands for a whole patch set, so one
+# sweep compares them (`design = "akpm-kmap"` in a [sweep] or [[variant]]).
+# Each sets the options below; naming one of them as well, to another value,
+# is an error.  copy_strings (exec) stays on kmap in both: Andrew left it.
+DESIGNS = {
+    # 2.4.18: file_read_actor and generic_file_write kmap the page cache
+    # page; do_page_fault has no in_atomic() test.
+    'mainline-2.4.18': {'write_path': 'kmap', 'read_path': 'kmap', 'atomic_fault': 'sleep'},
+    # Andrew Morton's kmap patches as merged in 2.5.33-34 (Sep 2002,
+    # <3D771064.B1E989C7@zip.com.au> for the read side): kmap_atomic +
+    # an atomic copy with a kmap fallback on both copies, and the fault
+    # handler's in_atomic() fixup (2.5.32).
+    'akpm-kmap': {'write_path': 'atomic_fallback', 'read_path': 'atomic', 'atomic_fault': 'fixup'},
+}
+DESIGN_TITLES = {'mainline-2.4.18': '2.4.18 mainline', 'akpm-kmap': "Andrew's kmap patches"}
+
+
+def apply_design(cfg, given):
+    """Expand boot option `design` into the options it sets (in cfg);
+    SchemaError (a ValueError, one line) if `given` sets one of them to
+    another value."""
+    name = cfg.get('design')
+    if name is None:
+        return cfg
+    for key, value in DESIGNS[name].items():
+        if key in given and given[key] != value:
+            raise SchemaError(f'boot option design={name} sets {key}={value}; '
+                             f'{key}={given[key]!r} contradicts it (give one or the other)')
+        cfg[key] = value
+    return cfg
+
+
 def parse_config(options):
     """Boot options with defaults; SchemaError (a ValueError, one line) on
     a bad one."""
@@ -208,11 +245,14 @@ def parse_config(options):
         cfg[name] = value
     for name, (default, _) in BOOT_OPTIONS.items():
         cfg.setdefault(name, default)
+    apply_design(cfg, options or {})
     if cfg['highmem'] is not None and cfg['highmem'] > cfg['mem']:
         raise SchemaError(f"boot option highmem={cfg['highmem']}: more than mem={cfg['mem']}")
     cfg['model_costs'] = make_model_costs(model)
     if cfg['pge'] is None:
         cfg['pge'] = cfg['tlb'] == 'p3'
+    if cfg['fs_extent'] % 4096:
+        raise SchemaError(f"boot option fs_extent={cfg['fs_extent']}: a multiple of 4K")
     return cfg, make_costs(costs)
 
 

@@ -1,0 +1,169 @@
+"""Issue 14: the thread's real numbers.  The named designs (boot option
+`design`: 2.4.18 mainline, Andrew's kmap patches), scenario [params] (a
+swept number of clients or jobs), files that give their disk extents back
+at unlink, the dbench scenario and the verdict rules on dbench and
+kernel-compile results."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from kmaplab import options, runner, verdicts
+from kmaplab import scenario as scn_mod
+from minikernel.kernel import DESIGNS, ROOT, parse_config
+
+DBCLIENT = os.path.join(ROOT, 'build', 'workloads', 'dbclient')
+
+
+def needs(path):
+    if not os.path.exists(path):
+        pytest.skip(f'{path} not built (make setup builds it with zig)')
+
+
+# ---- the named designs -------------------------------------------------------------------------
+
+def test_a_design_sets_the_read_and_write_paths_together():
+    cfg, _ = parse_config({'design': 'mainline-2.4.18'})
+    assert (cfg['write_path'], cfg['read_path']) == ('kmap', 'kmap')
+    cfg, _ = parse_config({'design': 'akpm-kmap'})
+    assert (cfg['write_path'], cfg['read_path'], cfg['atomic_fault']) == ('atomic_fallback', 'atomic', 'fixup')
+    cfg, _ = parse_config({'design': 'akpm-kmap', 'write_path': 'atomic_fallback'})   # agreeing is fine
+    assert cfg['design'] == 'akpm-kmap'
+
+
+def test_a_design_contradicted_by_an_option_is_a_one_line_error():
+    with pytest.raises(ValueError) as e:
+        parse_config({'design': 'akpm-kmap', 'read_path': 'kmap'})
+    assert 'design=akpm-kmap sets read_path=atomic' in str(e.value) and '\n' not in str(e.value)
+    with pytest.raises(ValueError):
+        parse_config({'design': 'andrew'})
+
+
+def test_variant_selection_sees_through_a_design():
+    scn = scn_mod.find('dbench')
+    vs = scn.variants()
+    assert [v['design'] for v in vs] == list(DESIGNS)
+    assert options.select(scn, vs, 'write_path=kmap') == [{'design': 'mainline-2.4.18'}]
+    assert options.select(scn, vs, 'read_path=atomic') == [{'design': 'akpm-kmap'}]
+
+
+# ---- [params] ----------------------------------------------------------------------------------
+
+PARAMS = '''
+name = "p"
+[machine]
+cpus = 2
+[params]
+per_cpu = 2
+tag = "x"
+[[task]]
+name = "w"
+program = "writer"
+args = ["{tag}{cpu}.{n}", 4, 4096, 1]
+cpu = "each"
+count = "{per_cpu}"
+[sweep]
+per_cpu = [1, 3]
+[expect]
+checks = ["tasks_exited == cpus * per_cpu"]
+'''
+
+
+def test_params_are_swept_counted_and_substituted_but_not_booted(tmp_path):
+    p = tmp_path / 's.toml'
+    p.write_text(PARAMS)
+    scn = scn_mod.load(str(p))
+    assert scn.variants() == [{'per_cpu': 1}, {'per_cpu': 3}]
+    assert 'per_cpu' not in scn.options({'per_cpu': 3})
+    r = runner.run_variant(scn, {"per_cpu": 3})
+    assert r['ok'], r['why']
+    assert r['counters']['tasks_exited'] == 6
+    k = r['kernel']
+    assert sorted(t.name for t in k.scenario_tasks['w']) == ['w0.0', 'w0.1', 'w0.2', 'w1.0', 'w1.1', 'w1.2']
+    assert {'x0.0', 'x1.2'} <= set(k.vfs.inodes)              # args say {tag}{cpu}.{n}
+
+
+@pytest.mark.parametrize('edit, why', [
+    (('per_cpu = 2', 'cpus = 2'), 'not a free name'),
+    (('per_cpu = 2', 'per_cpu = true'), 'an integer or a string'),
+    (('count = "{per_cpu}"', 'count = "{tag}"'), 'count'),
+    (('count = "{per_cpu}"', 'count = 0'), 'count'),
+    (('per_cpu = [1, 3]', 'per_cpu = ["a"]'), 'is not a int'),
+    (('"{tag}{cpu}.{n}"', '"{nope}"'), '{nope}'),
+])
+def test_bad_params_are_one_line_errors(tmp_path, edit, why):
+    p = tmp_path / 's.toml'
+    p.write_text(PARAMS.replace(*edit))
+    with pytest.raises(scn_mod.ScenarioError) as e:
+        scn_mod.load(str(p))
+    assert why in str(e.value) and '\n' not in str(e.value)
+
+
+def test_set_of_a_param_pins_it_from_the_command_line():
+    out = subprocess.run([sys.executable, '-m', 'kmaplab.cli', 'run', 'dbench', '--set', 'per_cpu=x'],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2 and 'per_cpu' in out.stderr and 'Traceback' not in out.stderr
+
+
+# ---- dbench ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def small_dbench():
+    """Both designs, 4 CPUs, one client per CPU (the scenario's shape, smaller)."""
+    needs(DBCLIENT)
+    scn = scn_mod.find('dbench')
+    return [runner.run_variant(scn, v, overrides={'cpus': 4, 'per_cpu': 1}) for v in scn.variants()]
+
+
+def test_dbench_completes_with_the_oracle_clean_on_both_designs(small_dbench):
+    for r in small_dbench:
+        c = r['counters']
+        assert r['outcome'] == 'completed' and r['ok'], r['why']
+        assert c['oracle_mismatches'] == 0 and c['tasks_exited'] == 4
+        assert c['file_write_bytes'] == c['file_read_bytes'] > 4 * 2 * 2 * 16384
+        assert c['fs_extents_freed'] == 4 * 2 * 2               # every unlinked file gave its extent back
+        assert c['io_mb_per_s'] == round((c['file_write_bytes'] + c['file_read_bytes']) * 1000 / c['cycles'], 3)
+
+
+def test_dbench_kmap_high_callers_follow_the_design(small_dbench):
+    mainline, akpm = small_dbench
+    c = mainline['counters']
+    assert c['kmap_high_calls.file_read_actor'] == c['read_kmap_copies'] > 0
+    assert c['kmap_high_calls.generic_file_write'] > 0
+    assert c['read_atomic_copies'] == 0
+    a = akpm['counters']
+    assert a['kmap_high_calls'] == 0 and a['read_kmap_copies'] == 0
+    assert a['read_atomic_copies'] == c['read_kmap_copies']            # same reads, other path
+    assert a['kmap_atomic_calls'] > 0
+
+
+def test_the_dbench_verdicts_come_from_the_runs(small_dbench):
+    vs = {v['claim']: v for v in verdicts.verdicts(small_dbench)}
+    thr = vs['dbench 512 throughput with the kmap_atomic copy patches']
+    prof = vs['kmap locking dominates the profile on 16 CPUs (dbench 512)']
+    for v in (thr, prof):
+        assert v['verdict'] in verdicts.VERDICTS and v['reproduce'].startswith('kmaplab run dbench')
+    assert 'MB per simulated second' in thr['lab'] and thr['modelled']
+
+
+def _db(design, mb, lock=0, **c):
+    base = dict(io_mb_per_s=mb, instructions=10 ** 6, kmap_lock_spin_insns=lock, tasks_exited=64, cpus=16,
+                kmap_high_calls=100, pool_wraps=1, kmap_sleeps=0, global_flushes=1)
+    base.update(c)
+    return dict(scenario='dbench', variant={'design': design}, seed=0, outcome='completed', ok=True,
+                counters=base)
+
+
+@pytest.mark.parametrize('mb_after, verdict', [(47.0, 'reproduced'), (33.5, 'partly'), (32.4, 'not reproduced'),
+                                               (30.0, 'not reproduced')])
+def test_the_throughput_verdict_follows_the_ratio(mb_after, verdict):
+    rs = [_db('mainline-2.4.18', 32.3), _db('akpm-kmap', mb_after)]
+    v = verdicts.rule_dbench_throughput(rs)
+    assert v['verdict'] == verdict
+
+
+def test_the_profile_verdict_follows_the_lock_share():
+    assert verdicts.rule_dbench_profile([_db('mainline-2.4.18', 1, lock=640_000)])['verdict'] == 'reproduced'
+    assert verdicts.rule_dbench_profile([_db('mainline-2.4.18', 1, lock=100_000)])['verdict'] == 'partly'
+    assert verdicts.rule_dbench_profile([_db('mainline-2.4.18', 1, lock=1_000)])['verdict'] == 'not reproduced'
