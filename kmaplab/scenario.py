@@ -350,6 +350,7 @@ def _split_params(path, data):
                 or k in ARG_PLACEHOLDERS:
             raise ScenarioError(f'{path}: params.{k}: not a free name (lower-case, not a boot option, '
                                 f'cpu or n)')
+        PARAM.check(params[k], f'{path}: params.{k}')
     data = dict(data)
     for sect, where in (('sweep', 'sweep.'), ('full', 'full.sweep.')):
         table = data.get(sect)

@@ -86,7 +86,7 @@ def test_params_are_swept_counted_and_substituted_but_not_booted(tmp_path):
 
 @pytest.mark.parametrize('edit, why', [
     (('per_cpu = 2', 'cpus = 2'), 'not a free name'),
-    (('per_cpu = 2', 'per_cpu = true'), 'an integer or a string'),
+    (('per_cpu = 2', 'per_cpu = true'), 'an integer from 0'),
     (('count = "{per_cpu}"', 'count = "{tag}"'), 'count'),
     (('count = "{per_cpu}"', 'count = 0'), 'count'),
     (('per_cpu = [1, 3]', 'per_cpu = ["a"]'), 'is not a int'),
