@@ -28,7 +28,7 @@ from . import inject, options, outfiles, verdicts
 from . import scenario as scn_mod
 from .runner import run_variant
 
-ORDER = ('hello', 'kmap-scaling', 'sleep-in-atomic', 'dont-unmap', 'munmap-race', 'swapin-storm',
+ORDER = ('hello', 'kmap-scaling', 'kernel-compile', 'dbench', 'sleep-in-atomic', 'dont-unmap', 'munmap-race', 'swapin-storm',
          'gup-pin', 'same-page-write', 'kmap-local', 'reclaim')
 RESULT_KEYS = ('scenario', 'seed', 'variant', 'outcome', 'findings', 'expected', 'ok', 'why',
                'counters', 'series', 'wall_s', 'cpu_s')

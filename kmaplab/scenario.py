@@ -57,6 +57,7 @@ SIZE_KEYS = {'mem', 'highmem', 'swap', 'fs_extent'}
 ARG_PLACEHOLDERS = ('cpu', 'n')      # {cpu}, {n} in a task's string args
 MAX_FILE_SIZE = FS_REGION_BYTES      # a [[file]]: the file system's region of the disk
 MAX_ARG_BLOCK = 4000                 # a task's args on its initial stack (one kernel page)
+MAX_FILE_COUNT = 4096                # files one [[file]] with count makes
 MAX_TASKS = 4096                     # task instances of one variant (count x CPUs, summed)
 
 
@@ -109,6 +110,8 @@ FILE = Table({
     'host': Str(max_len=4096, meaning='a host file (relative to the scenario, else build/; '
                                       'confined to them) copied in, instead of size/seed'),
     'mode': Int(0, 0o7777, 'permission bits, e.g. 0o755'),
+    'count': Int(1, MAX_FILE_COUNT, 'that many files: {i} in the name is 0 .. count-1, the seed '
+                                    'seed + i'),
 }, required=('name',), meaning='a file on the disk at boot')
 TASK = Table({
     'name': Str(max_len=64, meaning='the task name (default: the program)'),
@@ -185,7 +188,7 @@ class Scenario:
         self.tasks = data.get('task', [])
         self.sweep = data.get('sweep', {})
         self.explicit = data.get('variant', [])
-        self.files = data.get('file', [])
+        self.files = expand_files(data.get('file', []))
         self.plan = data.get('plan')
         self.expect = data.get('expect', {})
         self.report = data.get('report', {})
@@ -261,6 +264,22 @@ class Scenario:
                 nots = case.get('not', nots)
                 break
         return outcome, also, checks, nots
+
+
+def expand_files(files):
+    """[[file]] entries with count = N become N entries: {i} in the name
+    is 0 .. N-1 and the seed is seed + i (its own pattern phase, or its own
+    random stream, per file)."""
+    out = []
+    for f in files:
+        n = f.get('count', 1)
+        for i in range(n):
+            g = {k: v for k, v in f.items() if k != 'count'}
+            if n > 1:
+                g['name'] = f['name'].replace('{i}', str(i))
+                g['seed'] = f.get('seed', 0) + i
+            out.append(g)
+    return out
 
 
 def program_path(scn_path, program):
@@ -387,6 +406,10 @@ def validate(path, data):
     placeholders, exclude keys are sweep axes, checks compile."""
     checked, params = _split_params(path, data)
     SCENARIO.check(checked, f'{path}: ')
+    for i, f in enumerate(data.get('file', [])):
+        if f.get('count', 1) > 1 and ('{i}' not in f['name'] or 'host' in f):
+            raise ScenarioError(f'{path}: file[{i}].count: {f["count"]} files need {{i}} in the name '
+                                f'(and no host)')
     names = set()
     for i, t in enumerate(data['task']):
         where = f'{path}: task[{i}].'
@@ -394,8 +417,8 @@ def validate(path, data):
         if isinstance(count, str):
             name = count[1:-1] if count.startswith('{') and count.endswith('}') else None
             if name not in params or not isinstance(params[name], int) or params[name] < 1:
-                raise ScenarioError(f'{where}count: {count!r} (allowed: 1 to 1024, or "{{name}}" of '
-                                    f'an integer [params] entry)')
+                raise ScenarioError(f'{where}count: {count!r} is not an integer (allowed: 1 to 1024, or '
+                                    f'"{{name}}" of an integer [params] entry)')
         for key in ('argv', 'env'):
             for j, a in enumerate(t.get(key, [])):
                 _check_placeholders(f'{where}{key}[{j}]', a, params)
