@@ -167,3 +167,13 @@ def test_the_profile_verdict_follows_the_lock_share():
     assert verdicts.rule_dbench_profile([_db('mainline-2.4.18', 1, lock=640_000)])['verdict'] == 'reproduced'
     assert verdicts.rule_dbench_profile([_db('mainline-2.4.18', 1, lock=100_000)])['verdict'] == 'partly'
     assert verdicts.rule_dbench_profile([_db('mainline-2.4.18', 1, lock=1_000)])['verdict'] == 'not reproduced'
+
+
+def test_the_throughput_verdict_says_when_only_the_cost_model_sees_it():
+    m = _db('mainline-2.4.18', 32.3, file_write_bytes=1000, model_cycles_per_byte=10.0,
+            model_cycles_per_byte_numaq=13.0)
+    a = _db('akpm-kmap', 32.4, file_write_bytes=1000, model_cycles_per_byte=9.8, model_cycles_per_byte_numaq=9.9)
+    v = verdicts.rule_dbench_throughput([m, a])
+    assert v['verdict'] == 'partly' and v['modelled'] and '1.313x with a NUMA-Q remote line' in v['lab']
+    a['counters']['model_cycles_per_byte_numaq'] = 12.9
+    assert verdicts.rule_dbench_throughput([m, a])['verdict'] == 'not reproduced'
