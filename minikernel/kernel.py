@@ -415,6 +415,7 @@ class Kernel:
                      8 * layout.GDT_ENTRIES, boot_esp, cr4=self.mmu_cr4_features)
             cpu.set_code_region(0, img.base, img.size, img.insn_bitmap)
             cpu.watch_tlb_events(img)
+            cpu.watch_sti(img)
             for kind in ('invlpg', 'mov_cr3'):
                 for addr in img.specials.get(kind, ()):
                     cpu.count_at(addr, kind)

@@ -81,6 +81,9 @@ typedef struct {
     uint32_t gen;           /* bumped whenever the regions change: drops the cache */
     uint32_t pad2;
     count_entry cache[KCPU_CACHE];
+    uint32_t sti_shadow;    /* address after an `sti` just executed, or 0 */
+    uint32_t pad3;
+    uint64_t sti_shadows;   /* interrupts held back one instruction by the shadow */
 } kcpu;
 
 static uint32_t count_starts(const kcpu *c, uint32_t addr, uint32_t size, int *known)
@@ -127,7 +130,13 @@ static void credit_ranges(kcpu *c, uint32_t addr, uint32_t size, uint32_t n)
     }
 }
 
-/* UC_HOOK_BLOCK: the only hook on the hot path. */
+/* UC_HOOK_BLOCK: the only hook on the hot path.
+ * The interrupt shadow of `sti` (SDM vol. 2, STI: "the processor responds
+ * to the external interrupt after executing the next instruction"): an
+ * interrupt pending when the block right after an sti starts waits for
+ * that block, which TCG translates as one instruction (a TB translated
+ * with HF_INHIBIT_IRQ ends after its first instruction).  kcpu_sti_hook
+ * marks the address; a stop for the limit keeps the mark for the next run. */
 void kcpu_block_hook(void *uc, uint64_t address, uint32_t size, kcpu *c)
 {
     if (__builtin_expect(c->executed >= c->limit, 0)) {
@@ -136,14 +145,20 @@ void kcpu_block_hook(void *uc, uint64_t address, uint32_t size, kcpu *c)
         c->emu_stop(uc);
         return;
     }
+    uint32_t shadow = c->sti_shadow;
+    c->sti_shadow = 0;
     if (__builtin_expect(c->irq_pending, 0)) {
         uint32_t eflags = 0;
         c->reg_read(uc, UC_X86_REG_EFLAGS, &eflags);
         if (eflags & EFLAGS_IF) {
-            c->stop_reason = STOP_IRQ;
-            c->blk_count = 0;
-            c->emu_stop(uc);
-            return;
+            if (shadow == (uint32_t)address && shadow) {
+                c->sti_shadows++;
+            } else {
+                c->stop_reason = STOP_IRQ;
+                c->blk_count = 0;
+                c->emu_stop(uc);
+                return;
+            }
         }
     }
     uint32_t a = (uint32_t)address, n;
@@ -202,6 +217,14 @@ void kcpu_intr_hook(void *uc, uint32_t intno, kcpu *c)
         c->ctx_restore(uc, c->ctx);
     }
     c->emu_stop(uc);
+}
+
+/* One-address UC_HOOK_CODE on an `sti` (1 byte): the next instruction is
+ * in its interrupt shadow (see kcpu_block_hook). */
+void kcpu_sti_hook(void *uc, uint64_t address, uint32_t size, kcpu *c)
+{
+    (void)uc;
+    c->sti_shadow = (uint32_t)address + size;
 }
 
 /* One-address UC_HOOK_CODE on an invlpg / mov cr3: count it. */

@@ -98,7 +98,7 @@ import struct
 import capstone
 from keystone import Ks, KsError, KS_ARCH_X86, KS_MODE_32
 
-SPECIAL_KINDS = ('invlpg', 'mov_cr3', 'mov_cr4', 'int', 'hlt', 'iret')
+SPECIAL_KINDS = ('invlpg', 'mov_cr3', 'mov_cr4', 'int', 'hlt', 'iret', 'sti')
 
 _CS = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
 _KS = Ks(KS_ARCH_X86, KS_MODE_32)
@@ -866,7 +866,7 @@ def _prefixes(chunk):
 
 
 def _special(m, ops):
-    if m in ('invlpg', 'int', 'hlt'):
+    if m in ('invlpg', 'int', 'hlt', 'sti'):
         return m
     if m in ('iret', 'iretd'):
         return 'iret'

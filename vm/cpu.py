@@ -5,8 +5,8 @@ What this file owns
     counters they keep.
   - Turning whatever stopped a run into a decoded Trap: the page-fault error
     code is rebuilt here (Unicorn does not expose it), the #1883 double-fault
-    bug is worked around here, the STI shadow of `sti; hlt` is kept here
-    (_sti_shadow_hlt), and nothing above this file sees a Unicorn quirk.
+    bug is worked around here, the STI shadow is kept here (watch_sti and
+    vm/_native.c), and nothing above this file sees a Unicorn quirk.
   - The ring-0 template context saved at boot, the only way back from ring 3
     (Unicorn refuses privilege changes through reg_write).  The restore
     keeps the CPU's x87/SSE state (the span of the context that holds it is
@@ -311,6 +311,14 @@ class CPU:
                 off = addr - image.base
                 self.tlb.watch(kind, addr, image.code[off:off + 16])
 
+    def watch_sti(self, image):
+        """The interrupt shadow of every `sti` of `image` (an assembled
+        vm.asm Image): a one-address C hook on each marks the next
+        instruction, which retires before a pending interrupt is taken
+        (vm/_native.c kcpu_block_hook).  Unicorn keeps no shadow itself."""
+        for addr in image.specials.get('sti', ()):
+            native.hook_add(self.uc, UC_HOOK_CODE, native.STI_HOOK, self.kptr, addr, addr)
+
     def count_at(self, address, kind):
         """Count executions of the instruction at `address` (a one-address C
         hook: costs nothing elsewhere)."""
@@ -464,10 +472,13 @@ class CPU:
         if reason == native.STOP_LIMIT:
             return Trap('quantum', eip=eip, cpl=cpl)
         if reason == native.STOP_IRQ:
-            if self._sti_shadow_hlt(eip):
-                eip = self._retire_hlt(eip)
             return Trap('irq', eip=eip, cpl=cpl)
         if reason == native.STOP_NONE:
+            if self.k.irq_pending and regs['eflags'] & x86.EFLAGS_IF:
+                # a hlt in sti's shadow (`sti; hlt`, safe_halt) with an
+                # interrupt pending: the CPU halts and the interrupt wakes
+                # it at once; the context resumes after the hlt
+                return Trap('irq', eip=eip, cpl=cpl)
             self._halted[self.index] = 1
             return Trap('hlt', eip=eip, cpl=cpl)
         if vec == x86.VEC_PF:
@@ -483,38 +494,6 @@ class CPU:
         key = 'faults_' + kind if 'faults_' + kind in self.counters else 'faults_other'
         self.counters[key] += 1
         return Trap(kind, vec, eip, cpl=cpl)
-
-    # ---- the STI shadow Unicorn does not keep ------------------------------
-
-    def _sti_shadow_hlt(self, eip):
-        """Did the run stop for an interrupt between `sti` and `hlt`?  x86
-        holds interrupts for one instruction after sti (the STI shadow), so
-        `sti; hlt` (safe_halt) halts first and the interrupt then wakes it;
-        TCG ends a block after sti and the block hook would take the
-        interrupt before the hlt, which then sleeps with nothing to wake it.
-        The block before the stop (blk_addr, blk_size) must end at eip with
-        an sti, and the instruction at eip must be hlt."""
-        k = self.k
-        if k.blk_addr + k.blk_size != eip or self._byte_at(eip) != 0xF4:
-            return False
-        code = self.read_virt(self.regs['cr3'], k.blk_addr, k.blk_size) or b''
-        last = None
-        for last in self._md.disasm(code, k.blk_addr):
-            pass
-        return last is not None and last.mnemonic == 'sti' and last.address + last.size == eip
-
-    def _retire_hlt(self, eip):
-        """What the hardware does in the shadow: the hlt retires, the CPU
-        halts and the pending interrupt wakes it at once: the interrupted
-        context resumes after the hlt."""
-        self.uc.reg_write(ux.UC_X86_REG_EIP, eip + 1)
-        self.regs['eip'] = eip + 1
-        self.k.executed += 1
-        return eip + 1
-
-    def _byte_at(self, va):
-        b = self.read_virt(self.regs['cr3'], va, 1)
-        return b[0] if b else None
 
     # ---- the page-fault error code ------------------------------------------
 

@@ -60,6 +60,9 @@ class KCpu(ctypes.Structure):
         ('gen', ctypes.c_uint32),
         ('pad2', ctypes.c_uint32),
         ('cache', CountEntry * CACHE),
+        ('sti_shadow', ctypes.c_uint32),
+        ('pad3', ctypes.c_uint32),
+        ('sti_shadows', ctypes.c_uint64),
     ]
 
 
@@ -70,6 +73,7 @@ def _fn(name):
 BLOCK_HOOK = _fn('kcpu_block_hook')
 INTR_HOOK = _fn('kcpu_intr_hook')
 COUNT_HOOK = _fn('kcpu_count_hook')
+STI_HOOK = _fn('kcpu_sti_hook')
 _settle = _lib.kcpu_settle
 _settle.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
 _settle.restype = None

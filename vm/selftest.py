@@ -17,6 +17,9 @@ What this file owns
       (g) irq_waits_for_sti    a pending IPI is not taken while IF=0, but right after sti
       (h) exact_count          instruction counts equal the program's, across quanta and
                                across a #PF in the middle of `rep movsd`
+      (j) cr3_reload_flushes   a stale entry is used until a CR3 reload drops it
+      (k) stale_survives_context_restore  ring 3 and back through the engine's
+                               template restore does not flush the TLB
       (i) pf_w_<kind>          one per kind of store (SSE, x87, string, stack, cmpxchg8b,
                                read-modify-write ...) and a few loads: the rebuilt #PF
                                error code has W exactly for the writes, on a not-present
@@ -176,6 +179,13 @@ ret_user:
         mov es, word ptr [esp + 16]
         iretd
 
+// u32 reload_cr3_read(EDX va): a CR3 reload (local_flush_tlb), read va.
+reload_cr3_read:
+        mov eax, cr3
+        mov cr3, eax
+        mov eax, dword ptr [edx]
+        hlt
+
 // ring 3: read [EBX], then `int 0x80`.
 user_read:
         mov eax, dword ptr [ebx]
@@ -229,6 +239,7 @@ class Rig:
             cpu.boot(PGDIR, GDT, 8 * x86.GDT_ENTRIES, self.kstack(cpu.index), cr4=cr4)
             cpu.set_code_region(0, self.image.base, self.image.size, self.image.insn_bitmap)
             cpu.watch_tlb_events(self.image)
+            cpu.watch_sti(self.image)
 
     @property
     def cpus(self):
@@ -451,13 +462,15 @@ def racy_run(seed, cpus=4, n=500, quantum=40):
 
 def check_determinism(cpus=4, n=500):
     """Same seed: same schedule and RAM; another seed: another schedule.
-    The lock keeps its counter exact; the unlocked counter loses updates."""
+    The lock keeps its counter exact; the unlocked counter loses updates
+    under both seeds (the interleaving is real: fewer than cpus * n)."""
     a = racy_run(1, cpus, n)
     b = racy_run(1, cpus, n)
     c = racy_run(2, cpus, n)
     total = cpus * n
     ok = (a[3] == b[3] == c[3] == 'finished' and a[0] == b[0] and a[1] == b[1]
-          and a[2] == b[2] and a[0] != c[0] and a[2][1] == c[2][1] == total)
+          and a[2] == b[2] and a[0] != c[0] and a[2][1] == c[2][1] == total
+          and a[2][0] < total and c[2][0] < total)
     return ok, (f'seed 1 twice: {len(a[0])} picks, schedules '
                 f'{"identical" if a[0] == b[0] else "DIFFER"}, RAM sha256 '
                 f'{"identical" if a[1] == b[1] else "DIFFERS"} ({a[1][:12]}); seed 2: '
@@ -469,7 +482,8 @@ def check_determinism(cpus=4, n=500):
 
 def check_irq_waits_for_sti(n=2000, quantum=50):
     """An IPI sent to a CPU spinning with IF=0 stays pending across every
-    quantum boundary and is taken at the first block after `sti`."""
+    quantum boundary and is taken after `sti` and the one instruction in
+    its shadow (the `jmp` to itself at after_sti)."""
     rig = Rig(cpus=2, policy=RoundRobin(quantum))
     m, cpu1 = rig.m, rig.cpus[1]
     rig.call(0, 'read_x', edx=DATA)          # CPU0: the sender, then halted
@@ -486,14 +500,69 @@ def check_irq_waits_for_sti(n=2000, quantum=50):
                      quanta=cpu.counters['runs'] - mark.get('runs', 0))
         m.stop('irq taken')
     end = m.run(Driver(m, on_irq), max_cycles=10 * n)
-    expect_at = 1 + 2 * n + 1                # cli, n * (dec, jnz), sti
+    # cli, n * (dec, jnz), sti, and the jmp in sti's shadow: x86 retires
+    # the instruction after sti before it takes the interrupt
+    expect_at = 1 + 2 * n + 1 + 1
     ok = (end == 'irq taken' and taken.get('vector') == IPI_VECTOR and 'runs' in mark
           and taken.get('eip') == rig.sym('after_sti') and taken.get('at') == expect_at
           and taken['quanta'] > 1)
     return ok, (f'IPI pending on CPU1 from its instruction {mark.get("insns")}, kept pending '
                 f'with IF=0 over {taken.get("quanta", 0) - 1} quantum boundaries; taken at '
                 f'{taken.get("eip", 0):#x} (after_sti={rig.sym("after_sti"):#x}) after '
-                f'{taken.get("at")} instructions (want {expect_at} = cli + {n} iterations + sti)')
+                f'{taken.get("at")} instructions (want {expect_at} = cli + {n} iterations + sti + '
+                f'the jmp in its shadow)')
+
+
+# ---- (j), (k) -------------------------------------------------------------------
+
+def _stale_then(mode, between):
+    """DATA cached by a ring-0 read, its PTE pointed at FAR without a flush;
+    a ring-0 read of DATA after `between(rig)`, which returns the routine
+    for that read.  Returns (first read, read after) on tlb=`mode`."""
+    rig = Rig(tlb=mode)
+    m = rig.m
+    m.write32(DATA, 0xA0)
+    m.write32(FAR, 0xF0)
+    first = rig.call(0, 'read_x', edx=DATA) and rig.cpus[0].regs['eax']
+    rig.set_pte(DATA, FAR | x86.PTE_P | x86.PTE_W)      # no invlpg, no CR3 load
+    name = between(rig)
+    t = rig.call(0, name, edx=DATA)
+    return first, rig.cpus[0].regs['eax'] if t.kind == 'hlt' else t
+
+
+def check_cr3_reload_flushes():
+    """A non-global entry cached before its PTE changed: the next read is
+    still stale (the TLB holds it), a CR3 reload drops it and the read
+    after it sees the new frame; under tlb=qemu and tlb=p3."""
+    out = {}
+    for mode in ('qemu', 'p3'):
+        _, stale = _stale_then(mode, lambda rig: 'read_x')
+        _, fresh = _stale_then(mode, lambda rig: 'reload_cr3_read')
+        out[mode] = (stale, fresh)
+    ok = all(v == (0xA0, 0xF0) for v in out.values())
+    return ok, '; '.join(f'tlb={mode}: without a flush {s:#x} (stale), after mov cr3 {f:#x}'
+                         if isinstance(s, int) and isinstance(f, int) else f'tlb={mode}: {s!r} {f!r}'
+                         for mode, (s, f) in out.items())
+
+
+def check_stale_survives_context_restore():
+    """The engine's way back from ring 3 (a context_restore of the ring-0
+    template, vm/cpu.py) is not a TLB flush: an entry made stale before a
+    trip to user mode and back is still used by ring 0 after it, as on x86
+    (a trap does not flush the TLB); under tlb=qemu and tlb=p3."""
+    def via_user(rig):
+        t = rig.to_user(0, 'user_read', ebx=USTACK)
+        via_user.trap = t
+        return 'read_x'
+    out = {}
+    for mode in ('qemu', 'p3'):
+        via_user.trap = None
+        out[mode] = (_stale_then(mode, via_user)[1], via_user.trap)
+    ok = all(v == 0xA0 and t is not None and t.kind == 'int' and t.cpl == 3
+             for v, t in out.values())
+    return ok, '; '.join(f'tlb={mode}: ring 3 ran ({t!r}), then ring 0 reads '
+                         f'{v:#x} (stale: {"yes" if v == 0xA0 else "NO"})' if isinstance(v, int)
+                         else f'tlb={mode}: {v!r}' for mode, (v, t) in out.items())
 
 
 # ---- (h) -----------------------------------------------------------------------
@@ -653,6 +722,8 @@ CHECKS = [
     ('determinism', check_determinism),
     ('irq_waits_for_sti', check_irq_waits_for_sti),
     ('exact_count', check_exact_count),
+    ('cr3_reload_flushes', check_cr3_reload_flushes),
+    ('stale_survives_context_restore', check_stale_survives_context_restore),
 ] + [(f'pf_w_{name}', _pf_w_check(name, kind)) for name, _, kind in PF_W_KINDS]
 
 

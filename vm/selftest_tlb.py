@@ -24,13 +24,6 @@ Rules: as vm/selftest.py (plain x86, no Linux).
 from . import x86
 
 TLB_S = r'''
-// u32 reload_cr3_read(EDX va): a CR3 reload (local_flush_tlb), read va.
-reload_cr3_read:
-        mov eax, cr3
-        mov cr3, eax
-        mov eax, dword ptr [edx]
-        hlt
-
 // void write_cr4(EAX value)
 write_cr4:
         mov cr4, eax
