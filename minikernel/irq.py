@@ -11,11 +11,20 @@ Rules
     is entered with IF=0 and no other vector nests.
   - The IPI handlers are guest code (asm/kernel/tlb.S): the flush and the
     acknowledgement are instructions on the receiving CPU.
+  - do_IRQ runs between irq_enter() and irq_exit() (2.5: preempt_count +=
+    HARDIRQ_OFFSET), so in_interrupt() holds in the handlers, guest code
+    included (kmap/kunmap BUG on it, as 2.4's highmem.h).
   - On the way out to kernel code, with preempt=full, a task whose
     preempt_count is 0 and whose time slice ran out is preempted
-    (preempt_schedule); with preempt=none only the way to user mode
-    reschedules.
+    (sched.preempt_schedule, PREEMPT_ACTIVE); with preempt=none only the
+    way to user mode reschedules.
+  - A reschedule IPI to another CPU is an IPI like the others
+    (Machine.send_ipi: counted in ipis_sent, ipi_latency late, seen by fault
+    injection); to the CPU that runs the waker, smp_send_reschedule is not
+    called (2.4 reschedule_idle), need_resched is enough: its interrupt
+    line is raised at once, as before.
 """
+from .sched import HARDIRQ_OFFSET
 from .task import Charge, Guest
 
 LOCAL_TIMER_VECTOR = 0xEF
@@ -29,15 +38,34 @@ class Interrupts:
     def __init__(self, kernel):
         self.k = kernel
         self.counters = dict(timer_irqs=0, tlb_ipis_handled=0, call_function_ipis_handled=0,
-                             reschedule_ipis=0, disk_irqs=0, preemptions=0)
+                             reschedule_ipis=0, reschedule_ipis_sent=0, disk_irqs=0,
+                             preemptions=0)
 
     def send_reschedule(self, cpu):
-        """smp_send_reschedule(): kick `cpu` out of idle / into schedule()."""
+        """smp_send_reschedule(): kick `cpu` out of idle / into schedule().
+        From another CPU (the one running now): an IPI, counted and
+        delayed as every IPI (Machine.send_ipi); from `cpu` itself, or from
+        no CPU (a machine event), the interrupt line is raised at once."""
         m = self.k.machine
-        m.raise_irq(cpu, RESCHEDULE_VECTOR)
+        src = m.running
+        if src is None or src == cpu:
+            m.raise_irq(cpu, RESCHEDULE_VECTOR)
+        else:
+            self.counters['reschedule_ipis_sent'] += 1
+            m.send_ipi(src, [cpu], RESCHEDULE_VECTOR)
 
     def do_IRQ(self, task, vector):
-        """Handle one vector on task's CPU.  Generator."""
+        """Handle one vector on task's CPU, between irq_enter() and
+        irq_exit().  Generator."""
+        sched = self.k.sched
+        if task is not None:
+            sched.add_preempt_count(task, HARDIRQ_OFFSET)        # irq_enter()
+        yield from self.handle_irq(task, vector)
+        if task is not None:
+            sched.add_preempt_count(task, -HARDIRQ_OFFSET)       # irq_exit()
+
+    def handle_irq(self, task, vector):
+        """The body of do_IRQ for one vector.  Generator; in_interrupt()."""
         k = self.k
         yield Charge(k.costs['irq_entry'])
         if vector == LOCAL_TIMER_VECTOR:
@@ -75,4 +103,4 @@ class Interrupts:
             return
         self.counters['preemptions'] += 1
         k.trace_event('preempt', task=task, eip=saved['eip'] if saved else None)
-        yield from k.sched.schedule(task)
+        yield from k.sched.preempt_schedule(task)

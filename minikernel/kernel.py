@@ -53,7 +53,7 @@ from .rmap import Rmap
 from .schema import Bool, Choice, Int, OneOf, SchemaError, Size, Str
 from .vmstat import VmStat
 from .highmem import Highmem, PKMAP_WAIT_ID
-from .sched import (Scheduler, TI_CPU, TI_FLAGS, TI_KMAP_IDX, TI_KMAP_PTEVAL, TI_TLS_ARRAY,
+from .sched import (IRQ_MASK, Scheduler, TI_CPU, TI_FLAGS, TI_KMAP_IDX, TI_KMAP_PTEVAL, TI_TLS_ARRAY,
                     TI_FPU_INITIALIZED, TI_FPU_LAST_CPU, TI_FPU_STATE,
                     TI_PAGEFAULT_DISABLED, TI_PREEMPT_COUNT, TIF_NEED_RESCHED, WaitQueue)
 from .services import SERVICES, Services
@@ -379,7 +379,7 @@ class Kernel:
                  PG_VIRTUAL=gfp.PG_VIRTUAL_OFF, PKMAP_WAIT_ID=PKMAP_WAIT_ID,
                  _TIF_NEED_RESCHED=1 << TIF_NEED_RESCHED,
                  SWAPPER_PG_DIR_PA=self.swapper_pg_dir_pa,
-                 TI_CPU=TI_CPU, TI_FLAGS=TI_FLAGS, TI_PREEMPT_COUNT=TI_PREEMPT_COUNT,
+                 TI_CPU=TI_CPU, TI_FLAGS=TI_FLAGS, TI_PREEMPT_COUNT=TI_PREEMPT_COUNT, IRQ_MASK=IRQ_MASK,
                  TI_PAGEFAULT_DISABLED=TI_PAGEFAULT_DISABLED,
                  TI_KMAP_IDX=TI_KMAP_IDX, TI_KMAP_PTEVAL=TI_KMAP_PTEVAL,
                  TI_TLS_ARRAY=TI_TLS_ARRAY, TI_FPU_INITIALIZED=TI_FPU_INITIALIZED,

@@ -49,6 +49,14 @@ TI_TASK = 0
 TI_FLAGS = 8
 TI_CPU = 16
 TI_PREEMPT_COUNT = 20
+# preempt_count's fields (include/asm-i386/hardirq.h, 2.5/2.6.0): bits 0-7
+# the preemption count, 8-15 softirq, 16-23 hardirq (irq_enter adds
+# HARDIRQ_OFFSET); in_interrupt() is any of softirq/hardirq; PREEMPT_ACTIVE
+# marks a task inside preempt_schedule().
+SOFTIRQ_OFFSET = 1 << 8
+HARDIRQ_OFFSET = 1 << 16
+IRQ_MASK = 0x00FFFF00               # SOFTIRQ_MASK | HARDIRQ_MASK: in_interrupt()
+PREEMPT_ACTIVE = 0x4000000
 TI_PAGEFAULT_DISABLED = 24
 TI_KMAP_IDX = 28
 TI_KMAP_PTEVAL = 32
@@ -170,6 +178,22 @@ class Scheduler:
         v = self.read_ti(task, TI_PREEMPT_COUNT)
         return v - (1 << 32) if v & 0x80000000 else v
 
+    def preempt_active(self, task):
+        return bool(self.read_ti(task, TI_PREEMPT_COUNT) & PREEMPT_ACTIVE)
+
+    def preempt_schedule(self, task):
+        """preempt_schedule() (2.5.34 kernel/sched.c): the caller checked
+        preempt_count 0 with interrupts on.  preempt_count is PREEMPT_ACTIVE
+        across schedule(), so a task preempted after it set its state to
+        sleep (between prepare_to_wait and its own schedule()) stays on the
+        run queue; again while TIF_NEED_RESCHED is set.  Generator."""
+        while True:
+            self.add_preempt_count(task, PREEMPT_ACTIVE)
+            yield from self.schedule(task)
+            self.add_preempt_count(task, -PREEMPT_ACTIVE)
+            if not self.need_resched(task):
+                return
+
     def start(self, task):
         """Make a new task runnable on its CPU."""
         task.state = TASK_RUNNING
@@ -266,12 +290,17 @@ class Scheduler:
         """schedule(): pick the next task on this CPU and switch to it.
         Generator; returns when `task` runs again (never, if it is dead)."""
         cpu = task.cpu
-        if not task.idle and self.preempt_count(task) > 0 and task.state != TASK_ZOMBIE:
+        preempted = self.preempt_active(task)
+        if not task.idle and self.preempt_count(task) & ~PREEMPT_ACTIVE and task.state != TASK_ZOMBIE:
             self._sleep_in_atomic(task)
         yield Charge(self.k.costs['schedule'])
         rq = self.rq[cpu]
         self.clear_need_resched(task)
-        if task.state == TASK_RUNNING and not task.idle and not task.on_rq:
+        # 2.5.34: `if (prev->state != TASK_RUNNING && !(preempt_count() &
+        # PREEMPT_ACTIVE)) deactivate_task(prev)`: a preempted task stays
+        # queued whatever its state (it has not reached its own schedule())
+        if (task.state == TASK_RUNNING or preempted and task.state != TASK_ZOMBIE) \
+                and not task.idle and not task.on_rq:
             if task.keeps_place:            # its slice is not used up: next after the waker
                 rq.insert(min(1, len(rq)), task)
             else:
@@ -308,7 +337,8 @@ class Scheduler:
         yield Guest('__switch_to', prev.thread_info, nxt.thread_info, irqs=False)
         # Atomic from here to the switch.  prev may have been woken while the
         # guest code above ran (it was current, so not queued): queue it now.
-        if prev.state == TASK_RUNNING and not prev.idle and not prev.on_rq:
+        if (prev.state == TASK_RUNNING or self.preempt_active(prev) and prev.state != TASK_ZOMBIE) \
+                and not prev.idle and not prev.on_rq:
             self._enqueue(prev)
             if nxt.idle:
                 self.set_need_resched(nxt)

@@ -66,7 +66,7 @@ class Services:
         if nr == SVC_PREEMPT_SCHEDULE:
             if k.config['preempt'] == 'full' and k.sched.preempt_count(task) == 0:
                 k.irq.counters['preemptions'] += 1
-                yield from k.sched.schedule(task)
+                yield from k.sched.preempt_schedule(task)
             return 0
         if nr == SVC_ALLOC_PAGE:
             pfn = yield from k.alloc_page(task, k.gfp.GFP_HIGHUSER)

@@ -33,18 +33,31 @@
 // inside; __switch_to clears the outgoing task's local PTEs and restores
 // the incoming task's (asm/kernel/switch.S).
 
-// void *kmap(struct page *page)   EAX -> EAX.  May sleep.  Not from interrupts.
+// void *kmap(struct page *page)   EAX -> EAX.  May sleep.  Clobbers ECX.
+// include/asm-i386/highmem.h (2.4.18): `if (in_interrupt()) out_of_line_bug();`
+// in_interrupt(): the softirq/hardirq fields of preempt_count (2.5).
 kmap:
-        cmp eax, dword ptr [highmem_start_page]
+        mov ecx, esp
+        and ecx, 0xffffe000
+        test dword ptr [ecx + TI_PREEMPT_COUNT], IRQ_MASK
+        jz 1f
+        BUG                                         // kmap from interrupt context
+1:      cmp eax, dword ptr [highmem_start_page]
         jae kmap_high
         sub eax, MEM_MAP_VA                         // page_address(lowmem page)
         shl eax, 7
         add eax, PAGE_OFFSET
         ret
 
-// void kunmap(struct page *page)   EAX.  Not from interrupts.
+// void kunmap(struct page *page)   EAX.  Clobbers ECX.  `if (in_interrupt())
+// out_of_line_bug();` as kmap.
 kunmap:
-        cmp eax, dword ptr [highmem_start_page]
+        mov ecx, esp
+        and ecx, 0xffffe000
+        test dword ptr [ecx + TI_PREEMPT_COUNT], IRQ_MASK
+        jz 1f
+        BUG                                         // kunmap from interrupt context
+1:      cmp eax, dword ptr [highmem_start_page]
         jae kunmap_high
         ret
 
@@ -244,9 +257,12 @@ kmap_atomic:
         ret
 
 // void kunmap_atomic(void *kvaddr, enum km_type type)   EAX, EDX.  Never sleeps.
+// HIGHMEM_DEBUG (2.5.34): vaddr = kvaddr & PAGE_MASK, so a kvaddr inside
+// the page (kmap_atomic's result plus an offset) is the slot's address.
 kunmap_atomic:
         cmp dword ptr [debug_highmem], 0
         je 9f
+        and eax, 0xfffff000                         // vaddr = kvaddr & PAGE_MASK
         cmp eax, FIXADDR_START
         jb 9f                                       // a lowmem page: nothing mapped
         mov ecx, esp

@@ -228,9 +228,15 @@ cu_fix_stosl:
         .extable cu_stosb, cu_done
 
 // long strncpy_from_user(char *dst, const char __user *src, long count)
-// EAX = length copied (without the NUL), or -EFAULT.
+// EAX = length copied (without the NUL), or -EFAULT.  2.4/2.5
+// arch/i386/lib/usercopy.c: `if (access_ok(VERIFY_READ, src, 1))
+// __do_strncpy_from_user(...)`, else -EFAULT: src + 1 <= PAGE_OFFSET.
 strncpy_from_user:
-        push esi
+        cmp edx, PAGE_OFFSET
+        jb 4f
+        mov eax, -14                                // -EFAULT: a kernel address
+        ret
+4:      push esi
         push edi
         mov edi, eax
         mov esi, edx
