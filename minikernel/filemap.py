@@ -560,6 +560,8 @@ class Filemap:
             if error or ret < nr:
                 break
         file.pos = (index << PAGE_SHIFT) + offset
+        if getattr(k, 'oracle', None) is not None:
+            k.oracle.read_done(file, written)
         self.counters['file_read_bytes'] += written
         return written if written else error
 
@@ -649,7 +651,7 @@ class Filemap:
         k = self.k
         inode = file.inode
         oracle = getattr(k, 'oracle', None)
-        rec = oracle.write_begin(task, inode, iov, count) if oracle is not None else None
+        rec = oracle.write_begin(task, file, iov, count) if oracle is not None else None
         yield from inode.i_sem.down_write(task)
         inode.exec_image = None                 # exec no longer knows its contents (binfmt.py)
         pos = inode.size if file.append else file.pos
@@ -659,7 +661,7 @@ class Filemap:
         else:
             count = min(count, inode.max_size - pos)
         if rec is not None:
-            rec.pos = pos
+            oracle.write_at(rec, pos)                   # the oracle's own position, compared
         while count:
             index, offset = pos >> PAGE_SHIFT, pos & (PAGE - 1)
             nbytes = min(PAGE - offset, count)

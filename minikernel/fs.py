@@ -695,6 +695,8 @@ class Vfs:
         if base is None or base + offset < 0 or base + offset >= 0x80000000:
             return -EINVAL
         file.pos = base + offset
+        if self.k.oracle is not None:
+            self.k.oracle.seek(file, offset, whence)
         return file.pos
         yield
 

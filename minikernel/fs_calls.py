@@ -494,6 +494,8 @@ class FsCalls:
         if err:
             return err
         file.pos = pos
+        if self.k.oracle is not None:
+            self.k.oracle.seek(file, offset, whence)
         return 0
 
     def _positioned(self, task, fd, lo, hi, write):
@@ -511,6 +513,8 @@ class FsCalls:
             return -EINVAL
         f = File(self.k, file.inode, file.flags)
         f.pos = pos
+        if self.k.oracle is not None:
+            self.k.oracle.positioned(f, pos)
         return f
 
     def sys_pread64(self, task, args):

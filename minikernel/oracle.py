@@ -12,6 +12,14 @@ The model
     SYSCALL WAS ENTERED: generic_file_write snapshots the buffer at entry
     (write_begin) and reports the result in the same Python step as its
     up(i_sem) (write_end), so the shadow sees writes in i_sem order.
+  - Positions and sizes are the oracle's own: it keeps each open file's
+    offset (a File starts at 0; read() moves it by what it returned,
+    lseek by its arguments against the model's offset and size, write()
+    by what it wrote; pread/pwrite take the offset of their arguments) and
+    each file's size (the shadow's length; O_APPEND writes at it), and
+    never reads the kernel's f_pos or i_size for them.  A write the kernel
+    places elsewhere than the model says is reported (a corruption), and
+    its bytes go where the model says, so the file check shows them too.
   - A write still in flight when the files are checked (a deadlocked run)
     may have changed some of its bytes: each byte it covers may hold the old
     or the new value.
@@ -45,10 +53,10 @@ ZERO_PAGE = bytes(PAGE)
 
 class WriteRecord:
     """One write() between its entry and its return."""
-    __slots__ = ('task', 'inode', 'data', 'pos')
+    __slots__ = ('task', 'file', 'inode', 'data', 'pos')
 
-    def __init__(self, task, inode, data):
-        self.task, self.inode, self.data, self.pos = task, inode, data, None
+    def __init__(self, task, file, data):
+        self.task, self.file, self.inode, self.data, self.pos = task, file, file.inode, data, None
 
 
 class Oracle:
@@ -58,9 +66,10 @@ class Oracle:
         self.unchecked = {}        # Inode -> set of page indexes user stores may change
         self.inflight = []         # WriteRecords of writes not returned yet
         self.anon = {}             # swap entry -> digest of the page written to it
+        self.fpos = {}             # File -> its offset in the oracle's model (absent: 0)
         self.counters = dict(oracle_writes=0, oracle_bytes=0, oracle_file_checks=0,
                              oracle_pages_checked=0, oracle_pages_unchecked=0,
-                             oracle_mismatches=0, oracle_anon_swapouts=0,
+                             oracle_mismatches=0, oracle_misplaced_writes=0, oracle_anon_swapouts=0,
                              oracle_anon_swapins=0, oracle_anon_mismatches=0)
 
     # ---- the model ---------------------------------------------------------
@@ -82,19 +91,60 @@ class Oracle:
         may change it behind write()'s back."""
         self.unchecked.setdefault(inode, set()).add(index)
 
-    def write_begin(self, task, inode, iov, count):
+    # ---- positions (the model's own) -------------------------------------------
+
+    def size(self, inode):
+        """The file's size in the model."""
+        return len(self.shadow.get(inode, b''))
+
+    def positioned(self, file, pos):
+        """pread/pwrite: a File at `pos`, the syscall's own argument."""
+        self.fpos[file] = pos
+
+    def read_done(self, file, n):
+        """read() on `file` returned n (> 0: the offset moves by n)."""
+        if n > 0:
+            self.fpos[file] = self.fpos.get(file, 0) + n
+
+    def seek(self, file, offset, whence):
+        """lseek(file, offset, whence) succeeded: SEEK_SET 0, SEEK_CUR 1,
+        SEEK_END 2, against the model's offset and size."""
+        base = {0: 0, 1: self.fpos.get(file, 0), 2: self.size(file.inode)}[whence]
+        self.fpos[file] = base + offset
+
+    def write_begin(self, task, file, iov, count):
         """At write()/writev() entry: snapshot the user buffers [(base, len)]
         (as much as the file's extent could take)."""
         data = b''.join(self.read_user(task, base, n) for base, n in iov)
-        rec = WriteRecord(task, inode, data[:min(count, inode.max_size)])
+        rec = WriteRecord(task, file, data[:min(count, file.inode.max_size)])
         self.inflight.append(rec)
         return rec
 
+    def write_at(self, rec, kernel_pos):
+        """The write took i_sem and starts at `kernel_pos` (the kernel's
+        choice): the model's position is the file's offset, or its size for
+        O_APPEND, taken in the same i_sem order.  A difference is reported;
+        the model's position is kept."""
+        f = rec.file
+        rec.pos = self.size(rec.inode) if f.append else self.fpos.get(f, 0)
+        if rec.pos != kernel_pos:
+            self.counters['oracle_misplaced_writes'] += 1
+            self.k.report('corruption', f'data oracle: write() to {rec.inode.name} by '
+                                        f'{rec.task.name}/{rec.task.pid} starts at offset '
+                                        f'{kernel_pos:#x}, the file\'s model says {rec.pos:#x}',
+                          file=rec.inode.name, offset=kernel_pos, expected_offset=rec.pos)
+
     def write_end(self, rec, n):
-        """write() returns n: the first n snapshot bytes are at rec.pos."""
+        """write() returns n: the first n snapshot bytes are at rec.pos, and
+        the file's offset is after them."""
         self.inflight.remove(rec)
-        if n <= 0:
+        if rec.pos is None:
             return
+        if n <= 0:
+            if not rec.file.append:
+                self.fpos[rec.file] = rec.pos
+            return
+        self.fpos[rec.file] = rec.pos + n
         shadow = self.shadow.setdefault(rec.inode, bytearray())
         if len(shadow) < rec.pos:
             shadow.extend(bytes(rec.pos - len(shadow)))

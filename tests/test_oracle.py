@@ -136,3 +136,37 @@ def test_an_anonymous_page_must_come_back_from_swap_unchanged():
     k.oracle.anon_swapped_in(0x100, pfn)
     (rep,) = corruption(k)
     assert 'swap entry 0x100' in rep['message'] and k.oracle.counters['oracle_anon_mismatches'] == 1
+
+
+def test_the_file_offset_is_the_oracles_own_not_the_kernels():
+    """A kernel that loses track of f_pos (simulated: the second write()
+    starts 100 bytes early) is caught: the oracle keeps each file's offset
+    and size in its own model (reads, writes, lseek, pread/pwrite), so the
+    misplaced write is reported and the file check finds the bytes it
+    overwrote.  An oracle that took the kernel's f_pos would agree with it."""
+    k = boot()
+    real = k.filemap.generic_file_write
+    calls = []
+
+    def losing_f_pos(task, file, iov, count):
+        calls.append(file.pos)
+        if len(calls) == 2:
+            file.pos -= 100                                     # the kernel bug
+        return (yield from real(task, file, iov, count))
+    k.filemap.generic_file_write = losing_f_pos
+    t = k.spawn('rw', 'ft_rw', ['out', 3 * PAGE, 1000, 1000, 5])
+    assert k.run() == 'finished'
+    k.finish()
+    reps = corruption(k)
+    assert any('starts at offset 0x384, the file\'s model says 0x3e8' in r['message'] for r in reps), reps
+    assert any(r.get('offset') == 900 and 'expected' in r for r in reps), reps
+    assert k.oracle.counters['oracle_misplaced_writes'] == len(calls) - 1   # every write after it
+
+
+def test_the_model_offset_follows_lseek_and_reads_on_a_clean_run():
+    """ft_rw writes, lseek(fd, 0)s and reads back: the model's offset
+    follows (lseek against its own size, reads by what they returned) and
+    nothing is reported on a correct kernel."""
+    k, t = run_writer(size=2 * PAGE + 300, seed=3)
+    k.finish()
+    assert corruption(k) == [] and k.oracle.counters['oracle_misplaced_writes'] == 0
