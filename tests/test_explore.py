@@ -286,7 +286,7 @@ def test_bad_schedule_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(['run', scen, '--schedule', good]) == 2          # recorded on another scenario
     assert 'recorded on scenarios/explore/sleep-in-atomic.toml' in capsys.readouterr().err
     data = json.loads(open(good).read())
-    data['changes'][0]['n'] += 1
+    data['changes'][0]['n'] += 1000          # a preemption that never comes: the run leaves the file
     tampered = tmp_path / 'tampered.json'
     tampered.write_text(json.dumps(data))
     assert main(['run', os.path.join(ROOT, 'scenarios', SLOT), '--schedule', str(tampered)]) == 2
