@@ -6,7 +6,9 @@ What this file owns
     use) and returns a list of Row: raw Unicorn, CPU.run, Machine.run,
     round trips on the bare rig, real runs (kmap-scaling, reclaim) paired
     with raw Unicorn, kernel round trips (getpid, demand-zero fault,
-    context switch) against one bare emu_start, tracing speeds.
+    context switch) against one bare emu_start, host CPU per CPU-page on 4
+    and 32 CPUs (kmap-scaling atomic_fallback: is host cost linear in
+    CPUs?), tracing speeds.
   - run_bench(json_out): measure every row once, on this machine, in this
     run, and print a table (or one JSON object).
 
@@ -375,6 +377,50 @@ def row_real(b):
     return rows
 
 
+SCALE_CPUS = (4, 32)
+SCALE_PAGES = 128          # pages each writer of the scaling rows writes (the scenario: 1024)
+
+
+def _scaling_run(ncpu, pages):
+    """kmap-scaling, write_path=atomic_fallback, `ncpu` CPUs, each writer
+    writing `pages` pages: host CPU seconds of k.run() (boot and the final
+    writeback left out) per CPU-page."""
+    import copy
+    from . import scenario as scn_mod
+    from .runner import boot
+    scn = copy.deepcopy(scn_mod.find('kmap-scaling'))
+    for t in scn.tasks:
+        t['args'] = [t['args'][0], pages] + list(t['args'][2:])
+    k = boot(scn, dict(cpus=ncpu, write_path='atomic_fallback', pkmap=1024))
+    t0 = time.process_time()
+    end = k.run()
+    dt = time.process_time() - t0
+    if end != 'finished':
+        raise RuntimeError(f'kmap-scaling on {ncpu} CPUs: {end}')
+    return dt / (ncpu * pages)
+
+
+def row_scaling(b):
+    """Host cost per CPU-page as the machine grows: kmap-scaling with
+    atomic_fallback (no pool, no global flush: the guest work per page is
+    the same on every size) on SCALE_CPUS CPUs, in alternating runs; the
+    median of each and the median of the pairs' ratios."""
+    lo, hi = SCALE_CPUS
+    pages = max(2, round(SCALE_PAGES * min(1.0, b.seconds / SECONDS)))   # short runs: tests
+    a, c, ratios = [], [], []
+    for _ in range(3):
+        x, y = _scaling_run(lo, pages), _scaling_run(hi, pages)
+        a.append(x)
+        c.append(y)
+        ratios.append(y / x)
+    label = f'kmap-scaling atomic_fallback, {pages} pages per CPU'
+    return [Row(f'host CPU per CPU-page, {lo} CPUs ({label})', statistics.median(a) * 1e6, 'us',
+                'k.run() CPU time / (CPUs x pages)'),
+            Row(f'host CPU per CPU-page, {hi} CPUs', statistics.median(c) * 1e6, 'us', ''),
+            Row(f'host CPU per CPU-page, {hi} / {lo} CPUs', 100 * statistics.median(ratios), '%',
+                'median of 3 alternating pairs; 100% = linear in CPUs')]
+
+
 KBENCH_MODES = (('getpid() syscall round trip', 0, 1, 'syscalls'),
                 ('anonymous demand-zero fault', 1, 1, 'faults'),
                 ('context switch (sched_yield, 2 tasks on 1 CPU)', 2, 2, 'switches'))
@@ -461,7 +507,7 @@ def row_tlb_modes(b):
 
 
 ROWS = [row_raw, row_cpu, row_machine, row_target, row_page_fault, row_syscall, row_real, row_kernel,
-        row_trace, row_tlb_modes]
+        row_scaling, row_trace, row_tlb_modes]
 
 
 # ---- output -----------------------------------------------------------------------
