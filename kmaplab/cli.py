@@ -117,6 +117,7 @@ def json_record(r):
                              'ok', 'why', 'counters', 'wall_s')}
     out['output'] = r.get('output', {})       # each task's console output, bounded
     out['reports'] = report.report_reasons(r['reports'])
+    out.update(runner.memory_hash(r))
     return out
 
 
@@ -217,7 +218,8 @@ def build_parser():
     r.add_argument('--variant', metavar='KEY=VALUE,...',
                    help='run only the variants with these swept values, e.g. write_path=kmap,cpus=4')
     r.add_argument('--json', action='store_true',
-                   help='one JSON line per variant: outcome, reasons (why, reports), counters')
+                   help='one JSON line per variant: outcome, reasons (why, reports), counters, '
+                        'memory_sha256 (the final guest RAM: equal for equal seeds)')
     r.add_argument('--schedule', metavar='FILE', help='replay a schedule file of kmaplab explore')
     r.add_argument('--gdb', metavar='[HOST:]PORT',
                    help='serve gdb on this port (0: any free one) and wait for it before the '

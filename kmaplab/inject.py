@@ -241,7 +241,7 @@ def cmd_inject(args, variants_of):
 def json_record(r):
     keys = ('scenario', 'seed', 'variant', 'write_path', 'plan', 'outcome', 'findings', 'expected',
             'ok', 'checkers', 'faults', 'never_fired', 'counters', 'replay', 'wall_s')
-    return {k: r[k] for k in keys if k in r}
+    return dict({k: r[k] for k in keys if k in r}, **runner.memory_hash(r))
 
 
 def print_inject(r):
@@ -645,7 +645,8 @@ def add_parsers(sub):
     i.add_argument('--cpus', type=int, metavar='N', help='the machine size (= --set cpus=N)')
     i.add_argument('--set', action='append', metavar='KEY=VALUE',
                    help='a boot option or machine key (repeatable), e.g. write_path=kmap')
-    i.add_argument('--json', action='store_true', help='one JSON line per variant')
+    i.add_argument('--json', action='store_true',
+                   help='one JSON line per variant (memory_sha256: the final guest RAM\'s hash)')
     c = sub.add_parser('campaign', help='seeds x fault plans x write paths, with the outcome matrix')
     c.add_argument('--seeds', type=int, default=DEFAULT_SEEDS, metavar='N',
                    help=f'seeds per cell (default {DEFAULT_SEEDS})')

@@ -412,6 +412,14 @@ def run_variant(scn, variant, seed=None, overrides=None, tracer=None, setup=None
                 kernel=k)
 
 
+def memory_hash(r):
+    """{'memory_sha256': sha256 of the guest RAM as the run left it}: the
+    same seed and options must give the same hash (a determinism check from
+    the command line); {} for a result without its kernel."""
+    k = r.get('kernel')
+    return {'memory_sha256': k.machine.memory_digest()} if k is not None else {}
+
+
 def _console(k):
     out = []
     for t in sorted(k.sched.tasks.values(), key=lambda t: t.pid):

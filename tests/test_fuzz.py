@@ -64,22 +64,32 @@ def boot_file(tmp_path, rng, i, design):
 
 def fuzz(tmp_path, programs, seed=SEED, timeout=30):
     """Run `programs` fuzz programs; returns (boots, outcome counter,
-    task-end counter, failures [(file, why)], seconds)."""
+    task-end counter, syscalls made, failures [(file, design, why)], CPU
+    seconds).  A host exception is a failure (kept, not raised: the run
+    goes on and counts)."""
+    import traceback
     rng = random.Random(seed)
     outcomes, ends, failures = collections.Counter(), collections.Counter(), []
+    syscalls = 0
     t0 = time.process_time()
     boots = (programs + PER_BOOT - 1) // PER_BOOT
     for i in range(boots):
         design = DESIGNS[i % len(DESIGNS)]
         path = boot_file(tmp_path, rng, i, design)
-        s = scn_mod.load(path)
-        k = runner.boot(s, {})
-        end, counters, outcome, findings = runner.run_kernel(k, timeout=timeout)
+        bad = []
+        try:
+            k = runner.boot(scn_mod.load(path), {})
+            end, counters, outcome, findings = runner.run_kernel(k, timeout=timeout)
+        except Exception as e:                 # a host traceback: the fuzzer's first finding
+            outcome, end, k = 'host traceback', None, None
+            bad.append(f'host traceback: {traceback.format_exception_only(e)[-1].strip()}')
         outcomes[outcome] += 1
-        for t in k.workload:
-            ends['killed' if t.killed_by else 'running' if t.alive else
-                 'exit 0' if t.exit_code == 0 else 'exit !0'] += 1
-        bad = [r['message'] for r in k.reports if r['kind'] in ('bug', 'oops', 'crash')]
+        if k is not None:
+            syscalls += counters.get('syscalls', 0)
+            for t in k.workload:
+                ends['killed' if t.killed_by else 'running' if t.alive else
+                     'exit 0' if t.exit_code == 0 else 'exit !0'] += 1
+            bad += [r['message'] for r in k.reports if r['kind'] in ('bug', 'oops', 'crash')]
         if end == 'host timeout':
             bad.append('host timeout (a hang)')
         if bad:
@@ -89,13 +99,16 @@ def fuzz(tmp_path, programs, seed=SEED, timeout=30):
             (keep / os.path.basename(path)).write_text(open(path).read())
         else:
             os.remove(path)
-    return boots, outcomes, ends, failures, time.process_time() - t0
+    return boots, outcomes, ends, syscalls, failures, time.process_time() - t0
 
 
 def _check(tmp_path, programs):
-    boots, outcomes, ends, failures, cpu_s = fuzz(tmp_path, programs)
-    print(f'\nfuzz: {boots * PER_BOOT} programs in {boots} boots, {cpu_s:.0f} CPU s; '
-          f'outcomes {dict(outcomes)}; task ends {dict(ends)}; failures {len(failures)}')
+    boots, outcomes, ends, syscalls, failures, cpu_s = fuzz(tmp_path, programs)
+    print(f'\nfuzz: {boots * PER_BOOT} programs in {boots} boots ({", ".join(DESIGNS)} in turn), '
+          f'{syscalls} system calls, {cpu_s:.1f} CPU s; outcomes {dict(outcomes)}; '
+          f'task ends {dict(ends)}; failures {len(failures)}')
+    for f in failures[:20]:
+        print('  ', *f)
     assert not failures, failures[:5]
 
 

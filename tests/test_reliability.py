@@ -397,3 +397,25 @@ def test_threads_cloned_in_a_loop_cost_linear_bookkeeping(tmp_path):
     assert outcome == 'completed', (outcome, k.reports[-3:])
     assert len(k.workload) == 141 and k._workload_alive() == 0
     assert Walks.walks <= 2, Walks.walks
+
+
+def test_json_memory_hash_is_the_same_for_the_same_run():
+    """`kmaplab run --json` carries memory_sha256, the final guest RAM's
+    hash: two separate processes (different Python hash seeds) running the
+    same scenario and seed print the same hash per variant; variants that
+    end differently (deadlock, BUG, completed) print different ones, so the
+    hash does see memory."""
+    import json
+    import subprocess
+    import sys
+    runs = []
+    for hashseed in ('1', '2'):
+        p = subprocess.run([sys.executable, '-m', 'kmaplab.cli', 'run', 'munmap-race', '--seed', '5',
+                            '--json'], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                           env=dict(os.environ, PYTHONHASHSEED=hashseed))
+        assert p.returncode in (0, 1), p.stderr
+        runs.append([(json.dumps(r['variant'], sort_keys=True), r['memory_sha256'])
+                     for r in map(json.loads, p.stdout.splitlines())])
+    assert len(runs[0]) == 5 and runs[0] == runs[1]
+    assert len({h for _, h in runs[0]}) == 5
+    assert all(len(h) == 64 for _, h in runs[0])

@@ -120,6 +120,13 @@ class Machine:
     def write(self, pa, data):
         self.ram[pa:pa + len(data)] = data
 
+    def memory_digest(self):
+        """sha256 (hex) of all guest RAM, byte 0 to ram_size: what a user
+        compares to check that two runs left the same memory (hashed from
+        the mapping in place: untouched pages read as the zero page, no copy)."""
+        import hashlib
+        return hashlib.sha256(self.ram).hexdigest()
+
     def read32(self, pa):
         return int.from_bytes(self.ram[pa:pa + 4], 'little')
 
