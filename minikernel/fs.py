@@ -559,10 +559,11 @@ class Vfs:
         fm.page_cache_release(pfn)
 
     def sys_ftruncate(self, task, fd, length):
-        """sys_ftruncate() (fs/open.c): the file must be open for writing.
+        """sys_ftruncate() (fs/open.c do_sys_ftruncate, 2.6): a regular file
+        open for writing (-EINVAL for a device or directory, as !S_ISREG).
         Generator -> 0 or -errno."""
         file = self.fget(task, fd)
-        if file is None or not file.writable:
+        if file is None or not file.writable or file.inode.kind != 'file':
             return -EBADF if file is None else -EINVAL
         if length & 0x80000000:
             return -EINVAL
