@@ -15,6 +15,15 @@
  *  - A `rep` string instruction is one block per iteration in TCG, plus a
  *    last pass that finds ECX=0: N iterations count N+1.  Deterministic, and
  *    exact across a fault in the middle.
+ *  - Outside every code region (a runaway guest executing data or a zero
+ *    page: no image says where its instructions start) a block counts as
+ *    its length in bytes, an upper bound of its instructions (an x86
+ *    instruction is at least one byte), and a trap in it takes back the
+ *    bytes from EIP on.  Simulated time then runs at least as fast as the
+ *    guest really executes, so max_cycles bounds the host's work on such
+ *    code too (with 1 per block, a 512-instruction block of zero bytes
+ *    cost one cycle).  No shipped scenario runs such code (unknown_blocks
+ *    is 0 in all of them).
  *  - Block counts are cached per (address, size); `gen` is bumped whenever
  *    a code region changes (another program's image), which drops the cache.
  *  - Emulation stops only at block boundaries (limit reached, interrupt
@@ -68,7 +77,7 @@ typedef struct {
     int32_t old_exc_off;    /* offset of old_exception in a uc_context, or -1 */
     int32_t irq_pending;    /* nonzero: stop at a block boundary once EFLAGS.IF=1 */
     uint32_t nregions;
-    uint64_t unknown_blocks;/* blocks outside every region (counted as 1 insn) */
+    uint64_t unknown_blocks;/* blocks outside every region (counted by their bytes) */
     uc_stop_fn emu_stop;
     uc_ctx_fn ctx_save;
     uc_ctx_fn ctx_restore;
@@ -101,13 +110,13 @@ static uint32_t count_starts(const kcpu *c, uint32_t addr, uint32_t size, int *k
         }
     }
     *known = 0;
-    return 1;
+    return size ? size : 1;     /* outside every image: its length in bytes (see the top) */
 }
 
 /* Of the instructions of [addr, addr+size) (n in all), how many start in
  * [lo, hi).  A block may start before a range and run into it (a loop
  * entered by falling through), or run past its end.  Outside every code
- * region a block counts as one instruction, at its start. */
+ * region a block's count is credited to a range only at its start. */
 static uint32_t starts_in(const kcpu *c, uint32_t addr, uint32_t size, uint32_t n,
                           uint32_t lo, uint32_t hi)
 {
@@ -191,8 +200,6 @@ void kcpu_settle(kcpu *c, uint32_t eip)
         int known;
         uint32_t rest = c->blk_addr + c->blk_size - eip;
         uint32_t n = count_starts(c, eip, rest, &known);
-        if (!known)
-            n = 0;
         if (n > c->blk_count)
             n = c->blk_count;
         c->executed -= n;

@@ -209,6 +209,15 @@ def context_offsets():
     return _OFFSETS
 
 
+# Host bytes of translated code per CPU (Unicorn's default is 1 GiB each).
+# The lab's own code (kernel, programs, busybox) translates to a few MiB; a
+# runaway guest executing data or zero pages translates a new block every
+# few hundred bytes, and without a cap the host's memory grew past 1 GiB.
+# When the buffer is full QEMU flushes every block and translates again:
+# the guest sees nothing (instruction counts, traps, timing are the same).
+TCG_BUFFER = 64 << 20
+
+
 class CPU:
     """An emulated CPU.  Created and booted by vm.Machine."""
 
@@ -217,6 +226,7 @@ class CPU:
         self.index = index
         self.ram = machine.ram
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
+        self.uc.ctl_set_tcg_buffer_size(TCG_BUFFER)   # before anything initialises the engine
         self.uc.mem_map_ptr(0, machine.ram_size, UC_PROT_ALL, machine.ram_ptr)
         self.k = native.KCpu()
         self.kptr = ctypes.addressof(self.k)
