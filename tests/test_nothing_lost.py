@@ -53,6 +53,38 @@ def test_a_killed_report_leaves_one_whole_set(tmp_path):
                 assert len(open(os.path.join(out, name)).read()) > 20_000   # whole
 
 
+def _report(out, seeds):
+    return [sys.executable, '-m', 'kmaplab.cli', 'report', '--scenarios', 'hello,same-page-write',
+            '--seeds', str(seeds), '--jobs', '1', '--out', str(out)]
+
+
+def test_a_killed_kmaplab_report_leaves_the_earlier_report_whole(tmp_path):
+    """The real command: a finished report (seeds 1), then a second report
+    (seeds 2) killed by its PID at several moments.  What out/ shows is
+    always one whole set: the first report byte for byte, or (once the
+    second got to publish) the second's report.json and report.md, both."""
+    out = tmp_path / 'out'
+    first = subprocess.run(_report(out, 1), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    before = {n: (out / n).read_bytes() for n in ('report.json', 'report.md')}
+    killed_before_publish = 0
+    for delay in (0.5, 1.5, 2.5, 3.5):
+        p = subprocess.Popen(_report(out, 2), cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)              # this process, by its PID
+        p.wait()
+        now = {n: (out / n).read_bytes() for n in before}
+        if now == before:
+            killed_before_publish += 1
+            continue
+        import json
+        seeds = {r['seed'] for r in json.loads(now['report.json'])['results']}
+        assert len(seeds) > 1 and now['report.md'] != before['report.md'], seeds   # the new set, whole
+        before = now
+    assert killed_before_publish >= 1
+
+
 def _campaign(tmp_path, out, *extra):
     sys.path.insert(0, os.path.join(ROOT, 'tests'))
     from test_faults import tiny_plans

