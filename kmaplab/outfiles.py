@@ -62,6 +62,10 @@ def publish(out_dir, staged, names):
             os.symlink(target, ltmp)
             os.replace(ltmp, link)
         paths.append(link)
+    for d in os.listdir(out_dir):                         # files of the old set not in this one
+        link = os.path.join(out_dir, d)
+        if d not in names and os.path.islink(link) and os.readlink(link).startswith(CURRENT + os.sep):
+            os.remove(link)
     if old and os.path.isdir(old) and old != os.path.realpath(staged):
         shutil.rmtree(old, ignore_errors=True)
     for d in os.listdir(out_dir):                         # sets left by killed runs

@@ -114,3 +114,19 @@ def test_a_killed_fresh_campaign_keeps_the_earlier_results(tmp_path):
     assert new.exists() and new.read_bytes().count(b'\n') >= 1     # it was killed mid-campaign
     for name, data in before.items():
         assert (out / name).read_bytes() == data, name
+
+
+def test_a_new_set_drops_the_old_sets_other_files(tmp_path):
+    """A report without the plot the previous one had: no link is left
+    pointing at nothing."""
+    sys.path.insert(0, ROOT)
+    from kmaplab import outfiles
+    out = str(tmp_path)
+    for names in (['report.json', 'a.png'], ['report.json']):
+        stage = outfiles.new_stage(out)
+        for n in names:
+            with open(os.path.join(stage, n), 'w') as f:
+                f.write(n)
+        outfiles.publish(out, stage, names)
+    assert sorted(n for n in os.listdir(out) if not n.startswith('.set-')) == ['.current', 'report.json']
+    assert open(os.path.join(out, 'report.json')).read() == 'report.json'
