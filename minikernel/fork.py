@@ -102,8 +102,8 @@ class Fork:
         set_tid = child_tidptr if flags & CLONE_CHILD_SETTID else 0
         child.frames.append(Frame(k.traps.from_user(child, self.ret_from_fork(child, set_tid),
                                                     'syscall'), 'syscall'))
-        if parent in k.workload:
-            k.workload.append(child)
+        if k.in_workload(parent):                  # O(1): a fork loop stays linear
+            k.add_workload(child)
         self.counters['forks'] += 1
         k.trace_event('fork', task=parent, child=f'{child.name}/{child.pid}', cpu=child.cpu)
         k.sched.start(child)

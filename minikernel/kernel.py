@@ -551,6 +551,11 @@ class Kernel:
             n = self._alive_cache = [len(self.workload), sum(t.alive for t in self.workload)]
         return n[1]
 
+    def in_workload(self, task):
+        """Does `task` count in the workload?  O(1)."""
+        self._workload_alive()                      # refreshes the set after direct appends
+        return task in self._workload_set
+
     def add_workload(self, task):
         """Count `task` in the workload (its exit helps end the run): O(1)."""
         self._workload_alive()
@@ -840,8 +845,7 @@ class Kernel:
             return 0
             yield
         child.frames.append(Frame(self.traps.from_user(child, ret_from_fork(), 'syscall'), 'syscall'))
-        self._workload_alive()
-        if parent in self._workload_set:
+        if self.in_workload(parent):
             self.add_workload(child)
         self.sched.start(child)
         return child
