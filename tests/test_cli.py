@@ -66,7 +66,7 @@ def test_json_lines_have_the_documented_fields_and_repeat():
     assert code == 0 == code2
     a, b = json.loads(out), json.loads(out2)
     assert set(a) == {'scenario', 'seed', 'variant', 'outcome', 'findings', 'expected', 'ok', 'why',
-                      'reports', 'counters', 'wall_s', 'output'}
+                      'reports', 'counters', 'wall_s', 'output', 'memory_sha256'}
     assert sorted(a['output'].values()) == ['hello from cpu 0\n', 'hello from cpu 1\n']
     for key in ('instructions', 'page_faults', 'kmap_high_calls', 'pool_wraps', 'global_flushes',
                 'ipis_sent', 'oom_kills', 'swap_outs', 'swap_ins'):
