@@ -402,7 +402,7 @@ def test_a_runaway_into_zero_pages_is_bounded_by_max_cycles(tmp_path):
     guest executes zero bytes (add [eax], al) page after page, code no
     image describes.  Such blocks count their bytes (vm/_native.c), so the
     run still ends at max_cycles: 'time limit', not the host guard."""
-    k, end, outcome = _populate_run(tmp_path, 16_500_000)
+    k, end, outcome = _populate_run(tmp_path, 16_100_000)
     assert (end, outcome) == ('time limit', 'timeout')
     cpu = k.machine.cpus[0]
     assert cpu.k.unknown_blocks > 100
