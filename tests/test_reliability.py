@@ -411,6 +411,27 @@ def test_a_runaway_into_zero_pages_is_bounded_by_max_cycles(tmp_path):
 
 # ---- determinism ----------------------------------------------------------------------------
 
+def test_two_traces_in_two_processes_are_byte_identical(tmp_path):
+    """The same trace command in two processes with different Python hash
+    seeds (and so different object addresses and set orders): the trace
+    files are byte for byte the same, and what a context switch says a
+    task waits on is printed by name."""
+    import subprocess
+    import sys
+    outs = []
+    for hashseed in ('1', '2'):
+        out = tmp_path / f't{hashseed}.txt'
+        p = subprocess.run([sys.executable, '-m', 'kmaplab.cli', 'trace', 'munmap-race', '--variant',
+                            'write_path=dont_unmap,atomic_fault=sleep', '--out', str(out),
+                            '--events-only'], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                           env=dict(os.environ, PYTHONHASHSEED=hashseed))
+        assert p.returncode in (0, 1), p.stderr
+        outs.append(out.read_bytes())
+    assert outs[0].count(b'context_switch') > 100 and b'waits_on=' in outs[0]
+    assert b' at 0x' not in outs[0]
+    assert outs[0] == outs[1]
+
+
 @pytest.mark.slow
 def test_two_traces_of_the_same_run_are_byte_identical(capsys, tmp_path):
     """Context switches name what a task waits on (wait queues, timers,
