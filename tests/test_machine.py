@@ -2,7 +2,6 @@
 code, devices, the event queue, policies, lazily backed RAM, counters.
 
 Guest code is vm/selftest.py's Rig (bare page tables, no kernel)."""
-import time
 
 import pytest
 
@@ -243,10 +242,10 @@ def test_all_halted_skips_to_the_next_event():
     m.send_ipi(0, [1], 0xFD)
     got = []
     d = Driver(m, on_irq=lambda cpu, vec, t: (got.append((cpu.index, vec)), m.stop('woken')))
-    t0 = time.perf_counter()
+    runs = [c.counters['runs'] for c in rig.cpus]
     assert m.run(d, max_cycles=1_000_000) == 'woken'
-    assert time.perf_counter() - t0 < 1.0
     assert got == [(1, 0xFD)]
+    assert [c.counters['runs'] for c in rig.cpus] == [runs[0], runs[1] + 1]   # no spinning
     assert m.time(1) >= 50_000 and rig.cpus[1].instructions < 20
     assert rig.cpus[0].counters['ipis_sent'] == 1 and rig.cpus[1].counters['ipis_received'] == 1
 
@@ -337,15 +336,13 @@ def _rss_kib():
 
 
 def test_3gib_ram_is_lazily_backed():
-    before, t0 = _rss_kib(), time.perf_counter()
+    before = _rss_kib()
     m = Machine(cpus=2, ram=3 << 30)
-    took = time.perf_counter() - t0
     m.write32(m.ram_size - 4, 0xDEADBEEF)
     assert m.read32(m.ram_size - 4) == 0xDEADBEEF
     assert m.read32(2 << 30) == 0
     grew = _rss_kib() - before
     del m
-    assert took < 5.0
     assert grew < 256 * 1024, f'RSS grew by {grew} KiB'
 
 
