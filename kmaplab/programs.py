@@ -11,14 +11,17 @@ computes at run time (docs/scenarios.md, "Real programs").
                after = "name"              start when that task has exited
                cpu = "rr"                  round robin: the n-th task on CPU
                                            n % cpus (also for program tasks)
-    [[expect.output]]  task, contains      the task's console output holds
-                                           the text; "{sha256:/lab/path}" is
+    [[expect.output]]  task, contains      the console output of the task
+                                           and the tasks forked from it
+                                           holds the text; "{sha256:/lab/path}" is
                                            the hashlib sha256 of that
                                            [[file]]'s bytes, computed now
     [[expect.file]]    name, same_as       the lab file (its page cache
                                            view, and the disk after the
                                            final sync) holds exactly the
                                            bytes of the [[file]] same_as
+                       name, text          ... or exactly this text
+                                           ("{sha256:/lab/path}" expands)
 
 A failed answer check is a 'failed' finding with a report saying what
 differs.  The checks read the page cache and the disk the way the data
@@ -107,8 +110,14 @@ def validate(path, data, err, missing=None):
             if '/' + ref.strip('/') not in names:
                 raise err(f'{where}contains: {{sha256:{ref}}} is not a [[file]]')
     for i, f in enumerate(e.get('file', [])):
-        if '/' + f['same_as'].strip('/') not in names:
-            raise err(f'{path}: expect.file[{i}].same_as: {f["same_as"]!r} is not a [[file]]')
+        where = f'{path}: expect.file[{i}].'
+        if ('same_as' in f) == ('text' in f):
+            raise err(f'{where}same_as: give same_as or text (one of them)')
+        if 'same_as' in f and '/' + f['same_as'].strip('/') not in names:
+            raise err(f'{where}same_as: {f["same_as"]!r} is not a [[file]]')
+        for ref in _PLACEHOLDER.findall(f.get('text', '')):
+            if '/' + ref.strip('/') not in names:
+                raise err(f'{where}text: {{sha256:{ref}}} is not a [[file]]')
 
 
 def task_name(spec):
@@ -120,10 +129,12 @@ def answers(scn, file_bytes):
     placeholders of [[expect.output]] replaced by hashlib's sha256 of the
     [[file]] bytes (`file_bytes(lab path) -> bytes`)."""
     e = scn.expect
-    outputs = [(o['task'], _PLACEHOLDER.sub(lambda m: hashlib.sha256(file_bytes(m.group(1))).hexdigest(),
-                                            o['contains']))
-               for o in e.get('output', [])]
-    files = [(f['name'], file_bytes(f['same_as'])) for f in e.get('file', [])]
+
+    def expand(text):
+        return _PLACEHOLDER.sub(lambda m: hashlib.sha256(file_bytes(m.group(1))).hexdigest(), text)
+    outputs = [(o['task'], expand(o['contains'])) for o in e.get('output', [])]
+    files = [(f['name'], file_bytes(f['same_as']) if 'same_as' in f else expand(f['text']).encode('latin-1'))
+             for f in e.get('file', [])]
     return outputs, files
 
 
@@ -145,7 +156,7 @@ def check(k, outputs, files, tasks, phase):
     if phase == 'run':
         for tname, text in outputs:
             n += 1
-            out = b''.join(bytes(t.console) for t in tasks.get(tname, [])).decode('latin-1')
+            out = family_output(k, tasks.get(tname, []))
             if text not in out:
                 k.report('wrong_answer', f'{tname}: output does not contain {text!r} '
                                          f'(it was {out[-200:]!r})')
@@ -161,6 +172,14 @@ def check(k, outputs, files, tasks, phase):
             k.report('wrong_answer', f'{name}: {len(got)} bytes {where}, expected {len(want)}; '
                                      f'first difference at offset {i}')
     return n
+
+
+def family_output(k, instances):
+    """The console output of a task and of every task forked from it (a
+    shell and its commands: what its terminal would show), in time order."""
+    family = {t.pid for t in instances}
+    family |= {t.pid for t in k.sched.tasks.values() if t.origin is not None and t.origin in instances}
+    return ''.join(text for _, _, pid, text in k.console if pid in family)
 
 
 def outputs_of(k):

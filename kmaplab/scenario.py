@@ -141,8 +141,9 @@ OUTPUT = Table({'task': Str(max_len=64, meaning='a task name'),
                 'contains': Str(max_len=4096, meaning='text ({sha256:/lab/path} expands)')},
                required=('task', 'contains'), meaning='text a task\'s console output holds')
 SAME_FILE = Table({'name': Str(max_len=255, meaning='a lab path'),
-                   'same_as': Str(max_len=255, meaning='a [[file]] of this scenario')},
-                  required=('name', 'same_as'), meaning='a lab file that holds a [[file]]\'s bytes')
+                   'same_as': Str(max_len=255, meaning='a [[file]] of this scenario'),
+                   'text': Str(max_len=4096, meaning='the exact text ({sha256:/lab/path} expands)')},
+                  required=('name',), meaning='a lab file that holds a [[file]]\'s bytes, or a text')
 EXPECT = Table(dict(EXPECT_FIELDS, case=ListOf(CASE, max_len=256),
                     output=ListOf(OUTPUT, max_len=256, meaning='[[expect.output]] tables'),
                     file=ListOf(SAME_FILE, max_len=256, meaning='[[expect.file]] tables')),

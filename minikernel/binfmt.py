@@ -377,13 +377,8 @@ class Binfmt:
         self.setup_elf_mm(mm, prog, inode)
         task.program = prog
         k.set_user_code(k.machine.cpus[task.cpu], task)
-        for p in prog.loads:                                # padzero(elf_bss)
-            end = p.vaddr + p.filesz
-            if p.memsz > p.filesz and end % PAGE:
-                n = min(PAGE - end % PAGE, p.memsz - p.filesz)
-                left = yield Guest('clear_user', end, n)
-                if left:
-                    return -EFAULT
+        if not (yield from self.padzero(prog)):
+            return -EFAULT
         rand = bytes(k.machine.rng.getrandbits(8) for _ in range(16))
         block, esp = elf_stack_block(prog, argv, envp, execfn or inode.name, rand, USER_STACK_TOP)
         if not (yield from self.copy_to_stack(task, esp, block)):
@@ -391,6 +386,20 @@ class Binfmt:
         task.uregs = dict(eax=0, ebx=0, ecx=0, edx=0, esi=0, edi=0, ebp=0,
                           esp=esp, eip=prog.entry, eflags=0x202)
         return 0
+
+    def padzero(self, prog):
+        """padzero(elf_bss): the bss part of each segment's last file page
+        cleared by the guest's clear_user (the page holds file bytes past
+        p_filesz).  The task's new mm is current.  Generator -> success;
+        may sleep (the write fault reads the page in)."""
+        for p in prog.loads:
+            end = p.vaddr + p.filesz
+            if p.memsz > p.filesz and end % PAGE:
+                n = min(PAGE - end % PAGE, p.memsz - p.filesz)
+                left = yield Guest('clear_user', end, n)
+                if left:
+                    return False
+        return True
 
     def setup_elf_mm(self, mm, prog, inode):
         """The VMAs of an ELF exec (elf_map + set_brk + setup_arg_pages):

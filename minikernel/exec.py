@@ -17,7 +17,10 @@ do_execve(filename, argv, envp)
   4. Past this point there is no way back (flush_old_exec): exec_mmap gives
      the task a new mm (mm_alloc; the CPU switches to it with the guest's
      switch_mm, as activate_mm) and drops the old one (mmput: exit_mmap when
-     it was the last user); close-on-exec fds are closed.
+     it was the last user); close-on-exec fds are closed; flush_thread
+     clears the TLS array and gives the fresh FPU state; the signal
+     handlers go back to SIG_DFL (flush_signal_handlers; SIG_IGN, the mask
+     and pending signals stay).
   5. setup_arg_pages: the argument pages become the top of the new stack
      (put_dirty_page: a present, dirty, writable PTE each, an anonymous
      rmap entry, the LRU).  The program's VMAs are set up; for an ELF the
@@ -149,6 +152,8 @@ class Exec:
             self._free_pages(task)
             return self._fail(err)
         yield from self.close_on_exec(task)
+        yield from self.flush_thread(task)
+        k.signals.flush_signal_handlers(task)
         mm = task.mm
         stack_base = USER_STACK_TOP - MAX_ARG_PAGES * PAGE
         if kind == 'elf':
@@ -159,6 +164,9 @@ class Exec:
         task.name = os.path.basename(path)
         k.set_user_code(cpu, task)
         self.setup_arg_pages(task, mm, pages, stack_base)
+        if kind == 'elf' and not (yield from k.binfmt.padzero(prog)):
+            k.kill_task(task, 'SIGSEGV', f'exec {path}: cannot clear the bss')
+            return 0
         ok = yield from self.create_tables(task, kind, prog or obj, stack_base + p, argc,
                                            stack_base + p_env, envc, stack_base + p_exec)
         if not ok:
@@ -190,6 +198,14 @@ class Exec:
             yield from k.mm.exit_mmap(task, old)
         k.reap_mms()
         return 0
+
+    def flush_thread(self, task):
+        """flush_thread() (2.6.0, with v4.14's fpu__clear): the new image
+        starts with no TLS descriptors (the array cleared and this CPU's
+        GDT entries reloaded by the guest's load_TLS) and the fresh FPU
+        state in the registers (guest fxrstor).  Generator; no lock."""
+        yield from self.k.tls.flush_thread(task)
+        yield from self.k.fpu.clear(task)
 
     def close_on_exec(self, task):
         """flush_old_files(): close every fd marked close-on-exec."""

@@ -21,10 +21,11 @@ Rules
     has no init process, so the child reaper is the kernel itself: an
     orphan, and a task the scenario spawned, is released as soon as it
     exits (what init's wait loop does), counted in orphans_reparented /
-    reaped_by_init.  SIGCHLD's default action is to ignore it: the parent
-    is only woken if it sleeps in wait4.
+    reaped_by_init.  The parent is sent SIGCHLD (minikernel/signal.py):
+    ignored by default, or run by its handler; a wait4 sleeper is woken.
 """
 from .sched import WaitQueue
+from .signal import CLD_EXITED, CLD_KILLED, ERESTARTSYS
 from .task import TASK_ZOMBIE
 
 ECHILD, EINTR, EFAULT, EINVAL = 10, 4, 14, 22
@@ -81,9 +82,10 @@ class Exit:
         return (code & 0xFF) << 8
 
     def exit_notify(self, task):
-        """exit_notify(): the children go to the reaper; the parent is told
-        (SIGCHLD ignored by default: only a wait4 sleeper notices); with
-        no parent, init reaps at once."""
+        """exit_notify(): the children go to the reaper; the parent is sent
+        the exit signal (do_notify_parent: SIGCHLD, ignored by default, run
+        by a handler if it has one) and a wait4 sleeper is woken; with no
+        parent, init reaps at once."""
         for child in task.children:
             child.parent = None
             self.counters['orphans_reparented'] += 1
@@ -95,8 +97,13 @@ class Exit:
         if parent is None or not parent.alive:
             self.release_task(task)
             self.counters['reaped_by_init'] += 1
-        elif parent.wait_chldexit is not None:
-            self.k.sched.wake_up(parent.wait_chldexit)
+        else:
+            code = CLD_KILLED if task.killed_by is not None else CLD_EXITED
+            status = task.exit_status & 0x7F if code == CLD_KILLED else task.exit_status >> 8 & 0xFF
+            self.k.signals.send_sig(parent, task.exit_signal, f'{task.name}/{task.pid} exited',
+                                    code=code, pid=task.tgid, status=status)
+            if parent.wait_chldexit is not None:
+                self.k.sched.wake_up(parent.wait_chldexit)
 
     def release_task(self, task):
         """release_task(): the zombie is gone (nr_threads drops)."""
@@ -134,8 +141,8 @@ class Exit:
             ok = yield from k.sched.wait_event_interruptible(
                 task, task.wait_chldexit, lambda: zombie() is not None or not kids(),
                 what=('wait4', pid))
-            if not ok and task.killed_by is not None:
-                return -EINTR
+            if not ok and k.signals.signal_pending(task):
+                return -ERESTARTSYS
         if ru:
             if (yield from k.syscalls.copy_to_user(task, ru, bytes(RUSAGE_SIZE))):
                 return -EFAULT

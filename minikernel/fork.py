@@ -13,7 +13,11 @@ What this file owns
     swapper_pg_dir, as pgd_alloc does), the VMAs and PTEs of the parent's
     mm (dup_mmap, under the parent's mmap_sem held for writing), a copy of
     the fd table (copy_files: the same struct files, one more reference
-    each), the parent/child links, and the child's return value 0.
+    each), the signal actions and mask (copy_sighand), the TLS array and
+    the FPU state (copy_thread: the parent's registers saved into the
+    child's area by a guest fxsave), the exit signal (clone's CSIGNAL
+    bits; SIGCHLD for fork and vfork), the parent/child links, and the
+    child's return value 0.
   - The process limit: nr_threads against max_threads (boot option
     `max_tasks`; default as 2.4's fork_init, mempages / 16): fork returns
     -EAGAIN beyond it.  A zombie counts until it is reaped, as in Linux.
@@ -34,6 +38,7 @@ Rules
 from .task import Charge, Frame, Guest
 
 EAGAIN, ENOMEM = 11, 12
+CSIGNAL = 0xFF                  # the exit signal sent to the parent
 CLONE_VM = 0x100
 CLONE_VFORK = 0x4000
 CLONE_PARENT_SETTID = 0x100000
@@ -84,13 +89,15 @@ class Fork:
         child.mm = child.active_mm = mm
         child.program = parent.program
         child.forked = True
+        child.origin = parent.origin or parent
         child.parent = parent
         child.pgrp = parent.pgrp
         parent.children.append(child)
         k.vfs.copy_files(child, parent)
-        tls = getattr(k, 'tls', None)
-        if tls is not None:                     # copy_thread: the TLS array (cpu-state)
-            tls.copy_thread(parent, child)
+        k.signals.copy_sighand(parent, child)
+        child.exit_signal = flags & CSIGNAL
+        k.tls.copy_thread(parent, child)        # copy_thread: the TLS array
+        yield from k.fpu.copy(parent, child)    # copy_thread: fpu__copy (guest fxsave)
         regs = dict(parent.uregs, eax=0)
         if newsp:
             regs['esp'] = newsp

@@ -57,6 +57,7 @@ from .sched import (IRQ_MASK, Scheduler, TI_CPU, TI_FLAGS, TI_KMAP_IDX, TI_KMAP_
                     TI_FPU_INITIALIZED, TI_FPU_LAST_CPU, TI_FPU_STATE,
                     TI_PAGEFAULT_DISABLED, TI_PREEMPT_COUNT, TIF_NEED_RESCHED, WaitQueue)
 from .services import SERVICES, Services
+from .signal import Signals
 from .slab import Slab
 from .swap import Swap
 from .syscalls import Syscalls
@@ -467,6 +468,7 @@ class Kernel:
         self.services = Services(self)
         self.tls = Tls(self)
         self.fpu = Fpu(self)
+        self.signals = Signals(self)
         self.syscalls = Syscalls(self)
         self.exit = Exit(self)
         self.fork = Fork(self)
@@ -596,7 +598,7 @@ class Kernel:
         return [s for s in (self.page_alloc, self.sched, self.mm, self.rmap, self.irq, self.highmem,
                             self.services, self.slab, self.blockdev, self.checks, self.vfs, self.write_paths,
                             self.swap, self.vmscan, self.syscalls, self.faults, self.fork, self.exec, self.pipes,
-                            self.exit) if s is not None]
+                            self.signals, self.exit) if s is not None]
 
     # ---- reporting and symbols -------------------------------------------
 

@@ -21,18 +21,19 @@ What this file owns
 
 Locks and rules
   - pipe.sem is held across every copy (they may fault and sleep); the
-    sleeps are interruptible: a fatal signal ends them (-ERESTARTSYS is
-    returned as -EINTR, or the bytes already moved).
+    sleeps are interruptible: a signal ends them (-ERESTARTSYS, restarted
+    or -EINTR by do_signal, or the bytes already moved).
   - A pipe read or write never holds the sem while sleeping on the queue
     (pipe_wait: up, schedule, down), so the other side can always run.
 """
 from .locking import RWSemaphore
 from .sched import WaitQueue
+from .signal import ERESTARTSYS, SIGPIPE
 from .task import Guest
 
 PIPE_SIZE = 4096
 PIPE_BUF = 4096
-EINTR, EBADF, EAGAIN, EFAULT, EINVAL, ENFILE, EPIPE, ESPIPE = 4, 9, 11, 14, 22, 23, 32, 29
+EBADF, EAGAIN, EFAULT, EINVAL, ENFILE, EPIPE, ESPIPE = 9, 11, 14, 22, 23, 32, 29
 O_RDONLY, O_WRONLY, O_NONBLOCK, O_CLOEXEC = 0, 1, 0o4000, 0o2000000
 NR_OPEN = 256
 
@@ -150,7 +151,7 @@ class Pipes:
         pipe's queue, take the sem again.  Generator."""
         k = self.k
         p.sem.up_write(task)
-        if task.killed_by is None:
+        if not k.signals.signal_pending(task):
             k.sched.prepare_to_wait(task, p.wait, ('pipe', p.ino))
             task.interruptible = True
             task.counters['sleeps'] += 1
@@ -187,13 +188,13 @@ class Pipes:
                         self.counters['pipe_read_waits'] += 1
                         yield from self.pipe_wait(task, p)
                         p.waiting_readers -= 1
-                        if task.killed_by is not None:
+                        if k.signals.signal_pending(task):
                             interrupted = True
                             break
                         if p.len or not p.writers:
                             break
                     if interrupted:
-                        ret = -EINTR
+                        ret = -ERESTARTSYS
                         break
                     if p.len == 0:                        # no writers left
                         break
@@ -247,8 +248,8 @@ class Pipes:
                     self.counters['pipe_write_waits'] += 1
                     yield from self.pipe_wait(task, p)
                     p.waiting_writers -= 1
-                    if task.killed_by is not None:
-                        ret = -EINTR
+                    if k.signals.signal_pending(task):
+                        ret = -ERESTARTSYS
                         break
                     if not p.readers:
                         sigpipe = True
@@ -273,8 +274,8 @@ class Pipes:
                         self.counters['pipe_write_waits'] += 1
                         yield from self.pipe_wait(task, p)
                         p.waiting_writers -= 1
-                        if task.killed_by is not None:
-                            ret = -EINTR
+                        if k.signals.signal_pending(task):
+                            ret = -ERESTARTSYS
                             break
                         if not p.readers:
                             sigpipe = True
@@ -285,7 +286,7 @@ class Pipes:
         self.counters['pipe_bytes'] += written
         if sigpipe and not written:
             self.counters['epipe'] += 1
-            k.kill_task(task, 'SIGPIPE', f'SIGPIPE: write to {f.name} with no reader', kind='signal')
+            k.signals.send_sig(task, SIGPIPE, f'SIGPIPE: write to {f.name} with no reader')
             return -EPIPE
         return written if written else ret
 

@@ -263,12 +263,14 @@ class Scheduler:
         wq.remove(task)
 
     def wait_event_interruptible(self, task, wq, cond, what=None):
-        """wait_event_interruptible(): as wait_event, but a fatal signal
-        (task.killed_by) wakes the task too.  Generator -> True if cond()
-        holds, False if interrupted (the caller returns -EINTR)."""
+        """wait_event_interruptible(): as wait_event, but a signal wakes the
+        task too (a fatal one, or a pending unblocked one with a handler:
+        signal_pending).  Generator -> True if cond() holds, False if
+        interrupted (the caller returns -ERESTARTSYS or -EINTR)."""
+        pending = self.k.signals.signal_pending
         task.interruptible = True
         try:
-            yield from self.wait_event(task, wq, lambda: cond() or task.killed_by is not None, what)
+            yield from self.wait_event(task, wq, lambda: cond() or pending(task), what)
         finally:
             task.interruptible = False
         return bool(cond())

@@ -1,7 +1,7 @@
 """The process-level system calls real programs make at startup and while
 they run, beyond the core set of syscalls.py: kernel/sys.c (uname, the
 uid/gid calls, getrlimit, set_tid_address), kernel/signal.c (rt_sigaction,
-rt_sigprocmask: handlers and masks recorded, default actions kept),
+rt_sigprocmask: the actions and the mask minikernel/signal.py delivers with),
 kernel/time.c and posix-timers.c (time, gettimeofday, clock_gettime and
 its 64-bit twin, from the lab clock), drivers/char/random.c (getrandom from
 the machine's seeded generator), kernel/futex.c's set_robust_list, and
@@ -84,16 +84,16 @@ class MiscCalls:
         cur = {RLIMIT_STACK: 8 << 20, RLIMIT_NOFILE: 256}.get(res, RLIM_INFINITY)
         return (yield from self.put_user(task, args[1], struct.pack('<II', cur, cur)))
 
-    # ---- signals: recorded, default actions -------------------------------------
+    # ---- signals: actions and the blocked mask --------------------------------------
 
     def sys_rt_sigaction(self, task, args):
-        """rt_sigaction(sig, act, oact, sigsetsize): the handler is recorded
-        (struct sigaction: handler, flags, restorer, mask); nothing
-        delivers signals to handlers here, so default actions stay."""
+        """rt_sigaction(sig, act, oact, sigsetsize): the kernel struct
+        sigaction (handler, flags, restorer, mask) the task's signals are
+        delivered with (minikernel/signal.py)."""
         sig, act, oact, size = args[:4]
         if size != 8 or not 1 <= sig <= NSIG:
             return -EINVAL
-        table = task.__dict__.setdefault('sigactions', {})
+        table = task.sigactions
         old = table.get(sig, bytes(20))
         if act:
             new = yield from self.sc.copy_from_user(task, act, 20)
@@ -113,7 +113,7 @@ class MiscCalls:
         how, uset, oset, size = args[:4]
         if size != 8:
             return -EINVAL
-        mask = task.__dict__.get('sigmask', 0)
+        mask = task.sigmask
         new = mask
         if uset:
             raw = yield from self.sc.copy_from_user(task, uset, 8)

@@ -9,6 +9,8 @@ Supported: exit 1, fork 2, read 3, write 4, open 5, close 6, waitpid 7,
 execve 11, lseek 19, getpid 20, kill 37, getppid 64, munmap 91, wait4 114, clone 120,
 writev 146, sched_yield 158, nanosleep 162, vfork 190, mmap2 192,
 set_thread_area 243 and get_thread_area 244 (minikernel/tls.py),
+sigreturn 119, rt_sigreturn 173, rt_sigsuspend 179, tkill 238, tgkill 270
+(minikernel/signal.py),
 exit_group 252, getcpu 318, pipe 42, pipe2 331, dup 41, dup2 63.  Anything else: -ENOSYS.
 
 Rules: each sys_* is a generator taking (task, args) and returning EAX;
@@ -17,6 +19,7 @@ it may sleep.
 import struct
 
 from .memory import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_EXEC, PROT_READ, PROT_WRITE
+from .signal import SIG_DFL
 from .task import Charge, Guest
 
 EPERM, ENOENT, ESRCH, EBADF, EAGAIN, ENOMEM, EFAULT, ENODEV, EINVAL, ESPIPE, ENOSYS = \
@@ -25,7 +28,6 @@ NR_OPEN = 256
 SIGCHLD = 17
 # Signals whose default action is to ignore them (or stop, which the lab
 # does not model): kill(2) of these changes nothing.
-SIG_DFL_IGNORE = {17, 18, 19, 20, 21, 22, 23, 28}
 
 CLONE_VM = 0x100
 UIO_MAXIOV = 512                   # what fits the syscall buffer page (Linux: 1024)
@@ -45,6 +47,9 @@ class Syscalls:
             2: self.sys_fork, 190: self.sys_vfork, 7: self.sys_waitpid, 114: self.sys_wait4,
             37: self.sys_kill, 64: self.sys_getppid, 11: self.sys_execve,
             42: self.sys_pipe, 331: self.sys_pipe2,
+            119: kernel.signals.sys_sigreturn, 173: kernel.signals.sys_rt_sigreturn,
+            179: kernel.signals.sys_rt_sigsuspend, 238: kernel.signals.sys_tkill,
+            270: kernel.signals.sys_tgkill,
         }
         self.counters = {}
         from .fs_calls import FsCalls          # the calls real programs make (busybox, libc)
@@ -173,12 +178,14 @@ class Syscalls:
         yield
 
     def sys_kill(self, task, args):
-        """kill(pid, sig) with default actions only: a terminating signal
-        kills the target at its return to user mode (waking it from an
-        interruptible sleep); SIGCHLD, SIGCONT, SIGURG, SIGWINCH are
-        ignored, and so are the stop signals (no job control).  pid > 0 one
-        process; 0 the caller's process group; -1 every user process but
-        the caller; < -1 the process group -pid."""
+        """kill(pid, sig): send_sig to each target (minikernel/signal.py):
+        a handler runs on a signal frame; the default action of a
+        terminating signal kills the target at its return to user mode
+        (waking it from an interruptible sleep); SIGCHLD, SIGCONT, SIGURG,
+        SIGWINCH and the stop signals are ignored (no job control).  pid > 0
+        one process; 0 the caller's process group; -1 every user process
+        but the caller; < -1 the process group -pid.  A handler runs in the
+        process's first thread only."""
         from .exit import SIGNAL_NAMES
         k = self.k
         pid, sig = args[0], args[1]
@@ -198,12 +205,12 @@ class Syscalls:
         if not targets:
             return -ESRCH
         yield Charge(k.costs['wake_up'])
-        if sig == 0 or sig in SIG_DFL_IGNORE:
+        if sig == 0:
             return 0
         name = SIGNAL_NAMES.get(sig, f'SIG{sig}')
         for t in targets:
-            if t.alive:
-                k.kill_task(t, name, f'{name} from {task.name}/{task.pid}', kind='signal')
+            if t.pid == t.tgid or k.signals.action(t, sig)[0] == SIG_DFL:
+                k.signals.send_sig(t, sig, f'{name} from {task.name}/{task.pid}', pid=task.tgid)
         return 0
 
     # ---- memory ---------------------------------------------------------

@@ -116,11 +116,21 @@ class Task:
         self.children = []          # forked children not yet reaped
         self.pgrp = pid
         self.forked = False         # created by fork (its exit status is its parent's business)
+        self.origin = None          # a forked task: the first ancestor that was not forked
         self.exit_status = None     # the wait status: (code << 8) or the signal number
         self.reaped = False         # released (wait4, or init for orphans and spawned tasks)
         self.wait_chldexit = None   # WaitQueue its wait4 sleeps on (made at first use)
         self.interruptible = False  # sleeping in TASK_INTERRUPTIBLE: a fatal signal wakes it
         self.clear_child_tid = 0
+        # signals (minikernel/signal.py)
+        self.sigactions = {}        # signal -> the 20-byte struct sigaction of rt_sigaction
+        self.sigmask = 0            # blocked signals (bit sig-1)
+        self.sigpending = 0         # pending signals that have a handler
+        self.siginfo = {}           # signal -> (si_code, si_pid, si_status) of the pending one
+        self.saved_sigmask = None   # the mask sigsuspend replaced, restored by the handler's sigreturn
+        self.orig_eax = -1          # the system call being returned from (restart), -1: none
+        self.sigsuspend_wq = None   # WaitQueue rt_sigsuspend sleeps on (made at first use)
+        self.exit_signal = 17       # SIGCHLD: what the parent is sent at exit (clone's CSIGNAL)
         self.counters = dict(syscalls=0, faults=0, sleeps=0, switches=0, instructions=0)
 
     def __repr__(self):

@@ -84,6 +84,14 @@ class Tls:
         m = self.k.machine
         m.write(self._slot_pa(child, 0), m.read(self._slot_pa(parent, 0), 8 * GDT_ENTRY_TLS_ENTRIES))
 
+    def flush_thread(self, task):
+        """flush_thread()'s part (2.6.0, exec): clear the task's TLS array
+        and reload this CPU's TLS GDT entries (load_TLS, guest code); the
+        new image's %fs/%gs start at 0.  The task is current.  Generator."""
+        self.k.machine.write(self._slot_pa(task, 0), bytes(8 * GDT_ENTRY_TLS_ENTRIES))
+        cpu = self.k.sched.read_ti(task, TI_CPU)
+        yield Guest('load_TLS', task.thread_info, cpu, irqs=False)
+
     def get_free_idx(self, task):
         for i in range(GDT_ENTRY_TLS_ENTRIES):
             if self.read_desc(task, i) == (0, 0):           # desc_empty

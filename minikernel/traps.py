@@ -26,16 +26,24 @@ class Traps:
 
     def from_user(self, task, handler, kind):
         """Run a handler entered from user mode, then ret_from_sys_call:
-        deliver a fatal signal, reschedule if asked.  Generator; returns the
+        deliver a fatal signal, reschedule if asked, run do_signal for a
+        pending signal with a handler or a system call to restart
+        (minikernel/signal.py).  Generator; returns the
         handler's value (EAX for a system call)."""
         k = self.k
         yield Charge(k.costs['syscall_entry' if kind == 'syscall' else 'irq_entry'])
+        task.orig_eax = task.uregs['eax'] if kind == 'syscall' else -1
         value = yield from handler
+        signalled = False
         while True:
             if task.killed_by is not None:
                 yield from k.exit.do_exit(task, -1)
             if k.sched.need_resched(task):
                 yield from k.sched.schedule(task)
+                continue
+            if not signalled and k.signals.work_pending(task, kind, value):
+                signalled = True                # do_signal: one signal per return
+                value = yield from k.signals.do_signal(task, kind, value)
                 continue
             return value
 

@@ -190,3 +190,54 @@ def test_a_write_with_no_reader_is_sigpipe():
     assert end == 'finished' and t.exit_code == 0
     assert k.pipes.counters['epipe'] == 1
     assert any('SIGPIPE' in m for m in reports(k, 'signal'))
+
+
+# ---- C programs (musl, zig): FPU/TLS at fork and exec, signal handlers ---------
+
+def c_program(name, argv, cpus):
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(root, 'build', 'workloads', name)
+    if not os.path.exists(path):
+        pytest.skip(f'{path} not built (make setup builds it with zig)')
+    with open(path, 'rb') as f:
+        data = f.read()
+    k = Kernel(dict(cpus=cpus, mem=64 * MiB))
+    k.vfs.create_file(name, data)
+    k.vfs.lookup(name).mode = 0o100755
+    t = k.spawn_exec(name, '/' + name, argv)
+    assert k.run(max_cycles=2_000_000_000) == 'finished'
+    return k, t
+
+
+@pytest.mark.parametrize('cpus', [1, 2])
+def test_fork_copies_fpu_and_tls_and_exec_starts_fresh(cpus):
+    """workloads/fork_state.c: the forked child sees the xmm5, st(0) and TLS
+    entry of the fork although the parent changed its registers before the
+    child ran (fpu__copy, copy_thread); the child's execve starts the new
+    image with FCW 0x37F, MXCSR 0x1F80, an empty x87 stack, xmm5 zero and
+    the TLS entry empty (fpu__clear, flush_thread), and its bss cleared
+    (padzero: musl's static TLS setup reads it)."""
+    k, t = c_program('fork_state', ['fork_state'], cpus)
+    assert t.exit_code == 0, (t.exit_code, t.killed_by)    # 31..34 child, 40..43 exec'd image
+    assert bytes(t.console) == b'fork_state: ok\n'
+    assert k.fork.counters['forks'] == 1 and k.exec.counters['execs'] == 1
+    assert not reports(k, 'bug') and not reports(k, 'kill')
+
+
+@pytest.mark.parametrize('cpus', [1, 2])
+def test_signal_handlers_run_on_a_frame_and_sigreturn_restores_the_context(cpus):
+    """workloads/signals.c: SIGCHLD handlers with sigsuspend (busybox sh's
+    `wait`), an SA_SIGINFO handler (siginfo, ucontext), a blocked signal
+    delivered at sigprocmask's unblock, a pipe read interrupted by SIGCHLD
+    restarted with SA_RESTART and -EINTR without, SIGTERM caught; every
+    handler returns through sigreturn/rt_sigreturn into the interrupted
+    code with its registers (the program checks them)."""
+    k, t = c_program('signals', ['signals', '4'], cpus)
+    assert t.exit_code == 0, (t.exit_code, t.killed_by)
+    assert bytes(t.console) == b'signals: ok\n'
+    c = k.signals.counters
+    assert c['signals_delivered'] == c['sigreturns'] >= 6
+    assert c['syscalls_restarted'] == 1 and c['sigsuspends'] >= 1 and c['bad_sigframes'] == 0
+    assert not reports(k, 'bug')
+

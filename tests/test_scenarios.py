@@ -20,6 +20,8 @@ FAST = {
                      for p in ('kmap', 'atomic_fallback', 'kmap_local')],
     'busybox': [{'cpus': 2, 'write_path': 'kmap'}],
     'c-workload': [{'cpus': 2}],
+    'shell': [{'cpus': 2, 'write_path': 'kmap', 'reclaim': 'rmap'},
+              {'cpus': 1, 'write_path': 'atomic_fallback', 'reclaim': 'rmap'}],
 }
 
 
