@@ -170,6 +170,16 @@ class Signals:
         task.sigpending &= ~sigbit(sig)
         info = task.siginfo.pop(sig, (SI_USER, 0, 0))
         handler, flags, restorer, mask = self.action(task, sig)
+        if handler in (SIG_DFL, SIG_IGN):       # the action changed while it was pending
+            if handler == SIG_DFL and sig not in DEFAULT_IGNORE:
+                from .exit import SIGNAL_NAMES
+                name = SIGNAL_NAMES.get(sig, f'SIG{sig}')
+                k.kill_task(task, name, f'{name} (default action at delivery)', kind='signal')
+            elif restart:
+                self.counters['syscalls_restarted'] += 1
+                u['eip'] = (u['eip'] - 2) & 0xFFFFFFFF
+                return task.orig_eax
+            return value
         if restart:
             if value == -ERESTARTNOHAND or (value == -ERESTARTSYS and not flags & SA_RESTART):
                 value = -EINTR
