@@ -156,7 +156,7 @@ check:
 expected:
         push edx
         mov eax, edi
-        mov edx, 2654435761
+        mov edx, 0x9E3779B1              // 2654435761, the golden-ratio multiplier
         mul edx
         mov edx, dword ptr [whose]
         shl edx, 24
