@@ -398,7 +398,7 @@ class Filemap:
 
     def _submit_bio(self, task, inode, pages):
         """mpage_bio_submit (2.5 fs/mpage.c): one write request for pages
-        [(pfn, index)] of consecutive indexes (so consecutive blocks: one
+        [(pfn, index)] of consecutive indexes on consecutive blocks (one
         extent per file), scatter-gather over their frames."""
         yield Charge(100)
         self.k.blockdev.submit(task, 'write', inode.block(pages[0][1]), [p for p, _ in pages],
@@ -700,8 +700,9 @@ class Filemap:
         """sync_inodes() / filemap_fdatawrite() + filemap_fdatawait() for
         every file: start the write of each dirty page cache page in file
         and index order, then wait for them all.  As 2.5's writepages =
-        mpage_writepages, pages of consecutive indexes (consecutive blocks)
-        go to the disk as one request of up to BIO_MAX_PAGES pages.  Pages
+        mpage_writepages, pages of consecutive indexes on consecutive disk
+        blocks go to the disk as one request of up to BIO_MAX_PAGES pages
+        (a file's extents need not be adjacent: a new bio where they end).  Pages
         dirtied only through a PTE are found once the PTE's dirty bit moved
         to the page (at unmap), as in 2.5.  The wait goes from the last
         page started back to the first: the disk is first come first served,
@@ -721,7 +722,9 @@ class Filemap:
                 yield from self.lock_page(task, pfn)
                 if self.page_mapping(pfn) is mapping and self.PageDirty(pfn):
                     started.append(pfn)
-                    if bio and (index != bio[-1][1] + 1 or len(bio) == BIO_MAX_PAGES):
+                    host = mapping.host                   # mpage_writepage: a new bio when the
+                    if bio and (index != bio[-1][1] + 1 or len(bio) == BIO_MAX_PAGES    # block is not
+                                or host.block(index) != host.block(bio[-1][1]) + 1):   # the next one
                         yield from self._submit_bio(task, mapping.host, bio)
                         bio = []
                     if (yield from self._writepage_prepare(task, pfn)):

@@ -90,6 +90,7 @@ BOOT_OPTIONS = {
                                        'perform_write', 'kmap_local')),
     'read_path': ('atomic', ('kmap', 'atomic')),
     'design': (None, ('mainline-2.4.18', 'akpm-kmap')),
+    'copy_strings': ('kmap', ('kmap', 'kmapped_page')),
     'mmap_sem_in_write': ('none', ('none', 'read')),
     'reclaim': ('rmap', ('rmap', 'swap_out')),
     'oom_policy': ('kill', ('kill', 'loop')),
@@ -152,6 +153,8 @@ BOOT_SCHEMA = {
     'write_path': Choice(('kmap', 'dont_unmap', 'gup_pin', 'atomic_fallback', 'perform_write',
                           'kmap_local'), 'the write design'),
     'read_path': Choice(('kmap', 'atomic'), 'file_read_actor'),
+    'copy_strings': Choice(('kmap', 'kmapped_page'),
+                           "exec's argument copy: kmap per string piece (2.4.18) or per page (akpm)"),
     'design': Choice(('mainline-2.4.18', 'akpm-kmap'),
                      'a named patch set: mainline-2.4.18 or akpm-kmap (Andrew\'s kmap patches)'),
     'fs_extent': Size(4096, 128 * MiB, 'the disk extent of a file open(O_CREAT) makes, and its growth'),
@@ -200,16 +203,20 @@ def check_option(name, value, where=None):
 # Named designs: one boot option that stands for a whole patch set, so one
 # sweep compares them (`design = "akpm-kmap"` in a [sweep] or [[variant]]).
 # Each sets the options below; naming one of them as well, to another value,
-# is an error.  copy_strings (exec) stays on kmap in both: Andrew left it.
+# is an error.  copy_strings (exec) stays on kmap in both: Andrew left it
+# on kmap (it may sleep), but kmapped each argument page once.
 DESIGNS = {
     # 2.4.18: file_read_actor and generic_file_write kmap the page cache
     # page; do_page_fault has no in_atomic() test.
-    'mainline-2.4.18': {'write_path': 'kmap', 'read_path': 'kmap', 'atomic_fault': 'sleep'},
-    # Andrew Morton's kmap patches as merged in 2.5.33-34 (Sep 2002,
-    # <3D771064.B1E989C7@zip.com.au> for the read side): kmap_atomic +
-    # an atomic copy with a kmap fallback on both copies, and the fault
-    # handler's in_atomic() fixup (2.5.32).
-    'akpm-kmap': {'write_path': 'atomic_fallback', 'read_path': 'atomic', 'atomic_fault': 'fixup'},
+    'mainline-2.4.18': {'write_path': 'kmap', 'read_path': 'kmap', 'atomic_fault': 'sleep',
+                        'copy_strings': 'kmap'},
+    # Andrew Morton's kmap patches: kmap_atomic + an atomic copy with a kmap
+    # fallback on both copies and the fault handler's in_atomic() fixup, as
+    # merged in 2.5.32-34 (Sep 2002, <3D771064.B1E989C7@zip.com.au> for the
+    # read side); copy_strings stays on kmap but kmaps each argument page
+    # once (kmapped_page, in his July set <3D2BC6DB.B60E010D@zip.com.au>).
+    'akpm-kmap': {'write_path': 'atomic_fallback', 'read_path': 'atomic', 'atomic_fault': 'fixup',
+                  'copy_strings': 'kmapped_page'},
 }
 DESIGN_TITLES = {'mainline-2.4.18': '2.4.18 mainline', 'akpm-kmap': "Andrew's kmap patches"}
 
@@ -320,6 +327,7 @@ class Kernel:
         self._poke('highmem_start_page', self.page_alloc.memmap_virt + 32 * self.highstart_pfn)
         self._poke('debug_highmem', 1 if c['debug_highmem'] else 0)
         self._poke('pkmap_flush_local', 1 if c['pkmap_flush'] == 'local' else 0)
+        self._poke('copy_strings_kmapped', 1 if c['copy_strings'] == 'kmapped_page' else 0)
         self._poke('cpu_online_map', (1 << c['cpus']) - 1)
         self._poke('nr_online_cpus', c['cpus'])
         self._poke('cpu_has_pge', 1 if c['pge'] else 0)

@@ -14,6 +14,7 @@ from kmaplab import scenario as scn_mod
 from minikernel.kernel import DESIGNS, ROOT, parse_config
 
 DBCLIENT = os.path.join(ROOT, 'build', 'workloads', 'dbclient')
+KCC = os.path.join(ROOT, 'build', 'workloads', 'kcc')
 
 
 def needs(path):
@@ -177,3 +178,49 @@ def test_the_throughput_verdict_says_when_only_the_cost_model_sees_it():
     assert v['verdict'] == 'partly' and v['modelled'] and '1.313x with a NUMA-Q remote line' in v['lab']
     a['counters']['model_cycles_per_byte_numaq'] = 12.9
     assert verdicts.rule_dbench_throughput([m, a])['verdict'] == 'not reproduced'
+
+
+# ---- files across extents, exec'd C programs, kernel-compile -----------------------------------
+
+def test_sync_writes_a_file_across_extents_that_are_not_adjacent():
+    """8 KiB extents: the objects and ld's vmlinux grow over extents that
+    freed .s files' extents sit between, so a file's blocks are not
+    contiguous: mpage_writepages must start a new bio where an extent ends
+    (before: vmlinux's pages landed on the objects' blocks; the data
+    oracle checks the disk after the final sync)."""
+    needs(KCC)
+    scn = scn_mod.find('kernel-compile')
+    r = runner.run_variant(scn, {'design': 'akpm-kmap', 'pkmap': 1024},
+                           overrides={'jobs': 3, 'par': 2, 'fs_extent': 8192})
+    assert r['ok'], r['why']
+    c = r['counters']
+    assert c['oracle_mismatches'] == 0 and c['fs_extents_freed'] == 3 and c['fs_extents_added'] > 3
+
+
+
+
+@pytest.fixture(scope='module')
+def small_compile():
+    needs(KCC)
+    scn = scn_mod.find('kernel-compile')
+    return {v['design']: runner.run_variant(scn, v, overrides={'jobs': 2, 'par': 2})
+            for v in scn.variants() if v['pkmap'] == 1024}
+
+
+def test_kernel_compile_runs_fork_exec_and_the_oracle_is_clean(small_compile):
+    for r in small_compile.values():
+        c = r['counters']
+        assert r['outcome'] == 'completed' and r['ok'], r['why']
+        assert c['tasks_exited'] == 1 + 3 * 2 + 1                 # make, 2 x (cc, cc1, as), ld
+        assert c['oracle_mismatches'] == 0 and c['host_checks'] >= 1
+        assert c['kmap_high_calls.file_read_actor' if r['variant']['design'] == 'mainline-2.4.18'
+                 else 'kmap_atomic_calls.file_read_actor'] > 0
+
+
+def test_copy_strings_kmaps_per_string_in_mainline_and_per_page_with_andrews_patches(small_compile):
+    m, a = small_compile['mainline-2.4.18']['counters'], small_compile['akpm-kmap']['counters']
+    # 2.4.18: one kmap per string piece: make passes 68 environment strings to every exec
+    assert m['kmap_high_calls.copy_strings'] >= 7 * 68
+    # kmapped_page: one kmap per argument page touched (a few per exec)
+    assert 0 < a['kmap_high_calls.copy_strings'] <= 7 * 4
+    assert a['kmap_high_calls'] == a['kmap_high_calls.copy_strings']       # reads and writes are atomic

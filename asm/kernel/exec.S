@@ -14,6 +14,11 @@
 // (kmap_high for a highmem page) per string piece, as in 2.4.18.  This was
 // Martin Bligh's biggest kmap_high caller on a kernel compile (2.27 M of
 // 3.76 M calls); the lab counts it as kmap_high_calls.copy_strings.
+// Boot option copy_strings=kmapped_page (word copy_strings_kmapped) is
+// Andrew Morton's version in his kmap patches (2.5.25-akpm, Jul 2002,
+// <3D2BC6DB.B60E010D@zip.com.au>; 2.5.x kept it): the page stays kmapped
+// while consecutive pieces land in it (kmapped_page), so one kmap per
+// argument page instead of one per string.
 
 // int count(char **argv, int max)   EAX, EDX -> EAX: the number of
 // pointers before the NULL, -EFAULT, or -E2BIG past max.  May sleep (faults).
@@ -92,12 +97,15 @@ snu_fix:
         .equ CS_NEW, 24
         .equ CS_PAGE, 28
         .equ CS_ERR, 32
+        .equ CS_KMAPPED, 36                 // kmapped_page: the page kmapped now, or 0
+        .equ CS_KADDR, 40                   // its kernel address
 copy_strings:
         push ebx
         push esi
         push edi
         push ebp
-        sub esp, 36
+        sub esp, 44
+        mov dword ptr [esp + CS_KMAPPED], 0
         mov ebp, eax                        // argc
         mov dword ptr [esp + CS_ARGV], edx
         mov dword ptr [esp + CS_BPRM], ecx
@@ -156,8 +164,17 @@ copy_strings:
         mov dword ptr [esp + CS_NEW], 1
 12:
         mov dword ptr [esp + CS_PAGE], eax
-        call kmap                           // kaddr = kmap(page)
-        mov edi, eax
+        cmp eax, dword ptr [esp + CS_KMAPPED]
+        je 13f                              // if (page != kmapped_page) {
+        mov eax, dword ptr [esp + CS_KMAPPED]
+        test eax, eax
+        jz 14f
+        call kunmap                         //   if (kmapped_page) kunmap(kmapped_page)
+14:     mov eax, dword ptr [esp + CS_PAGE]
+        mov dword ptr [esp + CS_KMAPPED], eax   // kmapped_page = page
+        call kmap                           //   kaddr = kmap(kmapped_page) }
+        mov dword ptr [esp + CS_KADDR], eax
+13:     mov edi, dword ptr [esp + CS_KADDR]
         cmp dword ptr [esp + CS_NEW], 0
         je 4f
         test esi, esi
@@ -193,9 +210,12 @@ copy_strings:
         jmp 7f
 6:      call __copy_from_user
 7:      mov dword ptr [esp + CS_ERR], eax
+        cmp dword ptr [copy_strings_kmapped], 0
+        jne 15f
         mov eax, dword ptr [esp + CS_PAGE]
-        call kunmap                         // kunmap(page)
-        cmp dword ptr [esp + CS_ERR], 0
+        call kunmap                         // kunmap(page) after every piece (2.4.18)
+        mov dword ptr [esp + CS_KMAPPED], 0
+15:     cmp dword ptr [esp + CS_ERR], 0
         jne cs_efault
         add dword ptr [esp + CS_POS], ebx
         add dword ptr [esp + CS_STR], ebx
@@ -211,9 +231,19 @@ cs_e2big:
         jmp cs_out
 cs_enomem:
         mov eax, -12
-cs_out: add esp, 36
+cs_out: mov ebx, eax
+        mov eax, dword ptr [esp + CS_KMAPPED]
+        test eax, eax
+        jz 16f
+        call kunmap                         // out: if (kmapped_page) kunmap(kmapped_page)
+16:     mov eax, ebx
+        add esp, 44
         pop ebp
         pop edi
         pop esi
         pop ebx
         ret
+
+        .data
+        .align 4
+copy_strings_kmapped:   .long 0         // boot option copy_strings=kmapped_page
