@@ -224,3 +224,35 @@ def test_copy_strings_kmaps_per_string_in_mainline_and_per_page_with_andrews_pat
     # kmapped_page: one kmap per argument page touched (a few per exec)
     assert 0 < a['kmap_high_calls.copy_strings'] <= 7 * 4
     assert a['kmap_high_calls'] == a['kmap_high_calls.copy_strings']       # reads and writes are atomic
+
+
+def _kc(design, pool, **c):
+    base = dict(global_flushes=0, pool_wraps=0, kmap_new_mappings=377, kmap_high_calls=5315, cycles=30_496_210,
+                instructions=24_771_151)
+    base.update(c)
+    return dict(scenario='kernel-compile', variant={'design': design, 'pkmap': pool}, seed=0,
+                outcome='completed', ok=True, counters=base)
+
+
+def _kc_verdicts(**over):
+    prof = {'kmap_high_calls.copy_strings': 4052, 'kmap_high_calls.file_read_actor': 1087,
+            'kmap_high_calls.generic_file_write': 176}
+    rs = [_kc('mainline-2.4.18', 1024, **dict(prof, **over.get('m1024', {}))),
+          _kc('mainline-2.4.18', 4096, **over.get('m4096', {})),
+          _kc('akpm-kmap', 1024, **dict({'kmap_high_calls': 147, 'cycles': 30_300_068,
+                                         'instructions': 24_278_065, 'kmap_high_calls.copy_strings': 147},
+                                        **over.get('a1024', {})))]
+    return {v['claim'].split()[0]: v for v in verdicts.verdicts(rs)}
+
+
+def test_the_kernel_compile_verdicts_follow_the_numbers():
+    v = _kc_verdicts()
+    assert v['kunmap_high']['verdict'] == 'reproduced' and 'copy_strings 4,052 (76%)' in v['kunmap_high']['lab']
+    assert v['Atomic']['verdict'] == 'reproduced' and '(36.2x)' in v['Atomic']['lab']
+    assert v['...']['verdict'] == 'reproduced' and '+0.6%' in v['...']['lab'] and v['...']['modelled']
+    assert v['Pool']['verdict'] == 'not reproduced' and 'neither pool wrapped' in v['Pool']['why']
+    assert v['Pool']['reproduce'] == 'kmaplab run kernel-compile --variant design=mainline-2.4.18,pkmap=1024'
+    v = _kc_verdicts(m1024=dict(global_flushes=40, kmap_new_mappings=41_000), m4096=dict(global_flushes=4))
+    assert v['Pool']['verdict'] == 'reproduced' and '(10.0x)' in v['Pool']['lab']
+    v = _kc_verdicts(a1024=dict(kmap_high_calls=4000, cycles=40_000_000))
+    assert v['Atomic']['verdict'] == 'partly' and v['...']['verdict'] == 'not reproduced'
