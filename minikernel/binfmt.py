@@ -426,20 +426,6 @@ class Binfmt:
                           VM_READ | VM_WRITE, None, 0, '[stack]'))
         mm.program = prog
 
-    def padzero(self, prog):
-        """padzero(elf_bss) (binfmt_elf.c): zero the rest of the page that
-        holds the end of each segment's file data when its bss starts there
-        (the file mapping shows whatever the file holds after the data).
-        Guest clear_user on the current mm.  Generator -> success; may sleep."""
-        for p in prog.loads:
-            end = p.vaddr + p.filesz
-            if p.memsz > p.filesz and end % PAGE:
-                n = min(PAGE - end % PAGE, p.memsz - p.filesz)
-                left = yield Guest('clear_user', end, n)
-                if left:
-                    return False
-        return True
-
     def copy_to_stack(self, task, esp, block):
         """Copy `block` to user `esp` a page at a time through the task's
         lowmem buffer and guest copy_to_user.  Generator -> success."""
