@@ -80,7 +80,10 @@ def test_a_killed_kmaplab_report_leaves_the_earlier_report_whole(tmp_path):
             continue
         import json
         seeds = {r['seed'] for r in json.loads(now['report.json'])['results']}
-        assert len(seeds) > 1 and now['report.md'] != before['report.md'], seeds   # the new set, whole
+        # the new set, whole: its report.md is the one of 2 runs per variant (two
+        # generations of the same report may have byte-identical report.md files:
+        # wall and CPU seconds round to 0 on a fast run)
+        assert len(seeds) > 1 and b'2 run(s) each' in now['report.md'], seeds
         before = now
     assert killed_before_publish >= 1
 
