@@ -742,9 +742,12 @@ class Kernel:
 
     def code_page_mapped(self, pfn):
         """A frame now holds user code: drop stale translations of it on
-        every CPU (each Unicorn instance has its own code cache)."""
+        every CPU (each Unicorn instance has its own code cache, and a
+        store or DMA elsewhere does not reach it).  Only that frame's:
+        other frames' translations are not stale because of this one."""
+        pa = pfn << 12
         for cpu in self.machine.cpus:
-            cpu.flush_code_cache()
+            cpu.invalidate_code(pa, 4096)
 
     # ---- tasks ------------------------------------------------------------
 

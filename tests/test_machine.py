@@ -462,3 +462,28 @@ def test_rig_source_assembles_with_every_routine():
                  'count_loop', 'copy_dwords', 'fault_loop', 'racy_inc', 'to_user', 'ret_user'):
         assert name in rig.image.symbols
     assert 'ret_user' in SELFTEST_S
+
+
+def _run_code_at(rig, pa):
+    rig.cpus[0].enter(pa, rig.kstack(0))
+    assert rig.cpus[0].run(1000).kind == 'hlt'
+    return rig.cpus[0].regs['eax']
+
+
+def test_invalidate_code_drops_exactly_the_stale_translations_of_one_frame():
+    """A host write to a frame does not reach Unicorn's translations of it
+    (the stale code runs); invalidate_code on that frame makes the new code
+    run, and leaves another frame's translations alone."""
+    rig = Rig()
+    a, b = DATA, DATA + 0x1000
+    code = lambda v: b'\xb8' + v.to_bytes(4, 'little') + b'\xf4'        # noqa: E731  mov eax,v; hlt
+    rig.m.write(a, code(1))
+    rig.m.write(b, code(10))
+    assert (_run_code_at(rig, a), _run_code_at(rig, b)) == (1, 10)
+    rig.m.write(a, code(2))
+    rig.m.write(b, code(20))
+    assert (_run_code_at(rig, a), _run_code_at(rig, b)) == (1, 10)       # both stale
+    rig.cpus[0].invalidate_code(a, 0x1000)
+    assert (_run_code_at(rig, a), _run_code_at(rig, b)) == (2, 10)       # only a's dropped
+    rig.cpus[0].flush_code_cache()
+    assert _run_code_at(rig, b) == 20

@@ -47,6 +47,14 @@ _REG_IDS = {
     'cr2': ux.UC_X86_REG_CR2, 'ds': ux.UC_X86_REG_DS, 'es': ux.UC_X86_REG_ES,
     'ss': ux.UC_X86_REG_SS, 'fs': ux.UC_X86_REG_FS, 'gs': ux.UC_X86_REG_GS,
 }
+# QEMU's physical-range invalidation inside libunicorn (x86 targets are
+# built as x86_64; unicorn==2.1.4 is pinned): a RAM address of ours is its
+# guest physical address (one RAM block, mapped at 0: CPU.__init__).
+_tb_invalidate_phys_range = getattr(uclib, 'tb_invalidate_phys_range_x86_64', None)
+if _tb_invalidate_phys_range is not None:
+    _tb_invalidate_phys_range.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64]
+    _tb_invalidate_phys_range.restype = None
+
 STATE_REGS = GPRS + ('eip', 'eflags', 'cs', 'cr3', 'fs', 'gs')
 ENTRY_REGS = GPRS + ('eip', 'eflags')
 
@@ -379,9 +387,24 @@ class CPU:
         native.hook_del(self.uc, handle)
 
     def flush_code_cache(self):
-        """Drop all translated code (after a frame that held code is reused).
-        The TLB is not touched."""
+        """Drop all translated code (a hook must see code translated before
+        it).  The TLB is not touched."""
         self.uc.ctl_flush_tb()
+
+    def invalidate_code(self, pa, size):
+        """Drop the translations of guest code with a byte in physical
+        [pa, pa + size): a frame got new contents behind this instance's
+        back (another CPU's store, DMA, a host write), and instruction
+        fetch is coherent on x86.  QEMU's own tb_invalidate_phys_range
+        (what a store of this CPU to a code page runs): exact, costs only
+        where code was translated.  uc_ctl_remove_cache cannot do it: it
+        takes a virtual address and fills the TLB (walks, A bits) to
+        translate it.  Neither the TLB nor other frames' code is touched;
+        without the symbol (another Unicorn build) the whole cache goes."""
+        if _tb_invalidate_phys_range is None:
+            self.uc.ctl_flush_tb()
+            return
+        _tb_invalidate_phys_range(self._uch, pa, pa + size)
 
     @property
     def halted(self):
