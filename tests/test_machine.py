@@ -283,6 +283,50 @@ def test_round_robin_picks_the_slowest_cpu_lowest_index_on_ties():
     assert rr.pick(m) == (2, 123)
 
 
+def _idle_python(m, cpu, budget, nxt, idle_to_max):
+    """Clock.idle's definition: Machine._while_halted, then _idle_to."""
+    m._idle_round = None
+    picked = m._while_halted(cpu, budget, nxt)
+    if picked[0] is None:
+        limit = m._idle_round
+        if (limit is not None and idle_to_max != -2 and not m.all_halted()
+                and (idle_to_max == -1 or limit <= idle_to_max)):
+            m._idle_to(limit)
+        return None
+    return picked
+
+
+def test_idle_in_c_is_while_halted_then_idle_to():
+    """The run loop's halted-CPU pick in C (Clock.idle) gives the pick and
+    the clocks the Python definitions give, on random machine states."""
+    import random
+    rng = random.Random(16)
+    machines = {n: [Machine(cpus=n, ram=1 << 20) for _ in range(2)] for n in (1, 2, 3, 5, 8)}
+    for _ in range(1000):
+        n = rng.choice(list(machines))
+        ms = machines[n]
+        clocks = [rng.choice((0, 500, 1000, rng.randrange(3000))) for _ in range(n)]
+        halted = [rng.random() < 0.6 for _ in range(n)]
+        pend = [rng.random() < 0.15 for _ in range(n)]
+        cpu = rng.randrange(n)
+        halted[cpu], pend[cpu] = True, False
+        budget = rng.choice((1, 200, 1000))
+        nxt = rng.choice((None, None, rng.randrange(4000)))
+        cap = rng.choice((-2, -1, rng.randrange(4000)))
+        for m in ms:
+            for i in range(n):
+                m.extra[i] = clocks[i]
+                m.pending[i].clear()
+                m.cpus[i].k.irq_pending = 0
+                if pend[i]:
+                    m.raise_irq(i, 0x30)
+                m.halted[i] = halted[i]
+        c_pick = ms[0]._idle(cpu, budget, -1 if nxt is None else nxt, cap)
+        py_pick = _idle_python(ms[1], cpu, budget, nxt, cap)
+        assert c_pick == py_pick and ms[0].times() == ms[1].times(), (clocks, halted, pend, cpu,
+                                                                       budget, nxt, cap)
+
+
 def _random_picks(seed, n=200, quantum=100):
     """(cpu, budget) picks, each checked to be among the CPUs less than a
     quantum ahead of the slowest; also how often it was the lowest such."""

@@ -17,9 +17,11 @@
  *
  * Clock (one per machine): the CPUs' clocks, time(i) = executed(i) +
  *   extra[i] (extra: cycles charged, a uint64 array Python indexes through
- *   ctypes), and the halted flags.  now() and the slowest CPU (argmin,
- *   ties to the lowest index) are one C call each; all_halted() too.  With
- *   at most 32 CPUs a scan in C costs less than keeping a heap.
+ *   ctypes), the halted flags and each kcpu's irq_pending.  now() and the
+ *   slowest CPU (argmin, ties to the lowest index) are one C call each;
+ *   all_halted() too, and idle(): the run loop's halted-CPU pick
+ *   (Machine._while_halted and _idle_to in one call).  With at most 32
+ *   CPUs a scan in C costs less than keeping a heap.
  *
  * Rules
  *  - Nothing here knows Unicorn's headers or links against it: the entry
@@ -273,18 +275,19 @@ typedef struct {
     const uint64_t *executed[MAX_CPUS];
     uint64_t *extra;            /* n entries, owned by Python (a ctypes int64 array: sums wrap right) */
     uint8_t *halted;            /* n entries, owned by Python (a ctypes array) */
+    const int32_t *irq_pending[MAX_CPUS];   /* kcpu.irq_pending: a vector is pending */
 } Clock;
 
 static int Clock_init(Clock *self, PyObject *args, PyObject *kw)
 {
-    PyObject *ptrs;
+    PyObject *ptrs, *pend;
     unsigned long long extra, halted;
     (void)kw;
-    if (!PyArg_ParseTuple(args, "OKK", &ptrs, &extra, &halted))
+    if (!PyArg_ParseTuple(args, "OKKO", &ptrs, &extra, &halted, &pend))
         return -1;
     Py_ssize_t n = PySequence_Size(ptrs);
-    if (n < 1 || n > MAX_CPUS) {
-        PyErr_SetString(PyExc_ValueError, "1..32 CPUs");
+    if (n < 1 || n > MAX_CPUS || PySequence_Size(pend) != n) {
+        PyErr_SetString(PyExc_ValueError, "1..32 CPUs, an irq_pending address for each");
         return -1;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -292,6 +295,11 @@ static int Clock_init(Clock *self, PyObject *args, PyObject *kw)
         if (!o)
             return -1;
         self->executed[i] = (const uint64_t *)(uintptr_t)PyLong_AsUnsignedLongLong(o);
+        Py_DECREF(o);
+        o = PySequence_GetItem(pend, i);
+        if (!o)
+            return -1;
+        self->irq_pending[i] = (const int32_t *)(uintptr_t)PyLong_AsUnsignedLongLong(o);
         Py_DECREF(o);
     }
     self->n = (int)n;
@@ -367,7 +375,77 @@ static PyObject *Clock_times(Clock *self, PyObject *unused)
     return l;
 }
 
+/* A CPU that can act: running, or halted with a vector pending. */
+static inline int can_act(const Clock *c, int i)
+{
+    return !c->halted[i] || *c->irq_pending[i];
+}
+
+/* idle(cpu, budget, nxt, idle_to_max): the round robin pick fell on `cpu`,
+ * halted with nothing pending, and not every CPU is halted with an event
+ * due (vm/machine.py Machine.run; _while_halted and _idle_to there are the
+ * definitions in Python, this is them in one C call).  nxt: the next
+ * event's time or -1.  Let `limit` be the smallest clock of a CPU that can
+ * act, or nxt if smaller.  If `cpu` lags `limit`, it idles up to it (at
+ * most `budget`) and, when idle_to_max >= limit (-2: never; -1: no cap),
+ * so does every other CPU that is halted with nothing pending and not all
+ * are halted: returns None.  With no CPU able to act, the budget passes
+ * (up to nxt if that comes first): None.  Otherwise the slowest CPU that can act (lowest index on ties)
+ * runs: returns (that CPU, budget capped at nxt, at least 1). */
+static PyObject *Clock_idle(Clock *self, PyObject *args)
+{
+    int cpu;
+    long long budget, nxt, idle_to_max;
+    if (!PyArg_ParseTuple(args, "iLLL", &cpu, &budget, &nxt, &idle_to_max))
+        return NULL;
+    if (cpu < 0 || cpu >= self->n) {
+        PyErr_SetString(PyExc_IndexError, "no such CPU");
+        return NULL;
+    }
+    int64_t t = (int64_t)ctime_of(self, cpu);
+    int slow = -1;
+    int64_t slow_t = 0;
+    for (int i = 0; i < self->n; i++) {
+        if (!can_act(self, i))
+            continue;
+        int64_t ti = (int64_t)ctime_of(self, i);
+        if (slow < 0 || ti < slow_t)
+            slow = i, slow_t = ti;
+    }
+    if (slow < 0) {                 /* nothing can wake it but an event: the budget passes */
+        if (nxt >= 0 && t < nxt && nxt - t < budget)
+            budget = nxt - t;
+        self->extra[cpu] += (uint64_t)budget;
+        Py_RETURN_NONE;
+    }
+    int64_t limit = slow_t;
+    if (nxt >= 0 && nxt < limit)
+        limit = nxt;
+    if (t < limit) {
+        self->extra[cpu] += (uint64_t)(budget < limit - t ? budget : limit - t);
+        int all = 1;
+        for (int i = 0; i < self->n; i++)
+            if (!self->halted[i])
+                all = 0;
+        if (idle_to_max != -2 && !all && (idle_to_max == -1 || limit <= idle_to_max)) {
+            for (int i = 0; i < self->n; i++) {
+                if (!can_act(self, i)) {
+                    int64_t ti = (int64_t)ctime_of(self, i);
+                    if (ti < limit)
+                        self->extra[i] += (uint64_t)(limit - ti);
+                }
+            }
+        }
+        Py_RETURN_NONE;
+    }
+    if (nxt >= 0 && nxt - slow_t < budget)
+        budget = nxt - slow_t;
+    return Py_BuildValue("iL", slow, budget > 1 ? budget : 1LL);
+}
+
 static PyMethodDef Clock_methods[] = {
+    {"idle", (PyCFunction)Clock_idle, METH_VARARGS,
+     "idle(cpu, budget, nxt, idle_to_max): a halted CPU picked (see vm/_run.c)"},
     {"time", (PyCFunction)Clock_time, METH_O, "time(i): CPU i's clock"},
     {"now", (PyCFunction)Clock_now, METH_NOARGS, "the slowest CPU's clock"},
     {"slowest", (PyCFunction)Clock_slowest, METH_NOARGS, "the slowest CPU (lowest index on ties)"},

@@ -83,12 +83,14 @@ class Machine:
         self.halted = (ctypes.c_uint8 * cpus)()
         self.cpus = [CPU(self, i) for i in range(cpus)]
         self._clock = _run.Clock([ctypes.addressof(c.k) + type(c.k).executed.offset for c in self.cpus],
-                                 ctypes.addressof(self.extra), ctypes.addressof(self.halted))
+                                 ctypes.addressof(self.extra), ctypes.addressof(self.halted),
+                                 [ctypes.addressof(c.k) + type(c.k).irq_pending.offset for c in self.cpus])
         self.time = self._clock.time         # the methods below, in C
         self.now = self._clock.now
         self.slowest = self._clock.slowest
         self.times = self._clock.times
         self.all_halted = self._clock.all_halted
+        self._idle = self._clock.idle        # _while_halted + _idle_to in one call
         self._oneshot = 0                # events in the queue that are not periodic
         self.charged = [0] * cpus        # cycles charge()d by the driver (not idle), per CPU
         self.pending = [set() for _ in range(cpus)]
@@ -102,7 +104,7 @@ class Machine:
         self.running = None              # index of the CPU the driver is stepping, else None
         self.yield_cpu = False           # set by sched_point: end the running CPU's step
         self.stopped = None              # set by stop(reason)
-        self._idle_round = None          # _while_halted: the limit idle CPUs catch up to
+        self._idle_round = None          # _while_halted: the limit idle CPUs catch up to (Python path)
         self.ipi_filter = None           # fault injection: fn(src, dst, vector) -> delay
                                          # in cycles, or None to drop the IPI
 
@@ -262,6 +264,11 @@ class Machine:
         """Ask run() to return after the current step."""
         self.stopped = reason
 
+    # _while_halted and _idle_to are the definitions of the run loop's
+    # halted-CPU pick; run() calls them as one C call (vm/_run.c Clock.idle,
+    # which reads `pending` as each kcpu's irq_pending: raise_irq and
+    # next_irq keep it equal to bool(pending[i])).
+
     def _while_halted(self, cpu, budget, nxt):
         """The policy picked a halted CPU with nothing pending.  It idles
         until the next event or the time of the slowest CPU that can still
@@ -309,7 +316,7 @@ class Machine:
         ncpu = len(self.cpus)
         now_, time_, all_halted, events = self.now, self.time, self.all_halted, self._events
         halted, pending, cpus, extra = self.halted, self.pending, self.cpus, self.extra
-        pick = self.policy.pick
+        pick, idle = self.policy.pick, self._idle
         rr = type(self.policy) is RoundRobin
         while self.stopped is None:
             now = now_()
@@ -337,20 +344,18 @@ class Machine:
                     for i in range(ncpu):          # everyone waits: skip to the event
                         extra[i] += max(0, nxt - time_(i))
                     continue
-                self._idle_round = None
-                cpu, budget = self._while_halted(cpu, budget, nxt)
-                if cpu is None:
-                    # The rest of the idling round at once (_idle_to): only
-                    # where the passes it replaces are invisible: round robin
-                    # (no random draws per pick), no schedule log, a CPU
-                    # running (stalled() is not asked), the time limit not
-                    # inside the round.
-                    limit = self._idle_round
-                    if (limit is not None and rr and not self.log_schedule and not all_halted()
-                            and (max_cycles is None or limit <= max_cycles)):
-                        self._idle_to(limit)
+                # _while_halted, then the rest of the idling round at once
+                # (_idle_to): only where the passes it replaces are
+                # invisible: round robin (no random draws per pick), no
+                # schedule log, a CPU running (stalled() is not asked), the
+                # time limit not inside the round.  One C call (idle).
+                fast = rr and not self.log_schedule
+                picked = idle(cpu, budget, -1 if nxt is None else nxt,
+                              (-1 if max_cycles is None else max_cycles) if fast else -2)
+                if picked is None:
                     continue
-                c = self.cpus[cpu]
+                cpu, budget = picked
+                c = cpus[cpu]
             self.running, self.yield_cpu = cpu, False
             driver.step(c, budget)
             self.running = None
