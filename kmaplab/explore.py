@@ -196,10 +196,28 @@ def install(k, spec, expect=None, labels=None):
     return policy
 
 
+_SCENARIOS = {}       # path -> ((mtime_ns, size), Scenario): one load per worker process
+
+
+def _scenario(path):
+    """inject.find_scenario(path), parsed once per process while the file
+    stays the same (a Scenario is not changed by running it; its host
+    files are read once per object)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return inject.find_scenario(path)
+    key = (st.st_mtime_ns, st.st_size)
+    hit = _SCENARIOS.get(path)
+    if hit is None or hit[0] != key:
+        hit = _SCENARIOS[path] = (key, inject.find_scenario(path))
+    return hit[1]
+
+
 def run_job(job):
     """One exploration run (in a worker process): a record with nothing
     host-dependent in it but wall_s and cpu_s."""
-    scn = inject.find_scenario(job['scenario'])
+    scn = _scenario(job['scenario'])
     r, policy = run_schedule(scn, job['variant'], job['seed'], job['overrides'], job['spec'])
     k = r['kernel']
     rec = dict(index=job['index'], spec=job['spec'], outcome=r['outcome'], ok=r['ok'],

@@ -226,6 +226,19 @@ def context_offsets():
 TCG_BUFFER = 64 << 20
 
 
+_MD = []
+
+
+def _disassembler():
+    """The process's capstone handle (x86-32, with operand details): it
+    keeps no state between calls, so every CPU shares one."""
+    if not _MD:
+        md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
+        md.detail = True
+        _MD.append(md)
+    return _MD[0]
+
+
 class CPU:
     """An emulated CPU.  Created and booted by vm.Machine."""
 
@@ -255,9 +268,9 @@ class CPU:
         self._runner = native.runner(self.uc, self.kptr, STATE_REGS, [_REG_IDS[r] for r in STATE_REGS],
                                      [_REG_IDS[r] for r in ENTRY_REGS], narrow=('cs', 'fs', 'gs'))
         self._run = self._runner.run
+        self._flushed_at = 0       # _runner.runs at the last flush_code_cache
         self._enter = self._runner.enter
-        self._md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
-        self._md.detail = True
+        self._md = _disassembler()
         self._decoded = {}         # (eip, code bytes) -> capstone insn: faulting instructions
         self._template = None
         # tlb='p3': the modelled TLB behind QEMU's (vm/tlb.py); None: QEMU's walker
@@ -388,8 +401,14 @@ class CPU:
 
     def flush_code_cache(self):
         """Drop all translated code (a hook must see code translated before
-        it).  The TLB is not touched."""
-        self.uc.ctl_flush_tb()
+        it).  The TLB is not touched.  Nothing to do when this instance has
+        run no guest code since its last flush (or since it was created):
+        Unicorn translates only inside emu_start, which only run() calls
+        (the boot's hooks are installed before the first run)."""
+        runs = self._runner.runs
+        if runs != self._flushed_at:
+            self.uc.ctl_flush_tb()
+            self._flushed_at = runs
 
     def invalidate_code(self, pa, size):
         """Drop the translations of guest code with a byte in physical
@@ -402,7 +421,7 @@ class CPU:
         translate it.  Neither the TLB nor other frames' code is touched;
         without the symbol (another Unicorn build) the whole cache goes."""
         if _tb_invalidate_phys_range is None:
-            self.uc.ctl_flush_tb()
+            self.flush_code_cache()
             return
         _tb_invalidate_phys_range(self._uch, pa, pa + size)
 
