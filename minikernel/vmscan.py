@@ -61,6 +61,7 @@ class VMScan:
         self.kswapd_wait = WaitQueue('kswapd_wait')
         self.kswapd = None
         self.swap_mm_index = 0               # swap_out's cursor into the mm list
+        self._words = None                   # _ram_words()
         self.fail_rounds = 0                 # allocator retries without progress
         self.last_free = 0
         self.counters = dict(pages_scanned=0, pages_reclaimed=0, ptes_visited=0,
@@ -73,6 +74,14 @@ class VMScan:
 
     def _flags(self, pfn):
         return self.k.page_alloc.page_flags(pfn)
+
+    def _ram_words(self):
+        """Guest RAM as 32-bit words (a memoryview), for reading and
+        test-and-clearing PTEs in the scan loops: the same bytes as
+        mm.read_pte/write_pte (little-endian host, as x86)."""
+        if self._words is None:
+            self._words = memoryview(self.k.machine.ram).cast('I')
+        return self._words
 
     def _is_file_page(self, pfn):
         """In a file's page cache (page->mapping set, not the swap cache)."""
@@ -236,29 +245,45 @@ class VMScan:
 
     def shrink_cache(self, task, nr_pages, priority, gfp):
         """shrink_cache(): scan the inactive list from its tail.  Generator
-        -> the pages still to free."""
+        -> the pages still to free.
+
+        The scan's per-page cost is charged with k.machine.charge on the
+        task's CPU: exactly what `yield Charge(...)` does (Engine._advance
+        applies a Charge on the spot and resumes the generator), without
+        passing up and down the generator chain of the allocation that got
+        here (a dozen frames each way, once per page scanned)."""
         k = self.k
         fm = k.filemap
-        max_scan = max(len(self.inactive) // priority, nr_pages)
+        inactive, counters = self.inactive, self.counters
+        flags_of, mapcount = k.page_alloc.page_flags, k.rmap.mapcount
+        trylock, unlock, rotate = fm.trylock_page, fm.unlock_page, self._rotate
+        charge, cpu, scan_cost = k.machine.charge, task.cpu, k.costs['scan_page']
+        rmap_mode = self.mode == 'rmap'
+        writeback = 1 << pa.PG_writeback
+        max_scan = max(len(inactive) // priority, nr_pages)
         max_mapped = SWAP_CLUSTER_MAX << (DEF_PRIORITY - priority)
-        while max_scan > 0 and self.inactive and nr_pages > 0:
+        while max_scan > 0 and inactive and nr_pages > 0:
             max_scan -= 1
-            pfn = next(iter(self.inactive))
-            self.counters['pages_scanned'] += 1
-            yield Charge(k.costs['scan_page'])
-            if self._flags(pfn) & (1 << pa.PG_writeback) or not fm.trylock_page(task, pfn):
-                self._rotate(pfn)
+            pfn = next(iter(inactive))
+            counters['pages_scanned'] += 1
+            charge(cpu, scan_cost)                              # = yield Charge(scan_page)
+            if flags_of(pfn) & writeback or not trylock(task, pfn):
+                rotate(pfn)
                 continue
-            if k.rmap.mapcount(pfn) > 0:
-                if self.mode == 'rmap':
+            if mapcount(pfn) > 0:
+                if rmap_mode:
+                    if self.page_referenced(pfn):               # _rmap_unmap's first test,
+                        self.activate(pfn)                      # without a generator
+                        unlock(task, pfn)
+                        continue
                     done = yield from self._rmap_unmap(task, pfn)
                     if not done:
-                        fm.unlock_page(task, pfn)
+                        unlock(task, pfn)
                         continue
                 else:
-                    fm.unlock_page(task, pfn)
+                    unlock(task, pfn)
                     max_mapped -= 1
-                    self._rotate(pfn)
+                    rotate(pfn)
                     if max_mapped <= 0:
                         yield from self.swap_out(task, priority)
                         max_mapped = SWAP_CLUSTER_MAX << (DEF_PRIORITY - priority)
@@ -317,22 +342,22 @@ class VMScan:
         if self._flags(pfn) & (1 << pa.PG_referenced):
             self._set(pfn, pa.PG_referenced, False)
             refs += 1
+        words, pte_offset = self._ram_words(), k.mm.pte_offset
         for mm, va in k.rmap.mappers(pfn):
             self.counters['ptes_visited'] += 1
-            pte_pa = k.mm.pte_offset(mm, va)
-            pte = k.mm.read_pte(pte_pa)
+            i = pte_offset(mm, va) >> 2
+            pte = words[i]
             if pte & x86.PTE_A:
-                k.mm.write_pte(pte_pa, pte & ~x86.PTE_A)       # ptep_test_and_clear_young
+                words[i] = pte & ~x86.PTE_A & 0xFFFFFFFF        # ptep_test_and_clear_young
                 refs += 1
         return refs
 
     def _rmap_unmap(self, task, pfn):
-        """The rmap branch of shrink_cache for a mapped page.  Generator ->
-        True if it is now unmapped (and can be freed below)."""
+        """The rmap branch of shrink_cache for a mapped page that is not
+        referenced (shrink_cache tested page_referenced and activated a
+        referenced one).  Generator -> True if it is now unmapped (and can
+        be freed below)."""
         k = self.k
-        if self.page_referenced(pfn):
-            self.activate(pfn)
-            return False
         if not self._flags(pfn) & (1 << pa.PG_swapcache) and not self._is_file_page(pfn):
             if not k.swap.add_to_swap(pfn):
                 self.counters['swap_full'] += 1
@@ -348,7 +373,11 @@ class VMScan:
         """try_to_unmap(): every PTE on the chain.  Generator -> SWAP_*."""
         result = SWAP_SUCCESS
         for mm, va in list(self.k.rmap.mappers(pfn)):
-            r = yield from self.try_to_unmap_one(task, pfn, mm, va)
+            r = self._try_to_unmap_one_checks(task, pfn, mm, va)
+            if r is None:                       # page_table_lock held: unmap
+                yield from self._unmap_pte(task, mm, va, pfn)
+                mm.page_table_lock.unlock(task)
+                r = SWAP_SUCCESS
             if r != SWAP_SUCCESS:
                 result = r
         return result
@@ -356,7 +385,18 @@ class VMScan:
     def try_to_unmap_one(self, task, pfn, mm, va):
         """try_to_unmap_one() (2.5.27) + the dont_unmap_pages check of the
         dont_unmap design.  Generator -> SWAP_*."""
-        k = self.k
+        r = self._try_to_unmap_one_checks(task, pfn, mm, va)
+        if r is not None:
+            return r
+        yield from self._unmap_pte(task, mm, va, pfn)
+        mm.page_table_lock.unlock(task)
+        return SWAP_SUCCESS
+
+    def _try_to_unmap_one_checks(self, task, pfn, mm, va):
+        """try_to_unmap_one up to the unmapping: SWAP_AGAIN or SWAP_FAIL if
+        the PTE stays, None with mm->page_table_lock taken if it goes.
+        Never sleeps (try_to_unmap calls it without a generator, the common
+        case under a pinned mm)."""
         self.counters['ptes_visited'] += 1
         if mm.dont_unmap_pages:
             self.counters['unmap_skipped_pinned'] += 1
@@ -368,9 +408,7 @@ class VMScan:
         if vma is None or vma.start > va or vma.flags & 0x2000:     # VM_LOCKED
             mm.page_table_lock.unlock(task)
             return SWAP_FAIL
-        yield from self._unmap_pte(task, mm, va, pfn)
-        mm.page_table_lock.unlock(task)
-        return SWAP_SUCCESS
+        return None
 
     def _unmap_pte(self, task, mm, va, pfn):
         """ptep_get_and_clear + the swap entry + dirty + rss-- +
@@ -428,35 +466,49 @@ class VMScan:
         return False
 
     def swap_out_mm(self, task, mm, count):
-        """swap_out_mm() -> swap_out_vma -> pgd -> pmd -> pte."""
+        """swap_out_mm() -> swap_out_vma -> pgd -> pmd -> pte.
+
+        The scan reads one page table's PTEs straight from guest RAM until
+        the next one that maps a page; the page directory entry is read
+        again after anything that may sleep (try_to_swap_out), as the
+        per-PTE walk did."""
         k = self.k
         address = mm.swap_address
         cost, pending = k.costs['scan_pte'], 0
-        pte_offset, read_pte, zero_pfn = k.mm.pte_offset, k.mm.read_pte, k.mm.zero_pfn
+        words, zero_pfn, counters = self._ram_words(), k.mm.zero_pfn, self.counters
+        pgd = mm.pgd_pa >> 2
         for vma in list(mm.vmas):
             if vma.end <= address:
                 continue
             va = max(address, vma.start)
             while va < vma.end:
-                pte_pa = pte_offset(mm, va)
-                if pte_pa is None:
+                pde = words[pgd + (va >> 22)]
+                if not pde & x86.PTE_P:
                     va = (va | 0x3FFFFF) + 1
                     continue
-                self.counters['ptes_visited'] += 1
-                # The scan's cost, charged once per run of PTEs: nothing
-                # reads this CPU's clock between two of them, so the time is
-                # the same as a charge per PTE wherever it is observed.
-                pending += cost
-                pte = read_pte(pte_pa)
-                if pte & x86.PTE_P and pte >> 12 != zero_pfn:
-                    yield Charge(pending)
-                    pending = 0
-                    freeable = yield from self.try_to_swap_out(task, mm, vma, va, pte_pa, pte)
-                    count -= freeable
-                    if count <= 0:
-                        mm.swap_address = va + 4096
-                        return count
-                va += 4096
+                stop = min(vma.end, (va | 0x3FFFFF) + 1)
+                i = ((pde & x86.PTE_FRAME) >> 2) + ((va >> 12) & 1023)
+                while va < stop:
+                    counters['ptes_visited'] += 1
+                    # The scan's cost, charged once per run of PTEs: nothing
+                    # reads this CPU's clock between two of them, so the time is
+                    # the same as a charge per PTE wherever it is observed.
+                    pending += cost
+                    pte = words[i]
+                    if pte & x86.PTE_P and pte >> 12 != zero_pfn:
+                        yield Charge(pending)
+                        pending = 0
+                        freeable = self._try_to_swap_out_checks(task, mm, vma, i << 2, pte)
+                        if freeable is None:
+                            freeable = yield from self._try_to_swap_out_unmap(task, mm, va, pte >> 12)
+                        count -= freeable
+                        if count <= 0:
+                            mm.swap_address = va + 4096
+                            return count
+                        va += 4096
+                        break                       # it may have slept: read the PDE again
+                    va += 4096
+                    i += 1
         if pending:
             yield Charge(pending)
         mm.swap_address = TASK_SIZE
@@ -464,12 +516,24 @@ class VMScan:
 
     def try_to_swap_out(self, task, mm, vma, va, pte_pa, pte):
         """try_to_swap_out() (2.4.18).  Generator -> 1 if the page may now
-        be freeable, else 0."""
+        be freeable, else 0.  swap_out_mm calls its two halves itself, the
+        second only when the page is to be unmapped."""
+        freeable = self._try_to_swap_out_checks(task, mm, vma, pte_pa, pte)
+        if freeable is None:
+            freeable = yield from self._try_to_swap_out_unmap(task, mm, va, pte >> 12)
+        return freeable
+
+    def _try_to_swap_out_checks(self, task, mm, vma, pte_pa, pte):
+        """try_to_swap_out up to the unmapping: 0 if the page stays (a
+        young one is aged: the accessed bit cleared, PG_referenced set), the
+        page unlocked again; None if it goes, with the page lock and
+        mm->page_table_lock taken.  Never sleeps."""
         k = self.k
         pfn = pte >> 12
         flags = self._flags(pfn)
         if flags & (1 << pa.PG_writeback) or not k.filemap.trylock_page(task, pfn):
             return 0                                            # TryLockPage
+        go = False
         try:
             if vma.flags & 0x2000 or pte & x86.PTE_A:           # VM_LOCKED, or young
                 if pte & x86.PTE_A:
@@ -483,6 +547,18 @@ class VMScan:
             if not mm.page_table_lock.trylock(task):
                 self.counters['unmap_trylock_failed'] += 1
                 return 0
+            go = True
+            return None
+        finally:
+            if not go:
+                k.filemap.unlock_page(task, pfn)                # UnlockPage
+
+    def _try_to_swap_out_unmap(self, task, mm, va, pfn):
+        """try_to_swap_out's end, page lock and mm->page_table_lock held:
+        unmap (TLB flush in guest code), unlock both.  Generator -> 1 if
+        the page may now be freeable, else 0."""
+        k = self.k
+        try:
             yield from self._unmap_pte(task, mm, va, pfn)
             mm.page_table_lock.unlock(task)
             return 1 if k.page_alloc.page_count(pfn) <= 2 else 0
