@@ -62,7 +62,7 @@ from .slab import Slab
 from .swap import Swap
 from .syscalls import Syscalls
 from .tls import Tls
-from .task import Frame, Guest, TASK_RUNNING, TASK_UNINTERRUPTIBLE
+from .task import Charge, Frame, Guest, TASK_RUNNING, TASK_UNINTERRUPTIBLE
 from .traps import Traps
 from .vmscan import VMScan
 from .write_paths import WritePaths
@@ -692,7 +692,6 @@ class Kernel:
     def alloc_page(self, task, gfp_mask, order=0):
         """alloc_pages(): the fast path, then (with reclaim) the slow path.
         Generator -> pfn or None."""
-        from .task import Charge
         yield Charge(self.costs['page_alloc'])
         if self.faults.should_fail_alloc_page(task, gfp_mask, order):
             return None

@@ -256,6 +256,9 @@ class CPU:
         self.cr3_off, self.k.old_exc_off, self._fpu_span, self._err_off = context_offsets()
         self._scratch = self.uc.context_save()
         self.k.ctx = ctypes.cast(self._scratch.context, ctypes.c_void_p).value
+        # QEMU's error code of the last exception, in the context the INTR
+        # hook saved (pf_error_code reads it; a view, not a copy)
+        self._hw_error = ctypes.c_int32.from_address(self.k.ctx + self._err_off)
         self.k.emu_stop = native.UC_EMU_STOP
         self.k.ctx_save = native.UC_CTX_SAVE
         self.k.ctx_restore = native.UC_CTX_RESTORE
@@ -538,7 +541,7 @@ class CPU:
             if self.tlb is not None:
                 cr2, hw = self.tlb.fault()
             else:
-                cr2, hw = self.uc.reg_read(ux.UC_X86_REG_CR2), None
+                cr2, hw = self._runner.reg(ux.UC_X86_REG_CR2), None
             return Trap('pf', vec, eip, cr2, self.pf_error_code(cr2, regs, hw), cpl)
         if vec >= 32:
             return Trap('int', vec, eip, cpl=cpl)
@@ -581,7 +584,7 @@ class CPU:
             err |= x86.PF_P
         if user:
             err |= x86.PF_U
-        hw = struct.unpack('<i', ctypes.string_at(self.k.ctx + self._err_off, 4))[0]
+        hw = self._hw_error.value
         if present and (not user or pde & pte & x86.PTE_U):
             err |= x86.PF_W
         elif hw & x86.PF_W:
