@@ -46,3 +46,19 @@ def test_other_line_is_separate_and_outside_is_not_seen():
     assert lines.transfers() == 0
     rig.call(1, 'write_x', edx=st.DATA + 4, eax=1)       # same line as CPU0's word
     assert lines.transfers() == 1
+
+
+def test_one_cpu_counts_nothing_and_installs_no_hook():
+    """One CPU: no line can move to another CPU, so no memory hook is
+    installed (any one would send every guest access through Unicorn's
+    slow path); the group is still reported, with 0."""
+    rig = st.Rig(cpus=1, source=st.SELFTEST_S + XCHG_S)
+    lines = rig.m.watch_lines()
+    lines.watch('word', st.DATA, 64)
+    for name in ('write_x', 'read_x', 'xchg_x'):
+        rig.call(0, name, edx=st.DATA, eax=1)
+    assert lines.counters() == {'line_transfers': 0, 'line_transfers_word': 0}
+    assert sum(lines.k.accesses) == 0          # no hook ran
+    two, lines2 = _rig()
+    two.call(0, 'write_x', edx=st.DATA, eax=1)
+    assert sum(lines2.k.accesses) == 1         # with two CPUs the hook sees it
