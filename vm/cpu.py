@@ -559,8 +559,9 @@ class CPU:
         is the read-modify-write rule below.
         tlb='qemu': Unicorn does not hand it to the hook, but QEMU leaves
         the one it computed in the CPU state, which the INTR hook saved
-        (k.ctx, for the #1883 fix); U is CPL.  P comes from our walk of the
-        page tables.  W:
+        (k.ctx, for the #1883 fix); U is CPL.  P is QEMU's (set exactly
+        when the PDE and PTE were present: no walk for a not-present page).
+        W:
           - a present page the access may reach (CPL 0, or a user page)
             can only fault for a write: non-PAE i386 has no NX, so the one
             protection left is R/W (WP for ring 0);
@@ -576,20 +577,20 @@ class CPU:
             if not err & (x86.PF_P | x86.PF_W) and self._faulting_insn_is_rmw(cr2, regs):
                 err |= x86.PF_W
             return err
-        err = 0
-        pde, pte, _ = x86.walk(self.ram, regs['cr3'], cr2)
-        present = pde & x86.PTE_P and pte & x86.PTE_P
-        user = regs['cs'] & 3
-        if present:
-            err |= x86.PF_P
-        if user:
-            err |= x86.PF_U
         hw = self._hw_error.value
-        if present and (not user or pde & pte & x86.PTE_U):
-            err |= x86.PF_W
-        elif hw & x86.PF_W:
-            err |= x86.PF_W
-        elif not present and self._faulting_insn_is_rmw(cr2, regs):
+        user = regs['cs'] & 3
+        err = x86.PF_U if user else 0
+        if hw & x86.PF_P:
+            # QEMU sets P exactly when the PDE and the PTE were present
+            # (handle_mmu_fault: do_fault_protect, do_fault_rsvd)
+            err |= x86.PF_P
+            if not user:
+                return err | x86.PF_W
+            pde, pte, _ = x86.walk(self.ram, regs['cr3'], cr2)
+            if pde & pte & x86.PTE_U or hw & x86.PF_W:
+                err |= x86.PF_W
+            return err
+        if hw & x86.PF_W or self._faulting_insn_is_rmw(cr2, regs):
             err |= x86.PF_W
         return err
 
