@@ -61,7 +61,6 @@ class VMScan:
         self.kswapd_wait = WaitQueue('kswapd_wait')
         self.kswapd = None
         self.swap_mm_index = 0               # swap_out's cursor into the mm list
-        self._words = None                   # _ram_words()
         self.fail_rounds = 0                 # allocator retries without progress
         self.last_free = 0
         self.counters = dict(pages_scanned=0, pages_reclaimed=0, ptes_visited=0,
@@ -76,12 +75,10 @@ class VMScan:
         return self.k.page_alloc.page_flags(pfn)
 
     def _ram_words(self):
-        """Guest RAM as 32-bit words (a memoryview), for reading and
+        """Guest RAM as 32-bit words (the machine's view), for reading and
         test-and-clearing PTEs in the scan loops: the same bytes as
-        mm.read_pte/write_pte (little-endian host, as x86)."""
-        if self._words is None:
-            self._words = memoryview(self.k.machine.ram).cast('I')
-        return self._words
+        mm.read_pte/write_pte."""
+        return self.k.machine.ram_words
 
     def _is_file_page(self, pfn):
         """In a file's page cache (page->mapping set, not the swap cache)."""
