@@ -148,6 +148,7 @@ MAX_NR_ZONES = 3
 ZONE_NAMES = ('DMA', 'Normal', 'HighMem')
 _ZONE_KEYS = ('dma', 'normal', 'high')        # /proc/vmstat-style counter names
 MAX_ORDER = 11
+SMALL_AREA = 32        # check(): a free list this short is checked in plain Python
 
 # 2.4.x / 2.5.3x free_area_init_core(): pages_min = size / ratio, clamped to
 # [min, max]; pages_low = 2 * pages_min; pages_high = 3 * pages_min.
@@ -767,6 +768,8 @@ class PageAlloc:
 
     def _check_area(self, z, mm, order, area):
         """The heads of free_area[order]: in zone, aligned, marked, unmerged."""
+        if len(area) <= SMALL_AREA:
+            return self._check_small_area(z, mm, order, area)
         pfns = np.fromiter(area, dtype=np.int64, count=len(area))
         size = 1 << order
         bad = (pfns < z.start_pfn) | (pfns + size > z.end_pfn) | (pfns & (size - 1) != 0)
@@ -784,6 +787,30 @@ class PageAlloc:
                 raise KernelBug(f'check: free block {int(pfns[np.argmax(both)]):#x} and its '
                                 f'buddy are both free at order {order} (should have merged)')
         return rel
+
+    def _check_small_area(self, z, mm, order, area):
+        """_check_area for a short list, in plain Python (numpy's per-call
+        cost is most of the check on a machine whose free lists hold a few
+        blocks): the same checks in the same order, the same first report."""
+        pfns = list(area)
+        size = 1 << order
+        for p in pfns:
+            if p < z.start_pfn or p + size > z.end_pfn or p & (size - 1):
+                raise KernelBug(f'check: zone {z.name} order {order} block at '
+                                f'{p:#x} misaligned or outside the zone')
+        rel = [p - z.start_pfn for p in pfns]
+        flags, private = mm['flags'], mm['private']
+        for p, r in zip(pfns, rel):
+            if not int(flags[r]) & (1 << PG_buddy) or int(private[r]) != order:
+                raise KernelBug(f'check: free block {p:#x} order {order} '
+                                f'lacks PG_buddy / private == order')
+        if order < MAX_ORDER - 1:
+            heads = set(pfns)
+            for p in pfns:
+                if p ^ size in heads:
+                    raise KernelBug(f'check: free block {p:#x} and its '
+                                    f'buddy are both free at order {order} (should have merged)')
+        return np.array(rel, dtype=np.int64)
 
     def _check_cover(self, z, mm, cover, heads):
         """Free blocks do not overlap; their pages are unreferenced and not

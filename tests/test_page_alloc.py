@@ -500,16 +500,38 @@ def corrupt_zone_bits(pa):
     pa.mem_map['flags'][9000] &= ~np.uint32(0xFF << P.ZONE_SHIFT)
 
 
+def corrupt_head_flag(pa):
+    z = pa.zones[P.ZONE_NORMAL]
+    pa.mem_map['flags'][next(iter(z.free_area[P.MAX_ORDER - 1]))] &= ~np.uint32(1 << P.PG_buddy)
+
+
+def corrupt_misaligned(pa):
+    z = pa.zones[P.ZONE_HIGHMEM]
+    head = z.free_area[P.MAX_ORDER - 1].popitem()[0]
+    pa._rmv_page_order(head)
+    pa._add_to_free_area(z, head + 1, 9)
+
+
+@pytest.mark.parametrize('small', [0, 32], ids=['numpy', 'small-lists'])
 @pytest.mark.parametrize('corrupt, what', [
     (corrupt_count, '_count != 0'), (corrupt_free_pages, 'free_pages'),
     (corrupt_overlap, 'two free blocks'), (corrupt_unmerged, 'should have merged'),
-    (corrupt_stray_buddy_flag, 'PG_buddy'), (corrupt_zone_bits, 'zone')])
-def test_check_finds_corruption(corrupt, what):
+    (corrupt_stray_buddy_flag, 'PG_buddy'), (corrupt_zone_bits, 'zone'),
+    (corrupt_head_flag, 'lacks PG_buddy'), (corrupt_misaligned, 'misaligned')])
+def test_check_finds_corruption(corrupt, what, small, monkeypatch):
+    """Both ways of checking a free list (numpy for long ones, plain Python
+    for short ones) find each corruption with the same report."""
+    default = P.SMALL_AREA
+    monkeypatch.setattr(P, 'SMALL_AREA', small)
     pa, _ = boot()
     pa.check()
     corrupt(pa)
-    with pytest.raises(KernelBug, match=what):
+    with pytest.raises(KernelBug, match=what) as e:
         pa.check()
+    monkeypatch.setattr(P, 'SMALL_AREA', default if small == 0 else 0)
+    with pytest.raises(KernelBug) as other:
+        pa.check()
+    assert str(other.value) == str(e.value)
 
 
 def test_counters_and_banner():
