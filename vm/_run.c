@@ -13,6 +13,13 @@
  *   enter(eax, ebx, ecx, edx, esi, edi, ebp, esp, eip, eflags)
  *       one uc_reg_write_batch of the entry registers.
  *   read_state() -> the state registers as a dict.
+ *   set_template(ctx_save, ctx_restore, scratch, template, cr3_off, fpu_lo, fpu_hi)
+ *       the ring-0 template context (uc_context addresses, vm/cpu.py boot)
+ *   ring0(cr3)
+ *       ring 3 -> ring 0 through the template, as CPU._to_ring0 did it in
+ *       Python: save the current context into `scratch`, copy its x87/SSE
+ *       span [fpu_lo, fpu_hi) into the template, patch the template's CR3,
+ *       restore the template.  Returns Unicorn's status (0: done).
  *   reg(id) -> one 32-bit register (for hooks that run mid-block).
  *
  * Clock (one per machine): the CPUs' clocks, time(i) = executed(i) +
@@ -60,6 +67,7 @@ typedef struct {
 typedef int (*emu_start_fn)(void *uc, uint64_t begin, uint64_t until, uint64_t timeout, size_t count);
 typedef int (*reg_batch_fn)(void *uc, int *regs, void **vals, int count);
 typedef void (*settle_fn)(void *kcpu, uint32_t eip);
+typedef int (*ctx_fn)(void *uc, void *ctx);
 
 /* ---- Runner ------------------------------------------------------------- */
 
@@ -77,6 +85,9 @@ typedef struct {
     uint32_t narrow_mask;       /* state slots read as 16 bits: cleared first */
     PyObject *names[MAX_REGS];  /* interned state register names */
     uint64_t runs;
+    ctx_fn ctx_save, ctx_restore;   /* the ring-0 template (set_template) */
+    char *scratch, *tpl;
+    long cr3_off, fpu_lo, fpu_hi;
 } Runner;
 
 static int read_ids(PyObject *seq, int *ids, int *n)
@@ -219,6 +230,40 @@ static PyObject *Runner_enter(Runner *self, PyObject *const *args, Py_ssize_t na
     Py_RETURN_NONE;
 }
 
+static PyObject *Runner_set_template(Runner *self, PyObject *args)
+{
+    unsigned long long save, restore, scratch, tpl;
+    long cr3_off, lo, hi;
+    if (!PyArg_ParseTuple(args, "KKKKlll", &save, &restore, &scratch, &tpl, &cr3_off, &lo, &hi))
+        return NULL;
+    if (cr3_off < 0 || lo < 0 || hi < lo)
+        return PyErr_Format(PyExc_ValueError, "bad template offsets");
+    self->ctx_save = (ctx_fn)(uintptr_t)save;
+    self->ctx_restore = (ctx_fn)(uintptr_t)restore;
+    self->scratch = (char *)(uintptr_t)scratch;
+    self->tpl = (char *)(uintptr_t)tpl;
+    self->cr3_off = cr3_off;
+    self->fpu_lo = lo;
+    self->fpu_hi = hi;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Runner_ring0(Runner *self, PyObject *arg)
+{
+    uint32_t cr3 = (uint32_t)PyLong_AsUnsignedLongMask(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    if (!self->tpl)
+        return PyErr_Format(PyExc_RuntimeError, "ring0: no template (boot first)");
+    memcpy(self->tpl + self->cr3_off, &cr3, sizeof cr3);
+    int err = self->ctx_save(self->uc, self->scratch);
+    if (!err) {
+        memcpy(self->tpl + self->fpu_lo, self->scratch + self->fpu_lo, self->fpu_hi - self->fpu_lo);
+        err = self->ctx_restore(self->uc, self->tpl);
+    }
+    return PyLong_FromLong(err);
+}
+
 static PyObject *Runner_reg(Runner *self, PyObject *arg)
 {
     int id = (int)PyLong_AsLong(arg);
@@ -245,6 +290,10 @@ static PyMethodDef Runner_methods[] = {
      "enter(*entry registers): one batch write"},
     {"read_state", (PyCFunction)Runner_read_state, METH_NOARGS, "the state registers as a dict"},
     {"reg", (PyCFunction)Runner_reg, METH_O, "reg(id): one 32-bit register"},
+    {"set_template", (PyCFunction)Runner_set_template, METH_VARARGS,
+     "set_template(ctx_save, ctx_restore, scratch, template, cr3_off, fpu_lo, fpu_hi)"},
+    {"ring0", (PyCFunction)Runner_ring0, METH_O,
+     "ring0(cr3): back to ring 0 through the template, keeping CR3 and the x87/SSE span"},
     {NULL, NULL, 0, NULL},
 };
 

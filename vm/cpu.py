@@ -314,7 +314,9 @@ class CPU:
         uc.reg_write(ux.UC_X86_REG_EFLAGS, x86.EFLAGS_RESERVED)
         self._template = uc.context_save()
         self._tpl_addr = ctypes.cast(self._template.context, ctypes.c_void_p).value
-        self._tpl_cr3 = ctypes.c_uint32.from_address(self._tpl_addr + self.cr3_off)
+        self._runner.set_template(native.UC_CTX_SAVE, native.UC_CTX_RESTORE, self.k.ctx, self._tpl_addr,
+                                  self.cr3_off, *self._fpu_span)
+        self._ring0 = self._runner.ring0
         self.regs.update(cr3=cr3, cs=x86.KERNEL_CS, esp=esp, eflags=x86.EFLAGS_RESERVED)
 
     # ---- code maps and hooks ----------------------------------------------
@@ -491,11 +493,7 @@ class CPU:
         """Ring 3 -> ring 0 through the template, as a trap would: CR3 and
         the x87/SSE registers stay what they are (the current state's FPU
         span is copied into the template first)."""
-        self._tpl_cr3.value = self.regs['cr3']
-        lo, hi = self._fpu_span
-        uclib.uc_context_save(self._uch, self._scratch.context)
-        ctypes.memmove(self._tpl_addr + lo, self.k.ctx + lo, hi - lo)
-        status = uclib.uc_context_restore(self._uch, self._template.context)
+        status = self._ring0(self.regs['cr3'])        # vm/_run.c Runner.ring0
         if status != 0:
             raise UcError(status)
         self.regs['cs'] = x86.KERNEL_CS
