@@ -28,6 +28,9 @@ PT_REGS = ('ebx', 'ecx', 'edx', 'esi', 'edi', 'ebp', 'eax', 'ds', 'es', 'fs', 'g
            'eip', 'cs', 'eflags', 'esp', 'ss')
 PT_REGS_SIZE = 4 * len(PT_REGS)
 _PT_REGS_STRUCT = struct.Struct(f'<{len(PT_REGS)}I')
+_PT_REGS_PACK = _PT_REGS_STRUCT.pack
+assert PT_REGS == ('ebx', 'ecx', 'edx', 'esi', 'edi', 'ebp', 'eax', 'ds', 'es', 'fs', 'gs',
+                   'orig_eax', 'eip', 'cs', 'eflags', 'esp', 'ss')      # return_to_user's order
 _STACKS = {}           # words pushed for a Guest call -> struct pack of that many
 RED_ZONE = 64          # room for the "hardware" frame under an interrupted context
 
@@ -48,6 +51,7 @@ class Engine:
         self.irqs_off = [False] * len(kernel.machine.cpus)
         self._symbols = kernel.image.symbols
         self._ret_to_python = kernel.symbol('ret_to_python')
+        self._restore_all = kernel.symbol('restore_all')
 
     # ---- the driver interface (vm.Machine.run) --------------------------
 
@@ -62,7 +66,7 @@ class Engine:
             task = self.k.sched.current[i]
             top = task.frames[-1] if task.frames else None
             if task.in_user or (top is not None and top.guest):
-                if not self._run_guest(cpu, task, end - now):
+                if not self._run_guest(cpu, task, end - now, end):
                     return
             elif top is None:
                 raise KernelBug(f'{task} has no kernel frame and is not in user mode')
@@ -72,8 +76,10 @@ class Engine:
 
     # ---- guest execution and traps ---------------------------------------
 
-    def _run_guest(self, cpu, task, budget):
-        """Run guest code; returns False when this CPU's step should end."""
+    def _run_guest(self, cpu, task, budget, end):
+        """Run guest code; returns False when this CPU's step should end.
+        `end`: the step's end in this CPU's time (for the system call fast
+        path)."""
         trap = cpu.run(budget)
         kind = trap.kind
         if kind == 'quantum':
@@ -95,20 +101,24 @@ class Engine:
                 self._push(task, self.k.services.dispatch(task, regs), 'service', regs, trap.eip)
                 return True
         if trap.user:
-            self._enter_from_user(cpu, task, trap)
+            self._enter_from_user(cpu, task, trap, end)
         else:
             self._kernel_trap(cpu, task, trap)
         return True
 
-    def _enter_from_user(self, cpu, task, trap):
-        """A trap from ring 3: save pt_regs, push the handler's frame."""
-        task.uregs = dict(cpu.regs)
+    def _enter_from_user(self, cpu, task, trap, end=None):
+        """A trap from ring 3: save pt_regs, push the handler's frame (or,
+        for a system call that cannot sleep, run it here: _syscall_fast)."""
+        task.uregs = u = dict(cpu.regs)
         task.in_user = False
         k = self.k
         if trap.kind == 'int' and trap.vector == SYSCALL_VECTOR:
             task.counters['syscalls'] += 1
             cpu.counters['syscalls'] += 1
-            gen = k.syscalls.system_call(task, task.uregs)
+            fn = k.syscalls.nosleep.get(u['eax'])
+            if fn is not None and end is not None and self._syscall_fast(cpu, task, u, fn, end):
+                return
+            gen = k.syscalls.system_call(task, u)
             kind = 'syscall'
         elif trap.kind == 'pf':
             task.counters['faults'] += 1
@@ -118,6 +128,33 @@ class Engine:
             gen = k.traps.user_trap(task, trap)
             kind = 'fault'
         self._push(task, k.traps.from_user(task, gen, kind), kind, None, trap.eip)
+
+    def _syscall_fast(self, cpu, task, u, fn, end):
+        """system_call for a handler that cannot sleep (Syscalls.nosleep: no
+        guest call, no request), run at once instead of as a frame: the
+        same steps in the same order as the frame path (from_user's
+        syscall_entry charge, orig_eax, Syscalls.call_nosleep, the
+        ret_from_sys_call checks, restore_all), taken only where the frame
+        path would reach them with nothing in between: the step would go on
+        (not stopped, no yield_cpu, time left) and no interrupt is pending
+        (_maybe_interrupt would take it first).  Linux's own fast path: no
+        work flag set -> restore_all.  Work to do (a kill, need_resched, a
+        signal) goes on in a frame (Traps.from_user without a handler),
+        advanced at once, as the frame path would.  -> False if not taken (nothing done)."""
+        m, i, k = self.m, cpu.index, self.k
+        if m.stopped is not None or m.yield_cpu or m.pending[i] or m.time(i) >= end:
+            return False
+        m.charge(i, k.costs['syscall_entry'])
+        task.orig_eax = u['eax']
+        value = k.syscalls.call_nosleep(task, u, fn)
+        if task.killed_by is not None or k.sched.need_resched(task) or \
+                k.signals.work_pending(task, 'syscall', value):
+            self._push(task, k.traps.from_user(task, None, 'syscall', value), 'syscall', None, u['eip'])
+            self._advance(cpu, task)
+            return True
+        u['eax'] = (value or 0) & 0xFFFFFFFF
+        self.return_to_user(cpu, task)
+        return True
 
     def _kernel_trap(self, cpu, task, trap):
         """A trap in kernel guest code: a fault to handle, or a kernel bug.
@@ -275,10 +312,13 @@ class Engine:
         """restore_all: write pt_regs under the stack top and iret through
         the guest stub."""
         u = task.uregs
-        regs = dict(u, ds=USER_DS, es=USER_DS, cs=USER_CS, ss=USER_DS, orig_eax=u.get('eax', 0),
-                    fs=u.get('fs', 0), gs=u.get('gs', 0))
+        m, g = 0xFFFFFFFF, u.get
+        eax = g('eax', 0) & m
         base = task.kstack_top - PT_REGS_SIZE
-        self.m.write(base - self.k.PAGE_OFFSET,
-                     _PT_REGS_STRUCT.pack(*[regs[r] & 0xFFFFFFFF for r in PT_REGS]))
-        cpu.enter(self.k.symbol('restore_all'), base, 0x002)
+        # PT_REGS order; orig_eax = eax, the segments the user ones
+        self.m.write(base - self.k.PAGE_OFFSET, _PT_REGS_PACK(
+            u['ebx'] & m, u['ecx'] & m, u['edx'] & m, u['esi'] & m, u['edi'] & m, u['ebp'] & m, eax,
+            USER_DS, USER_DS, g('fs', 0) & m, g('gs', 0) & m, eax, u['eip'] & m, USER_CS,
+            u['eflags'] & m, u['esp'] & m, USER_DS))
+        cpu.enter_call(self._restore_all, base, 0x002, 0, 0, 0)
         task.in_user = True

@@ -14,6 +14,8 @@ CPU's cycle count at the time model's 1 GHz (1 cycle = 1 ns), from boot
 """
 import struct
 
+from .task import nosleep
+
 EPERM, EFAULT, EINVAL = 1, 14, 22
 PAGE = 4096
 NS_PER_CYCLE = 1
@@ -44,34 +46,34 @@ class MiscCalls:
 
     # ---- identity -----------------------------------------------------------
 
+    @nosleep
     def sys_getuid(self, task, args):
         """getuid/geteuid/getgid/getegid (16- and 32-bit): root."""
         return 0
-        yield
 
+    @nosleep
     def sys_umask(self, task, args):
         """umask(mask) -> the old mask (recorded; file modes ignore it)."""
         old = task.__dict__.get('umask', 0o022)
         task.umask = args[0] & 0o777
         return old
-        yield
 
+    @nosleep
     def sys_gettid(self, task, args):
         return task.pid
-        yield
 
+    @nosleep
     def sys_set_tid_address(self, task, args):
         """set_tid_address(tidptr): recorded (clear_child_tid); -> the tid."""
         task.clear_child_tid = args[0]
         return task.pid
-        yield
 
+    @nosleep
     def sys_set_robust_list(self, task, args):
         if args[1] != 12:                       # sizeof(struct robust_list_head)
             return -EINVAL
         task.robust_list = args[0]
         return 0
-        yield
 
     def sys_uname(self, task, args):
         data = b''.join(f.encode().ljust(65, b'\0') for f in UTS)

@@ -14,13 +14,15 @@ sigreturn 119, rt_sigreturn 173, rt_sigsuspend 179, tkill 238, tgkill 270
 exit_group 252, getcpu 318, pipe 42, pipe2 331, dup 41, dup2 63.  Anything else: -ENOSYS.
 
 Rules: each sys_* is a generator taking (task, args) and returning EAX;
-it may sleep.
+it may sleep.  A handler marked @nosleep (minikernel/task.py) is a plain
+function instead: no guest call, no request (getpid); `nosleep` maps its
+number to it, and entry.py's system call fast path runs it without a frame.
 """
 import struct
 
 from .memory import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_EXEC, PROT_READ, PROT_WRITE
 from .signal import SIG_DFL
-from .task import Charge, Guest
+from .task import Charge, Guest, nosleep
 
 EPERM, ENOENT, ESRCH, EBADF, EAGAIN, ENOMEM, EFAULT, ENODEV, EINVAL, ESPIPE, ENOSYS = \
     1, 2, 3, 9, 11, 12, 14, 19, 22, 29, 38
@@ -57,10 +59,14 @@ class Syscalls:
         for more in (FsCalls(kernel, self), MiscCalls(kernel, self)):
             for nr, fn in more.table().items():
                 self.table.setdefault(nr, fn)
+        self.nosleep = {nr: fn for nr, fn in self.table.items() if getattr(fn, 'nosleep', False)}
 
     def system_call(self, task, regs):
         """system_call: dispatch on EAX.  Generator -> EAX."""
         nr = regs['eax']
+        fn = self.nosleep.get(nr)
+        if fn is not None:
+            return self.call_nosleep(task, regs, fn)
         args = (regs['ebx'], regs['ecx'], regs['edx'], regs['esi'], regs['edi'], regs['ebp'])
         fn = self.table.get(nr)
         name = fn.__name__ if fn else f'sys_{nr}'
@@ -72,6 +78,22 @@ class Syscalls:
             return -ENOSYS
         ret = yield from fn(task, args)
         self.k.trace_event('syscall_exit', task=task, name=name, ret=ret)
+        return ret
+
+    def call_nosleep(self, task, regs, fn):
+        """system_call for a `nosleep` handler (a plain function: no guest
+        call, no request, cannot sleep): the same counters and trace
+        events.  Not a generator; entry.py's fast path calls it directly.
+        -> EAX."""
+        args = (regs['ebx'], regs['ecx'], regs['edx'], regs['esi'], regs['edi'], regs['ebp'])
+        name = fn.__name__
+        counters, k = self.counters, self.k
+        counters[name] = counters.get(name, 0) + 1
+        if k.tracer is not None or k.point_hook is not None:
+            k.trace_event('syscall', task=task, nr=regs['eax'], name=name, args=args)
+        ret = fn(task, args)
+        if k.tracer is not None or k.point_hook is not None:
+            k.trace_event('syscall_exit', task=task, name=name, ret=ret)
         return ret
 
     # ---- helpers ----------------------------------------------------------
@@ -105,9 +127,9 @@ class Syscalls:
                 self.k.kill_task(t, 'SIGKILL', 'exit_group')
         yield from self.k.exit.do_exit(task, args[0] & 0xFF)
 
+    @nosleep
     def sys_getpid(self, task, args):
         return task.tgid
-        yield
 
     def sys_getcpu(self, task, args):
         """getcpu(unsigned *cpu, unsigned *node, ...) (2.6.19, nr 318)."""
@@ -172,10 +194,10 @@ class Syscalls:
     def sys_pipe2(self, task, args):
         return (yield from self.k.pipes.sys_pipe(task, args[0], args[1]))
 
+    @nosleep
     def sys_getppid(self, task, args):
         """getppid(): 1 (init) for an orphan or a task the scenario spawned."""
         return task.parent.tgid if task.parent is not None else 1
-        yield
 
     def sys_kill(self, task, args):
         """kill(pid, sig): send_sig to each target (minikernel/signal.py):

@@ -30,6 +30,8 @@ Frame kinds and what their return value means
 Task states (Linux names): TASK_RUNNING, TASK_UNINTERRUPTIBLE, TASK_ZOMBIE.
 """
 
+import inspect
+
 TASK_RUNNING = 'R'
 TASK_UNINTERRUPTIBLE = 'D'
 TASK_ZOMBIE = 'Z'
@@ -48,6 +50,17 @@ class Guest:
 
     def __repr__(self):
         return f'Guest({self.routine}, {self.eax:#x}, {self.edx:#x}, {self.ecx:#x})'
+
+
+def nosleep(fn):
+    """Mark a sys_* handler that is a plain function, not a generator: it
+    makes no guest call, charges nothing and cannot sleep (getpid).  The
+    system call paths call it directly (Syscalls.call_nosleep, entry.py's
+    fast path) instead of driving a generator."""
+    if inspect.isgeneratorfunction(fn):
+        raise TypeError(f'{fn.__name__}: a nosleep handler is a plain function')
+    fn.nosleep = True
+    return fn
 
 
 class Charge:

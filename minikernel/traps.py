@@ -24,16 +24,19 @@ class Traps:
     def __init__(self, kernel):
         self.k = kernel
 
-    def from_user(self, task, handler, kind):
+    def from_user(self, task, handler, kind, value=None):
         """Run a handler entered from user mode, then ret_from_sys_call:
         deliver a fatal signal, reschedule if asked, run do_signal for a
         pending signal with a handler or a system call to restart
         (minikernel/signal.py).  Generator; returns the
-        handler's value (EAX for a system call)."""
+        handler's value (EAX for a system call).  handler None: it already
+        ran and returned `value` (entry.py's system call fast path, which
+        found work to do); only ret_from_sys_call is left."""
         k = self.k
-        yield Charge(k.costs['syscall_entry' if kind == 'syscall' else 'irq_entry'])
-        task.orig_eax = task.uregs['eax'] if kind == 'syscall' else -1
-        value = yield from handler
+        if handler is not None:
+            yield Charge(k.costs['syscall_entry' if kind == 'syscall' else 'irq_entry'])
+            task.orig_eax = task.uregs['eax'] if kind == 'syscall' else -1
+            value = yield from handler
         signalled = False
         while True:
             if task.killed_by is not None:
