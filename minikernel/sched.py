@@ -292,8 +292,9 @@ class Scheduler:
         """schedule(): pick the next task on this CPU and switch to it.
         Generator; returns when `task` runs again (never, if it is dead)."""
         cpu = task.cpu
-        preempted = self.preempt_active(task)
-        if not task.idle and self.preempt_count(task) & ~PREEMPT_ACTIVE and task.state != TASK_ZOMBIE:
+        pc = self.read_ti(task, TI_PREEMPT_COUNT)        # preempt_count(), read once
+        preempted = bool(pc & PREEMPT_ACTIVE)
+        if not task.idle and pc & ~PREEMPT_ACTIVE and task.state != TASK_ZOMBIE:
             self._sleep_in_atomic(task)
         yield Charge(self.k.costs['schedule'])
         rq = self.rq[cpu]
@@ -326,8 +327,9 @@ class Scheduler:
         self.counters['context_switches'] += 1
         if self.read_ti(prev, TI_KMAP_IDX):
             self.counters['switches_in_kmap_local'] += 1      # prev holds local kmaps
-        k.trace_event('context_switch', task=prev, next=f'{nxt.name}/{nxt.pid}', prev_state=prev.state,
-                      waits_on=prev.waiting_on)
+        if k.tracer is not None or k.point_hook is not None:
+            k.trace_event('context_switch', task=prev, next=f'{nxt.name}/{nxt.pid}', prev_state=prev.state,
+                          waits_on=prev.waiting_on)
         prev_mm = prev.active_mm
         if nxt.mm is None:
             nxt.active_mm = prev_mm               # enter_lazy_tlb
