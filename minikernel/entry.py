@@ -90,7 +90,8 @@ class Engine:
             self._take_irq(cpu, task)
             return True
         self.k.checks.touch_watchdog(cpu.index)       # back in Python: progress
-        if kind == 'int' and not trap.user:
+        user = trap.cpl == 3
+        if kind == 'int' and not user:
             if trap.vector == KRET_VECTOR:
                 top = task.frames[-1]
                 top.guest = False
@@ -100,7 +101,7 @@ class Engine:
                 regs = dict(cpu.regs)
                 self._push(task, self.k.services.dispatch(task, regs), 'service', regs, trap.eip)
                 return True
-        if trap.user:
+        if user:
             self._enter_from_user(cpu, task, trap, end)
         else:
             self._kernel_trap(cpu, task, trap)

@@ -94,6 +94,8 @@ _RMW = frozenset('add adc sub sbb and or xor inc dec neg not shl sal shr sar rol
 _HOOK_CODE_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32,
                                     ctypes.c_void_p)
 
+_STOP_TRAP = native.STOP_TRAP
+
 _EXC_KIND = {x86.VEC_DE: 'de', x86.VEC_UD: 'ud', x86.VEC_DF: 'df', x86.VEC_GP: 'gp', x86.VEC_PF: 'pf'}
 
 
@@ -513,6 +515,8 @@ class CPU:
             exc, self.uc._hook_exception = self.uc._hook_exception, None
             raise exc
         eip, cpl = regs['eip'], regs['cs'] & 3
+        if vec >= 32 and status == 0 and reason == _STOP_TRAP:
+            return Trap('int', vec, eip, 0, 0, cpl)  # `int n` (the usual stop): as at the end below
         # tlb='p3': a walk of the model (vm/_tlb.c) that faults stops the
         # emulation with an error status and the kcpu's trap set to #PF;
         # it is the same #PF as QEMU's below.
