@@ -71,13 +71,16 @@ class Syscalls:
         fn = self.table.get(nr)
         name = fn.__name__ if fn else f'sys_{nr}'
         self.counters[name] = self.counters.get(name, 0) + 1
-        self.k.trace_event('syscall', task=task, nr=nr, name=name, args=args)
+        k = self.k
+        if k.tracer is not None or k.point_hook is not None:
+            k.trace_event('syscall', task=task, nr=nr, name=name, args=args)
         if fn is None:
             key = f'enosys.{nr}'                 # what a program asked for that is not here
             self.counters[key] = self.counters.get(key, 0) + 1
             return -ENOSYS
         ret = yield from fn(task, args)
-        self.k.trace_event('syscall_exit', task=task, name=name, ret=ret)
+        if k.tracer is not None or k.point_hook is not None:
+            k.trace_event('syscall_exit', task=task, name=name, ret=ret)
         return ret
 
     def call_nosleep(self, task, regs, fn):
