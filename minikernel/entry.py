@@ -52,6 +52,7 @@ class Engine:
         self._symbols = kernel.image.symbols
         self._ret_to_python = kernel.symbol('ret_to_python')
         self._restore_all = kernel.symbol('restore_all')
+        self.fast_syscalls = True      # _syscall_fast (off: every call in a frame, for comparison)
 
     # ---- the driver interface (vm.Machine.run) --------------------------
 
@@ -117,7 +118,8 @@ class Engine:
             task.counters['syscalls'] += 1
             cpu.counters['syscalls'] += 1
             fn = k.syscalls.nosleep.get(u['eax'])
-            if fn is not None and end is not None and self._syscall_fast(cpu, task, u, fn, end):
+            if fn is not None and end is not None and self.fast_syscalls and \
+                    self._syscall_fast(cpu, task, u, fn, end):
                 return
             gen = k.syscalls.system_call(task, u)
             kind = 'syscall'
