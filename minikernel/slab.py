@@ -21,7 +21,11 @@ PAGE = 4096
 class Slab:
     def __init__(self, kernel):
         self.k = kernel
-        self.free = {s: [] for s in SIZE_CLASSES}     # size -> free object vas
+        # size -> free object vas, as an insertion-ordered set (a dict):
+        # kmalloc takes the last one freed (popitem is LIFO), and a cache
+        # page going back deletes just its own objects (the rest keep
+        # their order), not a pass over every free object of the class.
+        self.free = {s: {} for s in SIZE_CLASSES}
         self.pages = {}                               # page va -> [size, in use count]
         self.owner = {}                               # object va -> (size, tag)
         self.counters = dict(slab_pages=0, kmalloc_calls=0, kfree_calls=0, kmalloc_failed=0)
@@ -40,7 +44,7 @@ class Slab:
         if not self.free[s] and not self._grow(s, gfp):
             self.counters['kmalloc_failed'] += 1
             return None
-        va = self.free[s].pop()
+        va = self.free[s].popitem()[0]
         self.pages[va & ~(PAGE - 1)][1] += 1
         self.owner[va] = (s, tag)
         self.bytes_by_tag[tag] = self.bytes_by_tag.get(tag, 0) + s
@@ -55,7 +59,7 @@ class Slab:
         page = va & ~(PAGE - 1)
         info = self.pages[page]
         info[1] -= 1
-        self.free[s].append(va)
+        self.free[s][va] = None
         if info[1] == 0:
             self._shrink(page, s)
 
@@ -66,13 +70,14 @@ class Slab:
             return False
         page = k.PAGE_OFFSET + (pfn << 12)
         self.pages[page] = [s, 0]
-        self.free[s].extend(page + i for i in range(PAGE - s, -1, -s))
+        self.free[s].update(dict.fromkeys(range(page + PAGE - s, page - 1, -s)))
         self.counters['slab_pages'] += 1
         return True
 
     def _shrink(self, page, s):
-        objs = set(range(page, page + PAGE, s))
-        self.free[s] = [v for v in self.free[s] if v not in objs]
+        free = self.free[s]
+        for va in range(page, page + PAGE, s):      # all free: the page's in-use count is 0
+            del free[va]
         del self.pages[page]
         self.counters['slab_pages'] -= 1
         self.k.page_alloc.free_pages((page - self.k.PAGE_OFFSET) >> 12, 0)
