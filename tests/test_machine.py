@@ -531,3 +531,22 @@ def test_invalidate_code_drops_exactly_the_stale_translations_of_one_frame():
     assert (_run_code_at(rig, a), _run_code_at(rig, b)) == (2, 10)       # only a's dropped
     rig.cpus[0].flush_code_cache()
     assert _run_code_at(rig, b) == 20
+
+
+def test_hook_code_sees_code_translated_before_it_and_skips_a_needless_flush():
+    """hook_code flushes the translations, so a hook added after the code
+    ran fires; with no run since the last flush there is nothing to flush
+    (Unicorn translates only inside emu_start) and none is made."""
+    rig = Rig()
+    cpu = rig.cpus[0]
+    flushes = []
+    real = cpu.uc.ctl_flush_tb
+    cpu.uc.ctl_flush_tb = lambda: (flushes.append(1), real())
+    body = rig.sym('count_loop_body')
+    assert rig.call(0, 'count_loop', ecx=3).kind == 'hlt'            # translated, no hook
+    hits = []
+    cpu.hook_code(body, body + 1, lambda c, a: hits.append(a))
+    cpu.hook_code(body, body + 1, lambda c, a: hits.append(-a))      # nothing ran since
+    assert len(flushes) == 1
+    assert rig.call(0, 'count_loop', ecx=3).kind == 'hlt'
+    assert hits == [body, -body] * 3
