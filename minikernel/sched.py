@@ -43,7 +43,7 @@ Rules
 from collections import deque
 
 from .bug import KernelBug
-from .task import Charge, Guest, SwitchTo, Task, TASK_RUNNING, TASK_UNINTERRUPTIBLE, TASK_ZOMBIE
+from .task import Guest, SwitchTo, Task, TASK_RUNNING, TASK_UNINTERRUPTIBLE, TASK_ZOMBIE
 
 TI_TASK = 0
 TI_FLAGS = 8
@@ -296,7 +296,7 @@ class Scheduler:
         preempted = bool(pc & PREEMPT_ACTIVE)
         if not task.idle and pc & ~PREEMPT_ACTIVE and task.state != TASK_ZOMBIE:
             self._sleep_in_atomic(task)
-        yield Charge(self.k.costs['schedule'])
+        self.k.machine.charge(cpu, self.k.costs['schedule'])    # on the spot, as _advance would
         rq = self.rq[cpu]
         self.clear_need_resched(task)
         # 2.5.34: `if (prev->state != TASK_RUNNING && !(preempt_count() &

@@ -12,7 +12,6 @@ Rules
   - Every path back to user mode goes through from_user(): pending kill ->
     do_exit; need_resched -> schedule(); then restore_all.
 """
-from .task import Charge
 
 VEC_NP = 11                # segment not present
 
@@ -34,7 +33,8 @@ class Traps:
         found work to do); only ret_from_sys_call is left."""
         k = self.k
         if handler is not None:
-            yield Charge(k.costs['syscall_entry' if kind == 'syscall' else 'irq_entry'])
+            # the entry's cost, charged on the spot (as Engine._advance applies a Charge)
+            k.machine.charge(task.cpu, k.costs['syscall_entry' if kind == 'syscall' else 'irq_entry'])
             task.orig_eax = task.uregs['eax'] if kind == 'syscall' else -1
             value = yield from handler
         signalled = False
