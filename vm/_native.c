@@ -93,6 +93,8 @@ typedef struct {
     uint32_t sti_shadow;    /* address after an `sti` just executed, or 0 */
     uint32_t pad3;
     uint64_t sti_shadows;   /* interrupts held back one instruction by the shadow */
+    uint32_t rng_lo, rng_hi;/* [lo, hi) covering every range (set with them): most
+                             * blocks lie outside and skip credit_ranges */
 } kcpu;
 
 static uint32_t count_starts(const kcpu *c, uint32_t addr, uint32_t size, int *known)
@@ -186,7 +188,7 @@ void kcpu_block_hook(void *uc, uint64_t address, uint32_t size, kcpu *c)
     c->blk_size = size;
     c->blk_count = n;
     c->executed += n;
-    if (c->nranges)
+    if (c->nranges && (uint32_t)address < c->rng_hi && (uint64_t)address + size > c->rng_lo)
         credit_ranges(c, (uint32_t)address, size, n);
 }
 

@@ -373,7 +373,9 @@ class CPU:
         if i >= native.MAX_RANGES:
             raise RuntimeError('too many instruction ranges')
         self.k.ranges[i].lo, self.k.ranges[i].hi, self.k.ranges[i].count = lo, hi, 0
-        self.k.nranges = i + 1
+        k = self.k
+        k.rng_lo, k.rng_hi = (lo, hi) if i == 0 else (min(k.rng_lo, lo), max(k.rng_hi, hi))
+        k.nranges = i + 1
         self.ranges[name] = i
 
     def range_count(self, name):

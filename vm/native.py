@@ -63,6 +63,8 @@ class KCpu(ctypes.Structure):
         ('sti_shadow', ctypes.c_uint32),
         ('pad3', ctypes.c_uint32),
         ('sti_shadows', ctypes.c_uint64),
+        ('rng_lo', ctypes.c_uint32),
+        ('rng_hi', ctypes.c_uint32),
     ]
 
 
