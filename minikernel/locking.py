@@ -82,7 +82,9 @@ class RWSemaphore:
     def down_read(self, task):
         """Generator.  May sleep."""
         self.k.sched.might_sleep(task, f'down_read({self.name})')
-        self.k.trace_event('rwsem', task=task, op='down_read', lock=self.name)
+        k = self.k
+        if k.tracer is not None or k.point_hook is not None:    # someone listens
+            k.trace_event('rwsem', task=task, op='down_read', lock=self.name)
         yield from self._charge()
         if self.activity >= 0 and not self.queue:
             self.activity += 1
@@ -93,7 +95,9 @@ class RWSemaphore:
     def down_write(self, task):
         """Generator.  May sleep."""
         self.k.sched.might_sleep(task, f'down_write({self.name})')
-        self.k.trace_event('rwsem', task=task, op='down_write', lock=self.name)
+        k = self.k
+        if k.tracer is not None or k.point_hook is not None:    # someone listens
+            k.trace_event('rwsem', task=task, op='down_write', lock=self.name)
         yield from self._charge()
         if self.activity == 0 and not self.queue:
             self.activity = -1
@@ -108,7 +112,9 @@ class RWSemaphore:
         self.activity -= 1
         if self.activity == 0:
             self._grant()
-        self.k.trace_event('rwsem', task=task, op='up_read', lock=self.name)
+        k = self.k
+        if k.tracer is not None or k.point_hook is not None:    # someone listens
+            k.trace_event('rwsem', task=task, op='up_read', lock=self.name)
 
     def up_write(self, task):
         if self.writer is not task:
@@ -116,7 +122,9 @@ class RWSemaphore:
         self.writer = None
         self.activity = 0
         self._grant()
-        self.k.trace_event('rwsem', task=task, op='up_write', lock=self.name)
+        k = self.k
+        if k.tracer is not None or k.point_hook is not None:    # someone listens
+            k.trace_event('rwsem', task=task, op='up_write', lock=self.name)
 
     def _charge(self):
         yield Charge(self.k.costs['rwsem_op'])

@@ -498,7 +498,8 @@ class MemoryManager:
         self.counters['page_faults'] += 1
         self.counters['user_faults' if user else 'kernel_faults'] += 1
         yield Charge(k.costs['fault_entry'])
-        k.trace_event('page_fault', task=task, address=address, error=error, eip=eip)
+        if k.tracer is not None or k.point_hook is not None:     # someone listens
+            k.trace_event('page_fault', task=task, address=address, error=error, eip=eip)
         mm = task.mm
         if address >= k.PAGE_OFFSET:
             return (yield from self._bad_area(task, address, error, eip, user))
@@ -517,8 +518,9 @@ class MemoryManager:
         if result == VM_FAULT_SIGBUS:
             return (yield from self._bad_area(task, address, error, eip, user, 'SIGBUS'))
         self.counters['major_faults' if result == VM_FAULT_MAJOR else 'minor_faults'] += 1
-        k.trace_event('fault_resolved', task=task, address=address,
-                      how='major (retry)' if result == VM_FAULT_MAJOR else 'minor (retry)')
+        if k.tracer is not None or k.point_hook is not None:
+            k.trace_event('fault_resolved', task=task, address=address,
+                          how='major (retry)' if result == VM_FAULT_MAJOR else 'minor (retry)')
         return None
 
     def _access_ok(self, vma, write, error):
