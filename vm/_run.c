@@ -13,13 +13,14 @@
  *   enter(eax, ebx, ecx, edx, esi, edi, ebp, esp, eip, eflags)
  *       one uc_reg_write_batch of the entry registers.
  *   read_state() -> the state registers as a dict.
- *   set_template(ctx_save, ctx_restore, scratch, template, cr3_off, fpu_lo, fpu_hi)
- *       the ring-0 template context (uc_context addresses, vm/cpu.py boot)
+ *   set_template(ctx_restore, template, cr3_off)
+ *       the ring-0 template (a uc_context address, vm/cpu.py boot: the
+ *       prefix of the boot context before the x87/SSE state, its size
+ *       field cut to that prefix)
  *   ring0(cr3)
- *       ring 3 -> ring 0 through the template, as CPU._to_ring0 did it in
- *       Python: save the current context into `scratch`, copy its x87/SSE
- *       span [fpu_lo, fpu_hi) into the template, patch the template's CR3,
- *       restore the template.  Returns Unicorn's status (0: done).
+ *       ring 3 -> ring 0 through the template: patch its CR3, restore it
+ *       (one memcpy of the prefix: the FPU state and what follows it stay
+ *       the CPU's).  Returns Unicorn's status (0: done).
  *   reg(id) -> one 32-bit register (for hooks that run mid-block).
  *
  * Clock (one per machine): the CPUs' clocks, time(i) = executed(i) +
@@ -85,9 +86,9 @@ typedef struct {
     uint32_t narrow_mask;       /* state slots read as 16 bits: cleared first */
     PyObject *names[MAX_REGS];  /* interned state register names */
     uint64_t runs;
-    ctx_fn ctx_save, ctx_restore;   /* the ring-0 template (set_template) */
-    char *scratch, *tpl;
-    long cr3_off, fpu_lo, fpu_hi;
+    ctx_fn ctx_restore;             /* the ring-0 template (set_template) */
+    char *tpl;
+    long cr3_off;
 } Runner;
 
 static int read_ids(PyObject *seq, int *ids, int *n)
@@ -232,19 +233,15 @@ static PyObject *Runner_enter(Runner *self, PyObject *const *args, Py_ssize_t na
 
 static PyObject *Runner_set_template(Runner *self, PyObject *args)
 {
-    unsigned long long save, restore, scratch, tpl;
-    long cr3_off, lo, hi;
-    if (!PyArg_ParseTuple(args, "KKKKlll", &save, &restore, &scratch, &tpl, &cr3_off, &lo, &hi))
+    unsigned long long restore, tpl;
+    long cr3_off;
+    if (!PyArg_ParseTuple(args, "KKl", &restore, &tpl, &cr3_off))
         return NULL;
-    if (cr3_off < 0 || lo < 0 || hi < lo)
-        return PyErr_Format(PyExc_ValueError, "bad template offsets");
-    self->ctx_save = (ctx_fn)(uintptr_t)save;
+    if (cr3_off < 0 || !restore || !tpl)
+        return PyErr_Format(PyExc_ValueError, "bad template");
     self->ctx_restore = (ctx_fn)(uintptr_t)restore;
-    self->scratch = (char *)(uintptr_t)scratch;
     self->tpl = (char *)(uintptr_t)tpl;
     self->cr3_off = cr3_off;
-    self->fpu_lo = lo;
-    self->fpu_hi = hi;
     Py_RETURN_NONE;
 }
 
@@ -256,12 +253,7 @@ static PyObject *Runner_ring0(Runner *self, PyObject *arg)
     if (!self->tpl)
         return PyErr_Format(PyExc_RuntimeError, "ring0: no template (boot first)");
     memcpy(self->tpl + self->cr3_off, &cr3, sizeof cr3);
-    int err = self->ctx_save(self->uc, self->scratch);
-    if (!err) {
-        memcpy(self->tpl + self->fpu_lo, self->scratch + self->fpu_lo, self->fpu_hi - self->fpu_lo);
-        err = self->ctx_restore(self->uc, self->tpl);
-    }
-    return PyLong_FromLong(err);
+    return PyLong_FromLong(self->ctx_restore(self->uc, self->tpl));
 }
 
 static PyObject *Runner_reg(Runner *self, PyObject *arg)
@@ -291,9 +283,9 @@ static PyMethodDef Runner_methods[] = {
     {"read_state", (PyCFunction)Runner_read_state, METH_NOARGS, "the state registers as a dict"},
     {"reg", (PyCFunction)Runner_reg, METH_O, "reg(id): one 32-bit register"},
     {"set_template", (PyCFunction)Runner_set_template, METH_VARARGS,
-     "set_template(ctx_save, ctx_restore, scratch, template, cr3_off, fpu_lo, fpu_hi)"},
+     "set_template(ctx_restore, template, cr3_off)"},
     {"ring0", (PyCFunction)Runner_ring0, METH_O,
-     "ring0(cr3): back to ring 0 through the template, keeping CR3 and the x87/SSE span"},
+     "ring0(cr3): back to ring 0 through the template (its prefix before the x87/SSE state)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -10,7 +10,8 @@ What this file owns
   - The ring-0 template context saved at boot, the only way back from ring 3
     (Unicorn refuses privilege changes through reg_write).  The restore
     keeps the CPU's x87/SSE state (the span of the context that holds it is
-    found at start-up): a kernel entry does not touch the FPU on x86.
+    found at start-up): only the template's bytes before that span are
+    restored (boot); a kernel entry does not touch the FPU on x86.
   - With the machine's tlb='p3', the CPU's TlbModel (vm/tlb.py): its walk's
     faults come back from vm/_run.c as UC_ERR_EXCEPTION with the kcpu's trap
     set to #PF (STOP_TRAP), and become the same Trap('pf') as QEMU's, with
@@ -316,8 +317,21 @@ class CPU:
         uc.reg_write(ux.UC_X86_REG_EFLAGS, x86.EFLAGS_RESERVED)
         self._template = uc.context_save()
         self._tpl_addr = ctypes.cast(self._template.context, ctypes.c_void_p).value
-        self._runner.set_template(native.UC_CTX_SAVE, native.UC_CTX_RESTORE, self.k.ctx, self._tpl_addr,
-                                  self.cr3_off, *self._fpu_span)
+        # The part of the template a kernel entry restores: the bytes before
+        # the x87/SSE span (registers, segments with their hidden parts,
+        # hflags with the CPL, CR0-CR4, GDTR/IDTR).  A uc_context restore
+        # copies its own `context_size` bytes (the size_t it starts with), so
+        # a copy of that prefix with the size cut to it restores only the
+        # prefix: the FPU registers and what follows them (MSRs, the
+        # exception fields QEMU sets at each exception) stay the CPU's own.
+        lo = self._fpu_span[0]
+        whole = ctypes.c_size_t.from_address(self._tpl_addr).value
+        header = self._template.size - whole            # sizeof(struct uc_context)
+        if not (0 < header <= self.cr3_off and self.cr3_off + 4 <= lo <= self._template.size):
+            raise RuntimeError('unexpected Unicorn context layout; unicorn version not supported')
+        self._tpl_prefix = ctypes.create_string_buffer(ctypes.string_at(self._tpl_addr, lo), lo)
+        ctypes.c_size_t.from_buffer(self._tpl_prefix).value = lo - header
+        self._runner.set_template(native.UC_CTX_RESTORE, ctypes.addressof(self._tpl_prefix), self.cr3_off)
         self._ring0 = self._runner.ring0
         self.regs.update(cr3=cr3, cs=x86.KERNEL_CS, esp=esp, eflags=x86.EFLAGS_RESERVED)
 
@@ -495,8 +509,8 @@ class CPU:
 
     def _to_ring0(self):
         """Ring 3 -> ring 0 through the template, as a trap would: CR3 and
-        the x87/SSE registers stay what they are (the current state's FPU
-        span is copied into the template first)."""
+        the x87/SSE registers stay what they are (only the template's prefix
+        before the FPU span is restored, with the current CR3 in it)."""
         status = self._ring0(self.regs['cr3'])        # vm/_run.c Runner.ring0
         if status != 0:
             raise UcError(status)
