@@ -78,9 +78,13 @@ class Rmap:
 
     def _unlink_chain(self, pfn, chain):
         k = self.k
+        # The walk reads each entry's next word through the machine's 32-bit
+        # view of RAM (kmalloc objects are 8-byte aligned in lowmem): a
+        # chain is as long as the page's mappers (49 in reclaim).
+        words, offset = k.machine.ram_words, k.PAGE_OFFSET
         prev, cur = None, k.page_alloc.page_pte_chain(pfn)
         while cur and cur != chain:
-            prev, cur = cur, k.machine.read32(cur - k.PAGE_OFFSET)
+            prev, cur = cur, words[(cur - offset) >> 2]
         if cur != chain:
             raise KernelBug('page_remove_rmap: pte_chain entry not on the page\'s chain')
         nxt = k.machine.read32(chain - k.PAGE_OFFSET)
