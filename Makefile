@@ -6,9 +6,9 @@ SCENARIO ?= hello
 ARGS    ?=
 GDB_PORT ?= 1234
 
-.PHONY: setup test test-slow report run trace faults bench selftest gdb image clean
+.PHONY: setup bytecode test test-slow report run trace faults bench selftest gdb image clean
 
-setup: $(STAMP) $(WORKLOADS)
+setup: $(STAMP) $(WORKLOADS) bytecode
 
 $(STAMP): pyproject.toml setup.py vm/_native.c vm/_debug.c vm/_run.c vm/_tlb.c vm/_lines.c
 	python3 -m venv .venv
@@ -27,16 +27,22 @@ $(WORKLOADS): workloads/build.py $(wildcard workloads/*.[ch]) workloads/busybox.
 	$(PY) workloads/build.py
 	touch $(WORKLOADS)
 
-test: $(STAMP) $(WORKLOADS)
+# Byte-compiled sources: where PYTHONDONTWRITEBYTECODE is set, Python writes
+# no .pyc itself and every process compiled all of the lab again (~0.2 CPU-s
+# each); compileall writes them anyway and redoes only changed files.
+bytecode: $(STAMP)
+	@$(PY) -m compileall -q vm minikernel kmaplab tests >/dev/null
+
+test: $(STAMP) $(WORKLOADS) bytecode
 	.venv/bin/pytest -q
 
-test-slow: $(STAMP) $(WORKLOADS)
+test-slow: $(STAMP) $(WORKLOADS) bytecode
 	.venv/bin/pytest -q -m slow
 
-report: $(STAMP) $(WORKLOADS)
+report: $(STAMP) $(WORKLOADS) bytecode
 	.venv/bin/kmaplab report $(ARGS)
 
-run: $(STAMP) $(WORKLOADS)
+run: $(STAMP) $(WORKLOADS) bytecode
 	.venv/bin/kmaplab run $(SCENARIO) $(ARGS)
 
 trace: $(STAMP)
