@@ -8,7 +8,8 @@ What this file owns
     with raw Unicorn, kernel round trips (getpid, demand-zero fault,
     context switch) against one bare emu_start, host CPU per CPU-page on 4
     and 32 CPUs (kmap-scaling atomic_fallback: is host cost linear in
-    CPUs?), tracing speeds.
+    CPUs?), one exploration run of scenarios/explore/munmap-race.toml
+    (CPU time; runs/s per core), tracing speeds.
   - run_bench(json_out): measure every row once, on this machine, in this
     run, and print a table (or one JSON object).
 
@@ -473,6 +474,37 @@ def row_kernel(b):
     return rows
 
 
+EXPLORE_SCENARIO = 'scenarios/explore/munmap-race.toml'
+EXPLORE_VARIANT = dict(write_path='perform_write', atomic_fault='fixup')
+EXPLORE_GOAL = 100         # issue 16: runs per second per core
+
+
+def row_explore(b):
+    """Exploration speed: CPU time of one `kmaplab explore` run of
+    scenarios/explore/munmap-race.toml (perform_write, PCT d=2 schedules,
+    as a worker runs them: explore.run_job, boot + run + judge), the median
+    over the runs of about `seconds` of CPU after one untimed probe run
+    (imports, parsing, assembling: a worker pays them once)."""
+    import os
+    from . import explore
+    path = os.path.join(explore.ROOT, EXPLORE_SCENARIO)
+    opts = dict(explore.DEFAULTS, depth=2)
+    tgt = dict(scenario=path, variant=EXPLORE_VARIANT, seed=0, overrides={})
+    probe = explore.run_job(explore.job(0, tgt, dict(explore.base_spec('pct', 2, opts), depth=1,
+                                                     k=0, steps=[])))
+    per, spent, i = [], 0.0, 1
+    while spent < b.seconds or len(per) < 3:
+        spec = explore.pct_spec(i, 2, opts, probe['steps'])
+        t0 = time.process_time()
+        explore.run_job(explore.job(i, tgt, spec))
+        dt = time.process_time() - t0
+        per.append(dt)
+        spent, i = spent + dt, i + 1
+    us = statistics.median(per) * 1e6
+    return [Row('explore: one munmap-race run (perform_write, pct)', us, 'us',
+                f'= {1e6 / us:.1f} runs/s per core (goal >= {EXPLORE_GOAL}), median of {len(per)}')]
+
+
 def row_trace(b):
     """Tracing speeds (kmaplab/trace_bench.py): capture, decode, text, and the
     naive one-Python-call-per-instruction tracer on the same workload."""
@@ -539,7 +571,7 @@ def row_tlb_modes(b):
 
 
 ROWS = [row_raw, row_cpu, row_machine, row_target, row_page_fault, row_syscall, row_real, row_kernel,
-        row_scaling, row_trace, row_tlb_modes, row_asm]
+        row_scaling, row_explore, row_trace, row_tlb_modes, row_asm]
 
 
 # ---- output -----------------------------------------------------------------------
