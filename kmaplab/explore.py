@@ -55,6 +55,7 @@ from minikernel.faults import USER_POINTER
 from minikernel.kernel import BOOT_OPTIONS
 from minikernel.write_paths import FUSED_COPIES
 from vm.policy import Priorities
+from vm.spares import Spares
 
 from . import inject, options, runner
 from . import scenario as scn_mod
@@ -170,14 +171,16 @@ def make_policy(spec, expect=None, labels=None, on_tick=None):
 
 # ---- one run ----------------------------------------------------------------------------------
 
-def run_schedule(scn, variant, seed, overrides, spec):
+def run_schedule(scn, variant, seed, overrides, spec, spares=None):
     """Boot the variant, run it under `spec`, judge it (runner.run_variant
-    with the policy installed).  Returns (result, policy)."""
+    with the policy installed).  Returns (result, policy).  spares: build
+    the machine on an earlier run's hardware (vm/spares.py; the caller
+    releases r['kernel'].machine)."""
     box = {}
 
     def setup(k):
         box['policy'] = install(k, spec)
-    r = runner.run_variant(scn, variant, seed, overrides, setup=setup)
+    r = runner.run_variant(scn, variant, seed, overrides, setup=setup, spares=spares)
     return r, box['policy']
 
 
@@ -214,11 +217,20 @@ def _scenario(path):
     return hit[1]
 
 
-def run_job(job):
+# The worker's spare hardware (vm/spares.py): each run of a variant is built
+# on the Unicorn instances, RAM and translated kernel code of the worker's
+# previous run of it, reset (tests/test_spares.py: the same records and
+# memory as on fresh machines).
+SPARES = Spares()
+
+
+def run_job(job, spares=SPARES):
     """One exploration run (in a worker process): a record with nothing
-    host-dependent in it but wall_s and cpu_s."""
+    host-dependent in it but wall_s and cpu_s.  spares=None: a fresh
+    machine."""
     scn = _scenario(job['scenario'])
-    r, policy = run_schedule(scn, job['variant'], job['seed'], job['overrides'], job['spec'])
+    r, policy = run_schedule(scn, job['variant'], job['seed'], job['overrides'], job['spec'],
+                             spares=spares)
     k = r['kernel']
     rec = dict(index=job['index'], spec=job['spec'], outcome=r['outcome'], ok=r['ok'],
                why=r['why'], expected=r['expected'], findings=r['findings'],
@@ -231,6 +243,11 @@ def run_job(job):
         rec['counters'] = r['counters']
         rec['reports'] = [rep['message'] for rep in r['reports']
                           if rep['kind'] not in ('fault', 'warning')][:5]
+    if job.get('memory'):                  # tests: the guest RAM the run left
+        rec['memory_sha256'] = k.machine.memory_digest()
+    c0 = time.process_time()
+    k.machine.release()
+    rec['cpu_s'] = round(rec['cpu_s'] + time.process_time() - c0, 3)
     return rec
 
 

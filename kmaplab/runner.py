@@ -138,18 +138,27 @@ def _entry_checked(image, source):
     return image
 
 
-def boot(scn, variant, seed=None, overrides=None, plan=None):
+def boot(scn, variant, seed=None, overrides=None, plan=None, spares=None):
     """Boot the kernel for one variant, create its files, spawn its tasks
-    and install its fault plan (the scenario's, or `plan`): not run yet."""
+    and install its fault plan (the scenario's, or `plan`): not run yet.
+    spares (vm/spares.py): build the machine on the hardware of an earlier
+    boot of the same variant, options and plan (k.machine.release() gives
+    it back)."""
     opts = scn.options(variant, overrides, seed)
     opts.setdefault('max_cycles', DEFAULT_MAX_CYCLES)
+    plan_arg = plan
     plan = plan if plan is not None else scn.plan
     if plan is not None:
         plan = load_plan(plan, base_dir=os.path.dirname(os.path.abspath(scn.path)))
         for key, value in plan.boot.items():
             opts.setdefault(key, value)
     programs = {p: program_image(p, scn.path) for p in scn.programs()}
-    k = Kernel(opts, programs)
+    key = None
+    if spares is not None:            # the same key: the same boot, the same hooks
+        import json
+        key = json.dumps([os.path.abspath(scn.path), variant, opts, repr(plan_arg)], sort_keys=True,
+                         default=repr)
+    k = Kernel(opts, programs, spares=spares, spares_key=key)
     k.scenario_params = scn.params(variant, overrides)
     create_files(k, scn)
     spawn_tasks(k, scn)
@@ -391,11 +400,12 @@ def run_kernel(k, timeout=None):
     return end, counters, outcome, findings
 
 
-def run_variant(scn, variant, seed=None, overrides=None, tracer=None, setup=None):
+def run_variant(scn, variant, seed=None, overrides=None, tracer=None, setup=None, spares=None):
     """Boot, run and judge one variant.  setup(k), if given, runs between
-    boot and run (kmaplab/explore.py puts a schedule's policy there)."""
+    boot and run (kmaplab/explore.py puts a schedule's policy there).
+    spares: see boot (the caller releases k.machine when done with it)."""
     t0, c0 = time.perf_counter(), time.process_time()
-    k = boot(scn, variant, seed, overrides)
+    k = boot(scn, variant, seed, overrides, spares=spares)
     if setup is not None:
         setup(k)
     if tracer is not None:

@@ -267,8 +267,11 @@ def parse_config(options):
 class Kernel:
     PAGE_OFFSET = PAGE_OFFSET
 
-    def __init__(self, options=None, programs=None):
+    def __init__(self, options=None, programs=None, spares=None, spares_key=None):
+        """spares, spares_key: build the machine on the hardware of an earlier
+        one booted with the same key (vm/spares.py; kmaplab/explore.py)."""
         self.config, self.costs = parse_config(options)
+        self._spares = (spares, spares_key)
         self.reports = []                 # what happened: bugs, oopses, kills, deadlocks
         self.console = []                 # (time, cpu, pid, text)
         self.events = []                  # trace events, when tracing is on
@@ -291,7 +294,8 @@ class Kernel:
         self.machine = m = Machine(cpus=c['cpus'], ram=c['mem'], seed=c['seed'],
                                    policy=make_policy(c['schedule'], c['quantum']),
                                    ipi_latency=c['ipi_latency'], tlb=c['tlb'],
-                                   tlb_geometry=c['tlb_geometry'])
+                                   tlb_geometry=c['tlb_geometry'], spares=self._spares[0],
+                                   spares_key=self._spares[1])
         # 2.4 with cpu_has_pge: PAGE_KERNEL is global (MAKE_GLOBAL), so are
         # the direct map's 4 MiB PDEs (pagetable_init) and kmap_prot
         self.page_kernel = PAGE_KERNEL | (x86.PTE_G if c['pge'] else 0)
@@ -319,6 +323,7 @@ class Kernel:
         self.image = self._assemble_kernel(memmap_pa + PAGE_OFFSET, low >> 12)
         self.symbolizer = Symbolizer([self.image])
         m.write(layout.KERNEL_PHYS, self.image.code)
+        m.keep_code(layout.KERNEL_PHYS, len(self.image.code))   # the same at the next boot
         self._boot_cpus()
         reserved = [(0, self._boot_next >> 12)]
         self.page_alloc = PageAlloc(m.ram, c['mem'], memmap_pa, low, high, reserved)

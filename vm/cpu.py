@@ -31,6 +31,7 @@ import capstone
 from capstone import x86_const as cx
 from unicorn import Uc, UcError, UC_ARCH_X86, UC_ERR_INSN_INVALID, UC_MODE_32, UC_PROT_ALL
 from unicorn import UC_HOOK_BLOCK, UC_HOOK_INTR, UC_HOOK_CODE
+from unicorn.unicorn_const import UC_CTL_IO_WRITE, UC_CTL_TLB_FLUSH
 from unicorn import x86_const as ux
 from unicorn.unicorn_py3.unicorn import uclib
 
@@ -252,6 +253,7 @@ class CPU:
         self.uc = Uc(UC_ARCH_X86, UC_MODE_32)
         self.uc.ctl_set_tcg_buffer_size(TCG_BUFFER)   # before anything initialises the engine
         self.uc.mem_map_ptr(0, machine.ram_size, UC_PROT_ALL, machine.ram_ptr)
+        self._pristine_ctx = self.uc.context_save()   # the CPU state as created (reset)
         self.k = native.KCpu()
         self.kptr = ctypes.addressof(self.k)
         self.k.trap = -1
@@ -292,6 +294,78 @@ class CPU:
         self.counters = dict(interrupts=0, ipis_sent=0, ipis_received=0,
                              faults_pf=0, faults_gp=0, faults_ud=0, faults_other=0,
                              syscalls=0, service_calls=0, runs=0)
+        # Reuse (vm/spares.py): hooks installed in earlier lives of this
+        # instance, by key, and the keys this life registered before its
+        # first run (in order); the pristine state reset() goes back to.
+        self._kept = {}            # key -> [objects of earlier lives' hooks with that key]
+        self._taken = {}           # key -> how many of them this life took
+        self.hook_keys = []        # (key, reused) registered this life, in order
+        self.boot_phase = True     # before the machine's first run: hooks may be taken over
+        self._pristine = None      # (uc context, KCpu bytes, scratch context bytes)
+
+    def make_reusable(self):
+        """Save the state reset() restores: the instance's CPU state as
+        created (before boot), the kcpu struct and the scratch context.
+        Called by vm/spares.py on a CPU just created."""
+        if self.tlb is not None:
+            raise ValueError('a CPU with the modelled TLB (tlb=p3) is not reusable')
+        self._pristine = (self._pristine_ctx, ctypes.string_at(self.kptr, ctypes.sizeof(self.k)),
+                          _ctx_bytes(self._scratch))
+
+    def reset(self, machine):
+        """This CPU, created for an earlier machine on the same RAM, as if
+        created now for `machine`: the CPU state as created (registers, CRs,
+        segments, FPU: one uc_context restore of the state QEMU keeps), an
+        empty TLB, a fresh kcpu, no counts.  What stays is the instance, its
+        hooks (a later hook_code/count_at/watch_sti/hook_once with the same
+        key takes over the earlier one: vm/spares.py checks every life
+        registers the same keys in the same order) and the translations
+        the machine's release kept (vm/spares.py: only those whose bytes
+        are unchanged).  Python hooks of earlier lives do nothing until
+        registered again."""
+        if self._pristine is None:
+            raise ValueError('reset() of a CPU that was not made reusable')
+        ctx, kbytes, scratch = self._pristine
+        self.machine = machine
+        self.uc.context_restore(ctx)
+        self.uc.ctl(UC_CTL_TLB_FLUSH, UC_CTL_IO_WRITE)
+        ctypes.memmove(self.kptr, kbytes, len(kbytes))
+        ctypes.memmove(self.k.ctx, scratch, len(scratch))
+        for cells in self._kept.values():
+            for obj in cells:
+                if isinstance(obj, list):                  # a Python hook's [fn]
+                    obj[0] = None
+                elif isinstance(obj, ctypes.c_uint64):     # a count_at counter
+                    obj.value = 0
+        self._taken = {}
+        self.hook_keys = []
+        self.boot_phase = True
+        self._code_bitmaps = [None] * native.MAX_REGIONS
+        self._template = None
+        self.point_counters = {}
+        self.point_kind = {}
+        self.ranges = {}
+        self.regs = dict.fromkeys(STATE_REGS, 0)
+        self._halted = machine.halted
+        self.counters = dict.fromkeys(self.counters, 0)
+
+    def hook_once(self, key, install):
+        """A hook this life wants under `key` (hashable): before the first
+        run, the object an earlier life's install() returned for the same
+        key, if this instance has one not yet taken; else install() (which
+        adds the hook and returns what must stay alive with it).  Returns
+        (object, reused).  Registrations before the first run are recorded
+        in hook_keys (vm/spares.py compares them between lives)."""
+        cells = self._kept.setdefault(key, [])
+        n = self._taken.get(key, 0) if self.boot_phase else len(cells)
+        reused = n < len(cells)
+        if not reused:
+            cells.append(install())
+            n = len(cells) - 1
+        self._taken[key] = n + 1
+        if self.boot_phase:
+            self.hook_keys.append((key, reused))
+        return cells[n], reused
 
     # ---- boot -------------------------------------------------------------
 
@@ -369,14 +443,18 @@ class CPU:
         instruction, which retires before a pending interrupt is taken
         (vm/_native.c kcpu_block_hook).  Unicorn keeps no shadow itself."""
         for addr in image.specials.get('sti', ()):
-            native.hook_add(self.uc, UC_HOOK_CODE, native.STI_HOOK, self.kptr, addr, addr)
+            self.hook_once(('sti', addr), lambda addr=addr: native.hook_add(
+                self.uc, UC_HOOK_CODE, native.STI_HOOK, self.kptr, addr, addr))
 
     def count_at(self, address, kind):
         """Count executions of the instruction at `address` (a one-address C
         hook: costs nothing elsewhere)."""
-        ctr = ctypes.c_uint64(0)
-        native.hook_add(self.uc, UC_HOOK_CODE, native.COUNT_HOOK, ctypes.addressof(ctr),
-                        address, address)
+        def install():
+            c = ctypes.c_uint64(0)
+            native.hook_add(self.uc, UC_HOOK_CODE, native.COUNT_HOOK, ctypes.addressof(c),
+                            address, address)
+            return c
+        ctr, _ = self.hook_once(('count', address), install)
         self.point_counters[address] = ctr
         self.point_kind[address] = kind
         return ctr
@@ -402,24 +480,42 @@ class CPU:
         flushed, so code translated earlier sees the hook.  Returns a handle."""
         uc = self.uc
 
-        def callback(_uch, addr, _size, _data):
-            try:
-                fn(self, addr)
-            except BaseException as e:          # noqa: BLE001 - raised again by run()
-                if uc._hook_exception is None:  # the binding's own convention
-                    uc._hook_exception = e
-                uc.emu_stop()
-        # A ctypes callback of our own: one Python call per hit instead of
-        # the binding's three wrappers.  Kept for the CPU's lifetime (a
-        # hook may remove itself while it runs).
-        fptr = _HOOK_CODE_CFUNC(callback)
-        h = native.hook_add(uc, UC_HOOK_CODE, ctypes.cast(fptr, ctypes.c_void_p).value, 0, lo, hi - 1)
-        self._py_hooks.append(fptr)
-        self.flush_code_cache()
-        return h
+        def install():
+            cell = [None, None]                 # [fn, the hook's handle]
+
+            def callback(_uch, addr, _size, _data):
+                f = cell[0]
+                if f is None:                   # a hook of an earlier life (reset), or removed
+                    return
+                try:
+                    f(self, addr)
+                except BaseException as e:          # noqa: BLE001 - raised again by run()
+                    if uc._hook_exception is None:  # the binding's own convention
+                        uc._hook_exception = e
+                    uc.emu_stop()
+            # A ctypes callback of our own: one Python call per hit instead
+            # of the binding's three wrappers.  Kept for the CPU's lifetime
+            # (a hook may remove itself while it runs).
+            fptr = _HOOK_CODE_CFUNC(callback)
+            cell[1] = native.hook_add(uc, UC_HOOK_CODE, ctypes.cast(fptr, ctypes.c_void_p).value, 0,
+                                      lo, hi - 1)
+            self._py_hooks.append(fptr)
+            return cell
+        cell, reused = self.hook_once(('code', lo, hi), install)
+        cell[0] = fn
+        if not reused:
+            self.flush_code_cache()
+        return cell[1]
 
     def unhook_code(self, handle):
         """Remove a hook_code hook (allowed from inside a hook)."""
+        for key, cells in self._kept.items():
+            for i, cell in enumerate(cells):
+                if isinstance(cell, list) and cell[1] == handle:
+                    cell[0] = None
+                    del cells[i]                  # no later life takes it over
+                    self._taken[key] -= 1
+                    break
         native.hook_del(self.uc, handle)
 
     def flush_code_cache(self):

@@ -77,11 +77,18 @@ class LineModel:
         if len(self.machine.cpus) < 2:
             return                        # nothing to count (see the top)
         for cpu in self.machine.cpus:
-            site = Site(l=self.ptr, cpu=cpu.index, range=r)
+            def install(cpu=cpu):
+                site = Site(l=self.ptr, cpu=cpu.index, range=r)
+                native.hook_add(cpu.uc, UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, HOOK,
+                                ctypes.addressof(site), pa, pa + size - 1)
+                return site
+            # a CPU reused from an earlier machine (vm/spares.py) may have
+            # this hook already: its site is pointed at this model
+            site, reused = cpu.hook_once(('lines', pa, size, r), install)
+            site.l, site.cpu, site.range = self.ptr, cpu.index, r
             self._sites.append(site)
-            native.hook_add(cpu.uc, UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, HOOK,
-                            ctypes.addressof(site), pa, pa + size - 1)
-            cpu.flush_code_cache()        # translated code must see the hook
+            if not reused:
+                cpu.flush_code_cache()    # translated code must see the hook
 
     def transfers(self, group=None, cpu=None):
         """Line transfers (to `cpu`, of `group`; None = all)."""

@@ -30,6 +30,7 @@ import mmap
 import random
 
 from . import _run
+from . import spares as spares_mod
 from .cpu import CPU
 from .devices import Disk, Timer
 from .lines import LineModel
@@ -58,18 +59,32 @@ class Machine:
     """
 
     def __init__(self, cpus=1, ram=64 << 20, seed=0, policy=None, ipi_latency=200,
-                 tlb='qemu', tlb_geometry=None):
+                 tlb='qemu', tlb_geometry=None, spares=None, spares_key=None):
         if not 1 <= cpus <= MAX_CPUS:
             raise ValueError(f'cpus must be 1..{MAX_CPUS}, not {cpus}')
         if ram % 4096 or not 1 << 20 <= ram <= MAX_RAM:
             raise ValueError(f'ram must be a multiple of 4 KiB between 1 MiB and 3 GiB, not {ram}')
         self.ram_size = ram
-        self.ram = anonymous_ram(ram)
-        self._ram_c = (ctypes.c_char * ram).from_buffer(self.ram)
-        self.ram_ptr = ctypes.addressof(self._ram_c)
-        # The same RAM as 32-bit words (the host is little-endian, as x86):
-        # read32/write32 of an aligned word index it (no bytes object).
-        self.ram_words = memoryview(self.ram).cast('I')
+        # spares (vm/spares.py): build on the RAM and CPUs of a machine that
+        # is done, if one of this shape and key was released; else on fresh
+        # hardware that release() will give to them
+        if tlb != 'qemu':
+            spares = None                # the modelled TLB is not reusable
+        self._spares, self._spares_key = spares, (spares_key, cpus, ram)
+        self._hw = spares.take(self._spares_key) if spares is not None else None
+        self._ran = False
+        self.kept_code = []              # keep_code: (pa, size)
+        if self._hw is not None:
+            hw = self._hw
+            self.ram, self._ram_c, self.ram_ptr, self.ram_words = (hw.ram, hw.ram_c, hw.ram_ptr,
+                                                                    hw.ram_words)
+        else:
+            self.ram = anonymous_ram(ram)
+            self._ram_c = (ctypes.c_char * ram).from_buffer(self.ram)
+            self.ram_ptr = ctypes.addressof(self._ram_c)
+            # The same RAM as 32-bit words (the host is little-endian, as
+            # x86): read32/write32 of an aligned word index it (no bytes object).
+            self.ram_words = memoryview(self.ram).cast('I')
         self.seed = seed
         self.rng = random.Random(seed)
         self.policy = policy or RoundRobin()
@@ -84,7 +99,18 @@ class Machine:
         # call: time(i), now(), the slowest CPU, all halted.
         self.extra = (ctypes.c_int64 * cpus)()
         self.halted = (ctypes.c_uint8 * cpus)()
-        self.cpus = [CPU(self, i) for i in range(cpus)]
+        if self._hw is not None:
+            self.cpus = self._hw.cpus
+            for c in self.cpus:
+                c.reset(self)
+        else:
+            self.cpus = [CPU(self, i) for i in range(cpus)]
+            if spares is not None:
+                for c in self.cpus:
+                    c.make_reusable()
+                self._hw = spares_mod.Hardware(self.ram, self._ram_c, self.ram_ptr,
+                                               self.ram_words, self.cpus)
+                spares.created += 1
         self._clock = _run.Clock([ctypes.addressof(c.k) + type(c.k).executed.offset for c in self.cpus],
                                  ctypes.addressof(self.extra), ctypes.addressof(self.halted),
                                  [ctypes.addressof(c.k) + type(c.k).irq_pending.offset for c in self.cpus])
@@ -142,6 +168,22 @@ class Machine:
             self.ram[pa:pa + 4] = (value & 0xFFFFFFFF).to_bytes(4, 'little')
         else:
             self.ram_words[pa >> 2] = value & 0xFFFFFFFF
+
+    # ---- reuse (vm/spares.py) -------------------------------------------
+
+    def keep_code(self, pa, size):
+        """Physical [pa, pa + size) holds code that a later machine built
+        on this one's hardware (spares) will likely boot again (a kernel
+        image): its translations are kept at release() and checked byte
+        for byte at that machine's first run.  Without spares: nothing."""
+        self.kept_code.append((pa, size))
+
+    def release(self):
+        """Done with this machine: give its RAM and CPUs to its spares
+        (zeroed, reset by the next machine).  The machine and everything
+        reading its RAM or CPUs must not be used afterwards.  Without
+        spares: nothing."""
+        spares_mod.release(self)
 
     # ---- time -----------------------------------------------------------
 
@@ -321,6 +363,8 @@ class Machine:
         """Drive the machine until driver.finished(), stop(), or `max_cycles`
         of simulated time.  Returns the stop reason (a string)."""
         self.stopped = None
+        if self._hw is not None and not self._ran:
+            spares_mod.first_run(self)        # carried translations checked, hooks compared
         ncpu = len(self.cpus)
         now_, time_, all_halted, events = self.now, self.time, self.all_halted, self._events
         halted, pending, cpus, extra = self.halted, self.pending, self.cpus, self.extra

@@ -1,0 +1,80 @@
+"""Spare hardware (vm/spares.py): exploration runs built on the Unicorn
+instances, RAM and translated kernel code of the worker's earlier runs give
+exactly what runs on fresh machines give: counters (digest), outcome,
+findings, reports, the point trace and the guest RAM left (sha256)."""
+import os
+
+import pytest
+
+from kmaplab import explore as ex
+from minikernel.kernel import Kernel
+from vm.spares import Spares
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MUNMAP = os.path.join(ROOT, 'scenarios', 'explore', 'munmap-race.toml')
+SLEEP = dict(write_path='dont_unmap', atomic_fault='sleep')
+FIXUP = dict(write_path='dont_unmap', atomic_fault='fixup')
+OPTS = dict(ex.DEFAULTS, depth=2)
+
+
+def _jobs():
+    """Schedules of two variants, interleaved; PCT draws 3 and 5 of the
+    sleep variant hit the race (bug), draw 5 of the fixup one fails."""
+    out = []
+    for i in range(6):
+        for variant in (SLEEP, FIXUP) if i in (3, 5) else (SLEEP,):
+            tgt = dict(scenario=MUNMAP, variant=variant, seed=0, overrides={})
+            out.append(dict(ex.job(i, tgt, ex.pct_spec(i, 2, OPTS, 270)), memory=True))
+    return out
+
+
+def _strip(rec):
+    return {k: v for k, v in rec.items() if k not in ('wall_s', 'cpu_s')}
+
+
+def test_runs_on_spare_hardware_equal_runs_on_fresh_machines():
+    jobs = _jobs()
+    spares = Spares()
+    reused = [ex.run_job(j, spares=spares) for j in jobs]
+    fresh = [ex.run_job(j, spares=None) for j in jobs]
+    assert spares.created == 2 and spares.taken == len(jobs) - 2     # one set per variant
+    outcomes = [r['outcome'] for r in fresh]
+    assert 'bug' in outcomes and 'failed' in outcomes and 'completed' in outcomes
+    for a, b in zip(reused, fresh):
+        assert _strip(a) == _strip(b), f'run {a["index"]} {a["spec"]}'
+        assert a['memory_sha256'] == b['memory_sha256']
+
+
+def _kernel(spares, key, **opts):
+    return Kernel(dict(dict(cpus=2, mem=16 << 20, highmem=8 << 20), **opts), spares=spares,
+                  spares_key=key)
+
+
+def test_a_boot_with_other_hooks_under_the_same_key_is_refused():
+    """The key must name the boot: debug_highmem drops the Python kmap_atomic
+    hooks (minikernel/checks.py), so a second boot under the same key
+    registers other hooks, and its first run stops with the reason."""
+    spares = Spares()
+    k = _kernel(spares, 'k')
+    k.run(max_cycles=1000)
+    k.machine.release()
+    k2 = _kernel(spares, 'k', debug_highmem=True)
+    assert spares.taken == 1
+    with pytest.raises(RuntimeError, match='other hooks'):
+        k2.run(max_cycles=1000)
+    k2.machine.release()              # refused hardware is not given back
+    assert spares.take(k2.machine._spares_key) is None
+
+
+def test_release_zeroes_the_ram_and_resets_the_cpus():
+    spares = Spares()
+    k = _kernel(spares, 'k')
+    k.run(max_cycles=200_000)
+    m = k.machine
+    assert any(c.instructions for c in m.cpus)
+    ram, cpus = m.ram, list(m.cpus)
+    m.release()
+    assert ram[:1 << 20].count(0) == 1 << 20 and ram.find(b'\x01', 0, 16 << 20) == -1
+    k2 = _kernel(spares, 'k')
+    assert k2.machine.ram is ram and k2.machine.cpus == cpus
+    assert all(c.instructions == 0 and not any(c.counters.values()) for c in cpus)
