@@ -115,8 +115,12 @@ class Oracle:
     def write_begin(self, task, file, iov, count):
         """At write()/writev() entry: snapshot the user buffers [(base, len)]
         (as much as the file's extent could take)."""
-        data = b''.join(self.read_user(task, base, n) for base, n in iov)
-        rec = WriteRecord(task, file, data[:min(count, file.inode.max_size)])
+        if len(iov) == 1:
+            data = self.read_user(task, iov[0][0], iov[0][1])
+        else:
+            data = b''.join([self.read_user(task, base, n) for base, n in iov])
+        limit = min(count, file.inode.max_size)
+        rec = WriteRecord(task, file, data if len(data) <= limit else data[:limit])
         self.inflight.append(rec)
         return rec
 
@@ -146,9 +150,13 @@ class Oracle:
             return
         self.fpos[rec.file] = rec.pos + n
         shadow = self.shadow.setdefault(rec.inode, bytearray())
-        if len(shadow) < rec.pos:
-            shadow.extend(bytes(rec.pos - len(shadow)))
-        shadow[rec.pos:rec.pos + n] = rec.data[:n]
+        data = rec.data if len(rec.data) == n else rec.data[:n]
+        if len(shadow) == rec.pos:
+            shadow += data                      # at the end (the common case): no slice
+        else:
+            if len(shadow) < rec.pos:
+                shadow.extend(bytes(rec.pos - len(shadow)))
+            shadow[rec.pos:rec.pos + n] = data
         self.counters['oracle_writes'] += 1
         self.counters['oracle_bytes'] += n
 
@@ -159,15 +167,30 @@ class Oracle:
         a present page from RAM, a swapped one from swap (k.swap.peek_entry),
         a file-backed one not faulted in yet from its file, anything else
         (untouched anonymous memory, no mapping) as zeros."""
-        out = bytearray()
+        parts = []
         end = addr + n
+        mm = task.mm
         while addr < end:
             page = addr & ~(PAGE - 1)
             stop = min(end, page + PAGE)
-            data = self._user_page(task.mm, page) if task.mm is not None else ZERO_PAGE
-            out += data[addr - page:stop - page]
+            if mm is None:
+                parts.append(bytes(stop - addr))
+            else:
+                parts.append(self._user_bytes(mm, page, addr - page, stop - page))
             addr = stop
-        return bytes(out)
+        return parts[0] if len(parts) == 1 else b''.join(parts)
+
+    def _user_bytes(self, mm, va, lo, hi):
+        """Bytes [lo, hi) of the user page at `va` (see read_user): only
+        that piece is read from RAM when the page is present."""
+        k = self.k
+        if va < PAGE_OFFSET:
+            pte_pa = k.mm.pte_offset(mm, va)
+            if pte_pa is not None:
+                pte = k.mm.read_pte(pte_pa)
+                if pte & x86.PTE_P:
+                    return bytes(k.machine.read((pte & x86.PTE_FRAME) + lo, hi - lo))
+        return self._user_page(mm, va)[lo:hi]
 
     def _user_page(self, mm, va):
         k = self.k
@@ -233,11 +256,16 @@ class Oracle:
                 continue
             self.counters['oracle_pages_checked'] += 1
             lo = index * PAGE
-            want = bytes(exp[lo:lo + PAGE]).ljust(min(PAGE, length - lo), b'\0')
+            want = exp[lo:lo + PAGE]             # a bytearray (compared with bytes: memcmp)
+            size = min(PAGE, length - lo)
+            if len(want) < size:
+                want = bytes(want).ljust(size, b'\0')
             got, where = self.file_page(inode, index, disk_only)
-            got = got[:len(want)]
+            if len(got) != size:
+                got = got[:size]
             if got == want:
                 continue
+            want = bytes(want)
             i = _first_unexplained(lo, want, got, flight)
             if i is not None:
                 bad.append(self._mismatch(inode, lo + i, want[i:i + 16], got[i:i + 16], where))

@@ -77,7 +77,9 @@ class WritePaths:
         page `index` of the file at `offset`.  Generator -> bytes copied or
         -errno."""
         self.counters['write_pages'] += 1
-        self.k.faults.write_context(task, segs=segs, nbytes=nbytes, index=index)
+        faults = self.k.faults
+        if faults.point_hooks:                   # write_context keeps it for injections only
+            faults.write_context(task, segs=segs, nbytes=nbytes, index=index)
         mm = task.mm
         if self.hold_mmap_sem:
             yield from mm.mmap_sem.down_read(task)
@@ -121,8 +123,9 @@ class WritePaths:
     def _begin(self, task, file, index, offset, nbytes):
         """write_begin: __grab_cache_page (locked) + prepare_write.
         Generator -> pfn, or -errno."""
-        fm = self.fm
-        yield from self.k.faults.at('write_path.after_prefault', task)
+        fm, faults = self.fm, self.k.faults
+        if faults.point_hooks:                   # Faults.at does nothing without them
+            yield from faults.at('write_path.after_prefault', task)
         pfn = yield from fm.grab_cache_page(task, file.inode.mapping, index)
         if pfn is None:
             return -ENOMEM
@@ -131,7 +134,8 @@ class WritePaths:
             fm.unlock_page(task, pfn)
             fm.page_cache_release(pfn)
             return err
-        yield from self.k.faults.at('write_path.before_copy', task)
+        if faults.point_hooks:
+            yield from faults.at('write_path.before_copy', task)
         return pfn
 
     def _end(self, task, pfn, offset, copied):
@@ -149,13 +153,18 @@ class WritePaths:
 
     def _kmap(self, task, file, index, offset, segs, nbytes):
         fm = self.fm
-        yield from self._prefault_2_4(task, segs)
+        buf, n = segs[0]                                     # _prefault_2_4, inline
+        yield Guest('__get_user_1', buf)
+        yield Guest('__get_user_1', buf + n - 1)
         pfn = yield from self._begin(task, file, index, offset, nbytes)
         if pfn < 0:
             return pfn
         page = self._page(pfn)
         kaddr = yield Guest('kmap', page)                   # 2.4's prepare_write kmaps
-        left = nbytes - (yield from self._copy_segs('__copy_from_user', kaddr + offset, segs))
+        if len(segs) == 1:                                   # _copy_segs of one segment, inline
+            left = nbytes - n + (yield Guest('__copy_from_user', kaddr + offset, buf, n))
+        else:
+            left = nbytes - (yield from self._copy_segs('__copy_from_user', kaddr + offset, segs))
         if not left:
             yield from fm.generic_commit_write(task, pfn, offset, offset + nbytes)
         yield Guest('kunmap', page)                          # unlock: kunmap, UnlockPage
