@@ -17,7 +17,7 @@ Invariants
   - Only schedule() switches tasks (SwitchTo), so every switch goes through
     the guest __switch_to and switch_mm code.
 """
-import struct
+import functools
 
 from .bug import KernelBug
 from .task import Charge, Frame, Guest, SwitchTo, TASK_ZOMBIE
@@ -27,11 +27,8 @@ from .task import Charge, Frame, Guest, SwitchTo, TASK_ZOMBIE
 PT_REGS = ('ebx', 'ecx', 'edx', 'esi', 'edi', 'ebp', 'eax', 'ds', 'es', 'fs', 'gs', 'orig_eax',
            'eip', 'cs', 'eflags', 'esp', 'ss')
 PT_REGS_SIZE = 4 * len(PT_REGS)
-_PT_REGS_STRUCT = struct.Struct(f'<{len(PT_REGS)}I')
-_PT_REGS_PACK = _PT_REGS_STRUCT.pack
 assert PT_REGS == ('ebx', 'ecx', 'edx', 'esi', 'edi', 'ebp', 'eax', 'ds', 'es', 'fs', 'gs',
                    'orig_eax', 'eip', 'cs', 'eflags', 'esp', 'ss')      # return_to_user's order
-_STACKS = {}           # words pushed for a Guest call -> struct pack of that many
 RED_ZONE = 64          # room for the "hardware" frame under an interrupted context
 
 KRET_VECTOR = 0x82     # `int 0x82` in ret_to_python: a Guest() routine returned
@@ -54,25 +51,34 @@ class Engine:
         self._restore_all = kernel.symbol('restore_all')
         self.fast_syscalls = True      # _syscall_fast (off: every call in a frame, for comparison)
 
+    @functools.cached_property
+    def _watchdog_last(self):
+        """Checks' watchdog.last (each CPU's last return to Python; the
+        checks are made after the engine)."""
+        return self.k.checks.watchdog.last
+
     # ---- the driver interface (vm.Machine.run) --------------------------
 
     def step(self, cpu, budget):
         """Run `cpu` for up to `budget` cycles of simulated time."""
         m, i = self.m, cpu.index
-        end = m.time(i) + budget
+        time_, current, pending = m.time, self.k.sched.current, m.pending
+        end = time_(i) + budget
         while m.stopped is None and not m.yield_cpu:      # yield_cpu: a scheduling point ended the run
-            now = m.time(i)
+            now = time_(i)
             if now >= end:
                 return
-            task = self.k.sched.current[i]
-            top = task.frames[-1] if task.frames else None
+            task = current[i]
+            frames = task.frames
+            top = frames[-1] if frames else None
             if task.in_user or (top is not None and top.guest):
                 if not self._run_guest(cpu, task, end - now, end):
                     return
             elif top is None:
                 raise KernelBug(f'{task} has no kernel frame and is not in user mode')
             else:
-                self._maybe_interrupt(cpu, task)
+                if pending[i]:                  # _maybe_interrupt's first test, without the call
+                    self._maybe_interrupt(cpu, task)
                 self._advance(cpu, task)
 
     # ---- guest execution and traps ---------------------------------------
@@ -90,7 +96,9 @@ class Engine:
         if kind == 'irq':
             self._take_irq(cpu, task)
             return True
-        self.k.checks.touch_watchdog(cpu.index)       # back in Python: progress
+        # back in Python: progress (Checks.touch_watchdog, without the call)
+        i = cpu.index
+        self._watchdog_last[i] = self.m.time(i)
         user = trap.cpl == 3
         if kind == 'int' and not user:
             if trap.vector == KRET_VECTOR:
@@ -233,9 +241,9 @@ class Engine:
             task.frames.pop()
             self._frame_done(cpu, task, f, stop.value)
             return
-        if isinstance(req, Guest):
+        if type(req) is Guest:
             self._call_guest(cpu, task, f, req)
-        elif isinstance(req, SwitchTo):
+        elif type(req) is SwitchTo:
             self._switch(cpu, task, req.next)
         else:
             code = gen.gi_code
@@ -249,11 +257,9 @@ class Engine:
         if addr is None:
             addr = k.symbol(routine)                  # KernelBug: no such symbol
         esp = self._guest_esp(task) - 4 * (len(stack) + 1)
-        pack = _STACKS.get(len(stack))
-        if pack is None:
-            pack = _STACKS[len(stack)] = struct.Struct(f'<{len(stack) + 1}I').pack
-        self.m.write(esp - k.PAGE_OFFSET, pack(self._ret_to_python, *stack))
-        cpu.enter_call(addr, esp, 0x202 if req.irqs else 0x002, req.eax, req.edx, req.ecx)
+        # the return address (ret_to_python) and the stack arguments, then the entry
+        cpu.enter_frame(addr, esp, 0x202 if req.irqs else 0x002, req.eax, req.edx, req.ecx,
+                        esp - k.PAGE_OFFSET, self._ret_to_python, *stack)
         frame.guest = True
         frame.routine = routine
 
@@ -315,13 +321,13 @@ class Engine:
         """restore_all: write pt_regs under the stack top and iret through
         the guest stub."""
         u = task.uregs
-        m, g = 0xFFFFFFFF, u.get
-        eax = g('eax', 0) & m
+        g = u.get
+        eax = g('eax', 0)
         base = task.kstack_top - PT_REGS_SIZE
-        # PT_REGS order; orig_eax = eax, the segments the user ones
-        self.m.write(base - self.k.PAGE_OFFSET, _PT_REGS_PACK(
-            u['ebx'] & m, u['ecx'] & m, u['edx'] & m, u['esi'] & m, u['edi'] & m, u['ebp'] & m, eax,
-            USER_DS, USER_DS, g('fs', 0) & m, g('gs', 0) & m, eax, u['eip'] & m, USER_CS,
-            u['eflags'] & m, u['esp'] & m, USER_DS))
-        cpu.enter_call(self._restore_all, base, 0x002, 0, 0, 0)
+        # PT_REGS order (each word taken mod 2**32); orig_eax = eax, the
+        # segments the user ones
+        cpu.enter_frame(self._restore_all, base, 0x002, 0, 0, 0, base - self.k.PAGE_OFFSET,
+                        u['ebx'], u['ecx'], u['edx'], u['esi'], u['edi'], u['ebp'], eax,
+                        USER_DS, USER_DS, g('fs', 0), g('gs', 0), eax, u['eip'], USER_CS,
+                        u['eflags'], u['esp'], USER_DS)
         task.in_user = True

@@ -109,6 +109,8 @@ class Scheduler:
         self.idle = [None] * ncpus
         self.tasks = {}               # pid -> Task
         self.next_pid = 1
+        self._m = kernel.machine                       # read_ti / write_ti: its ram_words
+        self._ti_base = kernel.PAGE_OFFSET
         self.counters = dict(context_switches=0, wakeups=0, wakeup_preemptions=0, preemptions=0,
                              sleep_in_atomic_bugs=0, might_sleep_bugs=0,
                              switches_in_kmap_local=0)
@@ -148,14 +150,24 @@ class Scheduler:
         self.k.page_alloc.free_pages(task.kstack_pfn, 1)
         task.kstack_pfn = None
 
+    # thread_info words: thread_info is page aligned in lowmem and every TI_*
+    # offset is a multiple of 4, so each is one index into the machine's
+    # 32-bit view of RAM (Machine.read32/write32's aligned case, without
+    # the call); another offset goes through read32/write32.
+
     def write_ti(self, task, off, value):
-        self.k.machine.write32(task.thread_info - self.k.PAGE_OFFSET + off, value)
+        if off & 3:
+            self.k.machine.write32(task.thread_info - self.k.PAGE_OFFSET + off, value)
+        else:
+            self._m.ram_words[(task.thread_info - self._ti_base + off) >> 2] = value & 0xFFFFFFFF
 
     def read_ti(self, task, off):
-        return self.k.machine.read32(task.thread_info - self.k.PAGE_OFFSET + off)
+        if off & 3:
+            return self.k.machine.read32(task.thread_info - self.k.PAGE_OFFSET + off)
+        return self._m.ram_words[(task.thread_info - self._ti_base + off) >> 2]
 
     def need_resched(self, task):
-        return bool(self.read_ti(task, TI_FLAGS) & (1 << TIF_NEED_RESCHED))
+        return bool(self._m.ram_words[(task.thread_info - self._ti_base + TI_FLAGS) >> 2] & (1 << TIF_NEED_RESCHED))
 
     def set_need_resched(self, task):
         self.write_ti(task, TI_FLAGS, self.read_ti(task, TI_FLAGS) | (1 << TIF_NEED_RESCHED))

@@ -550,3 +550,45 @@ def test_hook_code_sees_code_translated_before_it_and_skips_a_needless_flush():
     assert len(flushes) == 1
     assert rig.call(0, 'count_loop', ecx=3).kind == 'hlt'
     assert hits == [body, -body] * 3
+
+
+# ---- the C run path's pieces (vm/_run.c) ------------------------------------------
+
+def test_trap_type_built_from_python_has_the_decoded_fields():
+    from vm.cpu import Trap
+    t = Trap('pf', 14, 0xC0100000, 0x1234, 6, 3)
+    assert (t.kind, t.vector, t.eip, t.cr2, t.error, t.cpl, t.user, t.detail) == \
+        ('pf', 14, 0xC0100000, 0x1234, 6, 3, True, '')
+    assert repr(t) == '<Trap pf vec=0xe eip=0xc0100000 cpl=3 cr2=0x1234 err=0x6>'
+    q = Trap('quantum', eip=0)
+    assert (q.vector, q.user, repr(q)) == (None, False, '<Trap quantum eip=0x0 cpl=0>')
+    t.error = 7                                   # CPU.run fills a #PF's error code
+    assert t.error == 7
+
+
+def test_a_python_hook_exception_is_raised_and_nothing_is_counted():
+    rig = Rig()
+    cpu = rig.cpus[0]
+
+    def boom(_cpu, _addr):
+        raise RuntimeError('from the hook')
+    cpu.hook_code(rig.sym('read_x'), rig.sym('read_x') + 1, boom)
+    before = dict(cpu.counters)
+    with pytest.raises(RuntimeError, match='from the hook'):
+        rig.call(0, 'read_x', edx=DATA)
+    assert {k: v for k, v in cpu.counters.items() if k != 'runs'} == \
+        {k: v for k, v in before.items() if k != 'runs'}
+    assert not cpu.halted
+
+
+def test_enter_frame_writes_the_stack_words_then_enters_ring0():
+    rig = Rig()
+    cpu = rig.cpus[0]
+    assert rig.to_user(0, 'user_read', ebx=rig.sym('user_read')).cpl == 3
+    rig.m.write32(DATA, 1234)
+    esp = FAR & ~0xFFF                            # a page of RAM for the words
+    cpu.enter_frame(rig.sym('read_x'), esp, x86.EFLAGS_RESERVED, 0, DATA, 0, esp, 0x11, -1, 1 << 33)
+    assert [rig.m.read32(esp + 4 * i) for i in range(3)] == [0x11, 0xFFFFFFFF, 0]
+    assert cpu.regs['cs'] == x86.KERNEL_CS
+    t = cpu.run(100)
+    assert (t.kind, t.cpl, cpu.regs['eax']) == ('hlt', 0, 1234)

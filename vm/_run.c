@@ -2,16 +2,28 @@
  * vm/_run.c: the CPU run/trap round trip and the machine's clocks in C
  * (the Python module vm._run, used by vm/cpu.py and vm/machine.py).
  *
+ * Trap: why a run stopped, decoded (kind, vector, eip, cr2, error, cpl,
+ *   detail; `user`).  Made here by Runner.run, or by Python.
+ *
  * Runner (one per emulated CPU)
- *   run(eip, budget) -> (status, stop_reason, trap, regs)
+ *   run(eip, budget) -> (trap, regs)
  *       arms the kcpu (limit = executed + budget, no trap, no stop reason),
  *       calls uc_emu_start once, reads the state registers with one
  *       uc_reg_read_batch into a preallocated block, takes back the
  *       instructions of an early-ended block (kcpu_settle) where the stop
- *       was a trap, hlt or an error, and returns the registers as a new
- *       dict {name: value}.  Python decodes the Trap from that.
+ *       was a trap, hlt or an error, returns the registers as a new dict
+ *       {name: value} and the decoded Trap (decode(): the rules of
+ *       vm/cpu.py CPU.run; it bumps the CPU's faults_* counters and sets
+ *       its halted flag at a hlt).  trap is None when a Python hook raised
+ *       (CPU.run raises it).  A #PF carries QEMU's CR2 and error 0: the
+ *       error code (and the modelled TLB's CR2) is CPU.run's.  Before
+ *       set_decode: (status, stop_reason, trap vector, regs), undecoded.
  *   enter(eax, ebx, ecx, edx, esi, edi, ebp, esp, eip, eflags)
  *       one uc_reg_write_batch of the entry registers.
+ *   enter_frame(cr3, eip, esp, eflags, eax, edx, ecx, pa, *words)
+ *       the words at guest physical pa (a guest call's return address and
+ *       arguments, or pt_regs), ring0(cr3) if cr3 >= 0, then enter(eax, 0,
+ *       ecx, edx, 0, 0, 0, esp, eip, eflags): one call.
  *   read_state() -> the state registers as a dict.
  *   set_template(ctx_restore, template, cr3_off)
  *       the ring-0 template (a uc_context address, vm/cpu.py boot: the
@@ -47,7 +59,9 @@
 #include <Python.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <structmember.h>
 
 #define MAX_REGS 16
 #define MAX_CPUS 32
@@ -69,6 +83,173 @@ typedef int (*emu_start_fn)(void *uc, uint64_t begin, uint64_t until, uint64_t t
 typedef int (*reg_batch_fn)(void *uc, int *regs, void **vals, int count);
 typedef void (*settle_fn)(void *kcpu, uint32_t eip);
 typedef int (*ctx_fn)(void *uc, void *ctx);
+typedef const char *(*strerror_fn)(int err);
+
+/* ---- Trap ---------------------------------------------------------------- */
+
+/* Why a run stopped, decoded (vm/cpu.py documents the kinds).  Created by
+ * Runner.run (and by Python: Trap(kind, vector=None, eip=0, cr2=0, error=0,
+ * cpl=0, detail='')); its fields are writable (CPU.run fills a #PF's error
+ * code). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *kind;             /* an interned str */
+    PyObject *vector;           /* an int or None */
+    PyObject *detail;           /* a str */
+    unsigned int eip, cr2;
+    int error, cpl;
+} Trap;
+
+static PyTypeObject TrapType;
+
+/* interned kinds, and the counters a decoded exception bumps */
+enum { K_QUANTUM, K_IRQ, K_PF, K_INT, K_HLT, K_GP, K_UD, K_DE, K_DF, K_EXC, K_ERROR, NKINDS };
+static const char *const kind_names[NKINDS] = {"quantum", "irq", "pf", "int", "hlt", "gp", "ud", "de",
+                                               "df", "exception", "error"};
+static PyObject *kinds[NKINDS];
+static PyObject *empty_str;
+static PyObject *faults_key[NKINDS];    /* faults_pf, faults_gp, faults_ud; others: faults_other */
+static PyObject *faults_other, *hook_exc_name, *one;
+
+static PyObject *trap_new(int kind, PyObject *vector, uint32_t eip, uint32_t cr2, int cpl, PyObject *detail)
+{
+    Trap *t = PyObject_New(Trap, &TrapType);
+    if (!t)
+        return NULL;
+    Py_INCREF(kinds[kind]);
+    t->kind = kinds[kind];
+    Py_INCREF(vector);
+    t->vector = vector;
+    Py_INCREF(detail);
+    t->detail = detail;
+    t->eip = eip;
+    t->cr2 = cr2;
+    t->error = 0;
+    t->cpl = cpl;
+    return (PyObject *)t;
+}
+
+static PyObject *Trap_tp_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    static char *kwl[] = {"kind", "vector", "eip", "cr2", "error", "cpl", "detail", NULL};
+    PyObject *kind, *vector = Py_None, *detail = empty_str;
+    unsigned long long eip = 0, cr2 = 0;
+    long long error = 0;
+    int cpl = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "U|OKKLiU", kwl, &kind, &vector, &eip, &cr2, &error, &cpl,
+                                     &detail))
+        return NULL;
+    Trap *t = (Trap *)type->tp_alloc(type, 0);
+    if (!t)
+        return NULL;
+    Py_INCREF(kind);
+    PyUnicode_InternInPlace(&kind);
+    t->kind = kind;
+    Py_INCREF(vector);
+    t->vector = vector;
+    Py_INCREF(detail);
+    t->detail = detail;
+    t->eip = (unsigned int)eip;
+    t->cr2 = (unsigned int)cr2;
+    t->error = (int)error;
+    t->cpl = cpl;
+    return (PyObject *)t;
+}
+
+static void Trap_dealloc(Trap *t)
+{
+    Py_XDECREF(t->kind);
+    Py_XDECREF(t->vector);
+    Py_XDECREF(t->detail);
+    Py_TYPE(t)->tp_free((PyObject *)t);
+}
+
+static PyObject *Trap_get_user(Trap *t, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(t->cpl == 3);
+}
+
+static PyObject *Trap_repr(Trap *t)
+{
+    char extra[64] = "", vec[32] = "", mid[48];
+    if (PyUnicode_Check(t->kind) && PyUnicode_CompareWithASCIIString(t->kind, "pf") == 0)
+        snprintf(extra, sizeof extra, " cr2=0x%x err=0x%x", t->cr2, (unsigned)t->error);
+    if (t->vector != Py_None) {
+        long v = PyLong_AsLong(t->vector);
+        if (v == -1 && PyErr_Occurred())
+            return NULL;
+        snprintf(vec, sizeof vec, v < 0 ? " vec=-0x%lx" : " vec=0x%lx", v < 0 ? -v : v);
+    }
+    snprintf(mid, sizeof mid, " eip=0x%x cpl=%d", t->eip, t->cpl);
+    return PyUnicode_FromFormat("<Trap %U%s%s%s>", t->kind, vec, mid, extra);
+}
+
+static PyMemberDef Trap_members[] = {
+    {"kind", T_OBJECT_EX, offsetof(Trap, kind), 0, "quantum, irq, pf, int, hlt, gp, ud, de, df, exception, error"},
+    {"vector", T_OBJECT_EX, offsetof(Trap, vector), 0, "the vector, or None"},
+    {"detail", T_OBJECT_EX, offsetof(Trap, detail), 0, "why Unicorn refused (kind error)"},
+    {"eip", T_UINT, offsetof(Trap, eip), 0, "EIP at the stop"},
+    {"cr2", T_UINT, offsetof(Trap, cr2), 0, "the faulting address (pf)"},
+    {"error", T_INT, offsetof(Trap, error), 0, "the #PF error code"},
+    {"cpl", T_INT, offsetof(Trap, cpl), 0, "the privilege level at the stop"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef Trap_getset[] = {
+    {"user", (getter)Trap_get_user, NULL, "stopped in ring 3", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject TrapType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "vm._run.Trap",
+    .tp_basicsize = sizeof(Trap),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Trap(kind, vector=None, eip=0, cr2=0, error=0, cpl=0, detail=''): why a run stopped",
+    .tp_new = Trap_tp_new,
+    .tp_dealloc = (destructor)Trap_dealloc,
+    .tp_repr = (reprfunc)Trap_repr,
+    .tp_members = Trap_members,
+    .tp_getset = Trap_getset,
+};
+
+static int init_kinds(void)
+{
+    for (int i = 0; i < NKINDS; i++) {
+        kinds[i] = PyUnicode_InternFromString(kind_names[i]);
+        if (!kinds[i])
+            return -1;
+    }
+    faults_key[K_PF] = PyUnicode_InternFromString("faults_pf");
+    faults_key[K_GP] = PyUnicode_InternFromString("faults_gp");
+    faults_key[K_UD] = PyUnicode_InternFromString("faults_ud");
+    faults_other = PyUnicode_InternFromString("faults_other");
+    hook_exc_name = PyUnicode_InternFromString("_hook_exception");
+    empty_str = PyUnicode_InternFromString("");
+    one = PyLong_FromLong(1);
+    if (!faults_key[K_PF] || !faults_key[K_GP] || !faults_key[K_UD] || !faults_other || !hook_exc_name ||
+        !empty_str || !one)
+        return -1;
+    return 0;
+}
+
+/* counters[key] += 1 (a key the CPU's dict has) */
+static int bump(PyObject *counters, PyObject *key)
+{
+    PyObject *v = PyDict_GetItemWithError(counters, key);
+    if (!v) {
+        if (!PyErr_Occurred())
+            PyErr_SetObject(PyExc_KeyError, key);
+        return -1;
+    }
+    PyObject *n = PyNumber_Add(v, one);
+    if (!n)
+        return -1;
+    int r = PyDict_SetItem(counters, key, n);
+    Py_DECREF(n);
+    return r;
+}
 
 /* ---- Runner ------------------------------------------------------------- */
 
@@ -89,6 +270,19 @@ typedef struct {
     ctx_fn ctx_restore;             /* the ring-0 template (set_template) */
     char *tpl;
     long cr3_off;
+    /* the trap decode (set_decode): off until configured */
+    int decode;
+    int cs_slot, eflags_slot;
+    int model;                      /* tlb='p3': a walk of the model stops with an error status */
+    int err_insn_invalid;           /* UC_ERR_INSN_INVALID: Unicorn's #UD */
+    int cr2_id;                     /* UC_X86_REG_CR2 */
+    uint8_t *halted;                /* this CPU's halted flag (the machine's array) */
+    const int32_t *irq_pending;     /* this CPU's kcpu.irq_pending */
+    strerror_fn strerror;           /* uc_strerror */
+    PyObject *uc_obj;               /* the binding's Uc: _hook_exception */
+    PyObject *counters;             /* the CPU's counters dict */
+    char *ram;                      /* guest RAM (set_ram): enter_frame's stack words */
+    uint64_t ram_size;
 } Runner;
 
 static int read_ids(PyObject *seq, int *ids, int *n)
@@ -158,6 +352,8 @@ static int Runner_init(Runner *self, PyObject *args, PyObject *kw)
 
 static void Runner_dealloc(Runner *self)
 {
+    Py_CLEAR(self->uc_obj);
+    Py_CLEAR(self->counters);
     for (int i = 0; i < MAX_REGS; i++)
         Py_CLEAR(self->names[i]);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -192,6 +388,89 @@ static PyObject *Runner_read_state(Runner *self, PyObject *unused)
     return state_dict(self);
 }
 
+/* The Trap that ended a run (vm/cpu.py CPU.run's rules, which this is in
+ * C): None if a Python hook raised (CPU.run raises it; nothing counted).
+ * A #PF comes back with CR2 (QEMU's; 0 under the model) and error 0:
+ * CPU.run computes the error code (and the model's CR2). */
+static PyObject *decode(Runner *self, int status, int reason, int vec)
+{
+    PyObject *exc = PyObject_GetAttr(self->uc_obj, hook_exc_name);
+    if (!exc)
+        return NULL;
+    Py_DECREF(exc);
+    if (exc != Py_None)
+        Py_RETURN_NONE;
+    uint32_t eip = self->state[self->eip_slot];
+    int cpl = (int)(self->state[self->cs_slot] & 3);
+    PyObject *vo, *t;
+    if (vec >= 32 && status == 0 && reason == STOP_TRAP) {
+        if (!(vo = PyLong_FromLong(vec)))
+            return NULL;
+        t = trap_new(K_INT, vo, eip, 0, cpl, empty_str);
+        Py_DECREF(vo);
+        return t;
+    }
+    int model_pf = self->model && vec == 14 && reason == STOP_TRAP;
+    if (status != 0 && !model_pf) {
+        if (status == self->err_insn_invalid) {      /* Unicorn's way of saying #UD (ud2) */
+            if (bump(self->counters, faults_key[K_UD]) < 0 || !(vo = PyLong_FromLong(6)))
+                return NULL;
+            t = trap_new(K_UD, vo, eip, 0, cpl, empty_str);
+            Py_DECREF(vo);
+            return t;
+        }
+        PyObject *detail = PyUnicode_DecodeASCII(self->strerror(status), (Py_ssize_t)strlen(self->strerror(status)),
+                                                 "replace");
+        if (!detail)
+            return NULL;
+        t = trap_new(K_ERROR, Py_None, eip, 0, cpl, detail);
+        Py_DECREF(detail);
+        return t;
+    }
+    if (reason == STOP_LIMIT)
+        return trap_new(K_QUANTUM, Py_None, eip, 0, cpl, empty_str);
+    if (reason == STOP_IRQ)
+        return trap_new(K_IRQ, Py_None, eip, 0, cpl, empty_str);
+    if (reason == STOP_NONE) {
+        /* a hlt in sti's shadow with an interrupt pending: it wakes at once */
+        if (*self->irq_pending && self->state[self->eflags_slot] & 0x200)
+            return trap_new(K_IRQ, Py_None, eip, 0, cpl, empty_str);
+        *self->halted = 1;
+        return trap_new(K_HLT, Py_None, eip, 0, cpl, empty_str);
+    }
+    if (!(vo = PyLong_FromLong(vec)))
+        return NULL;
+    int kind;
+    PyObject *key = NULL;
+    uint32_t cr2 = 0;
+    if (vec == 14) {
+        kind = K_PF;
+        key = faults_key[K_PF];
+        if (!self->model) {
+            uint64_t v = 0;
+            void *p = &v;
+            int err = self->read_batch(self->uc, &self->cr2_id, &p, 1);
+            if (err) {
+                Py_DECREF(vo);
+                return PyErr_Format(PyExc_RuntimeError, "uc_reg_read_batch failed: error %d", err);
+            }
+            cr2 = (uint32_t)v;
+        }
+    } else if (vec >= 32) {
+        kind = K_INT;
+    } else {
+        kind = vec == 0 ? K_DE : vec == 6 ? K_UD : vec == 8 ? K_DF : vec == 13 ? K_GP : K_EXC;
+        key = kind == K_GP || kind == K_UD ? faults_key[kind] : faults_other;
+    }
+    if (key && bump(self->counters, key) < 0) {
+        Py_DECREF(vo);
+        return NULL;
+    }
+    t = trap_new(kind, vo, eip, cr2, cpl, empty_str);
+    Py_DECREF(vo);
+    return t;
+}
+
 static PyObject *Runner_run(Runner *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2)
@@ -213,7 +492,21 @@ static PyObject *Runner_run(Runner *self, PyObject *const *args, Py_ssize_t narg
     int reason = k->stop_reason;
     if (status != 0 || (reason != STOP_LIMIT && reason != STOP_IRQ))
         self->settle(k, self->state[self->eip_slot]);
-    PyObject *out = Py_BuildValue("(iiiN)", status, reason, (int)k->trap, regs);
+    if (!self->decode)
+        return Py_BuildValue("(iiiN)", status, reason, (int)k->trap, regs);
+    PyObject *trap = decode(self, status, reason, (int)k->trap);
+    if (!trap) {
+        Py_DECREF(regs);
+        return NULL;
+    }
+    PyObject *out = PyTuple_New(2);
+    if (!out) {
+        Py_DECREF(trap);
+        Py_DECREF(regs);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(out, 0, trap);
+    PyTuple_SET_ITEM(out, 1, regs);
     return out;
 }
 
@@ -228,6 +521,93 @@ static PyObject *Runner_enter(Runner *self, PyObject *const *args, Py_ssize_t na
     int err = self->write_batch(self->uc, self->entry_ids, self->entry_ptrs, self->nentry);
     if (err)
         return PyErr_Format(PyExc_RuntimeError, "uc_reg_write_batch failed: error %d", err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Runner_set_decode(Runner *self, PyObject *args)
+{
+    PyObject *uc, *counters;
+    int cs_slot, eflags_slot, model, insn_invalid, cr2_id;
+    unsigned long long halted, pending, strerror;
+    if (!PyArg_ParseTuple(args, "OO!iiiiiKKK", &uc, &PyDict_Type, &counters, &cs_slot, &eflags_slot, &model,
+                          &insn_invalid, &cr2_id, &halted, &pending, &strerror))
+        return NULL;
+    if (cs_slot < 0 || cs_slot >= self->nstate || eflags_slot < 0 || eflags_slot >= self->nstate ||
+        !halted || !pending || !strerror)
+        return PyErr_Format(PyExc_ValueError, "set_decode: bad slots or addresses");
+    Py_INCREF(uc);
+    Py_XSETREF(self->uc_obj, uc);
+    Py_INCREF(counters);
+    Py_XSETREF(self->counters, counters);
+    self->cs_slot = cs_slot;
+    self->eflags_slot = eflags_slot;
+    self->model = model;
+    self->err_insn_invalid = insn_invalid;
+    self->cr2_id = cr2_id;
+    self->halted = (uint8_t *)(uintptr_t)halted;
+    self->irq_pending = (const int32_t *)(uintptr_t)pending;
+    self->strerror = (strerror_fn)(uintptr_t)strerror;
+    self->decode = 1;
+    Py_RETURN_NONE;
+}
+
+/* enter_frame(cr3, eip, esp, eflags, eax, edx, ecx, pa, *words): write
+ * `words` (32-bit, little-endian) at guest physical `pa` (a host store
+ * into RAM, as Machine.write), come back to ring 0 through the template
+ * if cr3 >= 0 (ring0(cr3)), then enter(eax, 0, ecx, edx, 0, 0, 0, esp,
+ * eip, eflags): a guest call's stack, or pt_regs for restore_all, and its
+ * entry in one call.  Returns None. */
+static PyObject *Runner_enter_frame(Runner *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 8)
+        return PyErr_Format(PyExc_TypeError, "enter_frame(cr3, eip, esp, eflags, eax, edx, ecx, pa, *words)");
+    if (!self->ram)
+        return PyErr_Format(PyExc_RuntimeError, "enter_frame: no RAM (set_ram first)");
+    long long cr3 = PyLong_AsLongLong(args[0]);
+    uint32_t v[7];
+    for (int i = 1; i < 7; i++)
+        v[i] = (uint32_t)PyLong_AsUnsignedLongLongMask(args[i]);
+    long long pa = PyLong_AsLongLong(args[7]);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_ssize_t n = nargs - 8;
+    if (pa < 0 || (uint64_t)pa + 4 * (uint64_t)n > self->ram_size)
+        return PyErr_Format(PyExc_IndexError, "enter_frame: %zd words at %#llx: outside RAM", n, pa);
+    uint32_t words[64];
+    if (n > 64)
+        return PyErr_Format(PyExc_ValueError, "enter_frame: at most 64 words");
+    for (Py_ssize_t i = 0; i < n; i++)
+        words[i] = (uint32_t)PyLong_AsUnsignedLongLongMask(args[8 + i]);
+    if (PyErr_Occurred())
+        return NULL;
+    memcpy(self->ram + pa, words, 4 * (size_t)n);       /* x86 and the host: little-endian */
+    if (cr3 >= 0) {
+        if (!self->tpl)
+            return PyErr_Format(PyExc_RuntimeError, "ring0: no template (boot first)");
+        uint32_t c = (uint32_t)cr3;
+        memcpy(self->tpl + self->cr3_off, &c, sizeof c);
+        int st = self->ctx_restore(self->uc, self->tpl);
+        if (st)
+            return PyErr_Format(PyExc_RuntimeError, "ring0: uc_context_restore failed: error %d", st);
+    }
+    if (self->nentry != 10)
+        return PyErr_Format(PyExc_RuntimeError, "enter_frame: the entry registers are not the 10 of vm/cpu.py");
+    /* ENTRY_REGS: eax ebx ecx edx esi edi ebp esp eip eflags */
+    uint32_t e[10] = {v[4], 0, v[6], v[5], 0, 0, 0, v[2], v[1], v[3]};
+    memcpy(self->entry, e, sizeof e);
+    int err = self->write_batch(self->uc, self->entry_ids, self->entry_ptrs, self->nentry);
+    if (err)
+        return PyErr_Format(PyExc_RuntimeError, "uc_reg_write_batch failed: error %d", err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Runner_set_ram(Runner *self, PyObject *args)
+{
+    unsigned long long ram, size;
+    if (!PyArg_ParseTuple(args, "KK", &ram, &size))
+        return NULL;
+    self->ram = (char *)(uintptr_t)ram;
+    self->ram_size = size;
     Py_RETURN_NONE;
 }
 
@@ -282,6 +662,12 @@ static PyMethodDef Runner_methods[] = {
      "enter(*entry registers): one batch write"},
     {"read_state", (PyCFunction)Runner_read_state, METH_NOARGS, "the state registers as a dict"},
     {"reg", (PyCFunction)Runner_reg, METH_O, "reg(id): one 32-bit register"},
+    {"set_decode", (PyCFunction)Runner_set_decode, METH_VARARGS,
+     "set_decode(uc, counters, cs_slot, eflags_slot, model, UC_ERR_INSN_INVALID, UC_X86_REG_CR2, "
+     "&halted[i], &kcpu.irq_pending, uc_strerror): run() returns (Trap or None, regs)"},
+    {"enter_frame", (PyCFunction)(void (*)(void))Runner_enter_frame, METH_FASTCALL,
+     "enter_frame(cr3, eip, esp, eflags, eax, edx, ecx, pa, *words): stack words, ring 0, entry"},
+    {"set_ram", (PyCFunction)Runner_set_ram, METH_VARARGS, "set_ram(address, size): guest RAM"},
     {"set_template", (PyCFunction)Runner_set_template, METH_VARARGS,
      "set_template(ctx_restore, template, cr3_off)"},
     {"ring0", (PyCFunction)Runner_ring0, METH_O,
@@ -532,14 +918,17 @@ static struct PyModuleDef run_module = {
 
 PyMODINIT_FUNC PyInit__run(void)
 {
-    if (PyType_Ready(&RunnerType) < 0 || PyType_Ready(&ClockType) < 0)
+    if (init_kinds() < 0 || PyType_Ready(&TrapType) < 0 || PyType_Ready(&RunnerType) < 0 ||
+        PyType_Ready(&ClockType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&run_module);
     if (!m)
         return NULL;
     Py_INCREF(&RunnerType);
     Py_INCREF(&ClockType);
-    if (PyModule_AddObject(m, "Runner", (PyObject *)&RunnerType) < 0 ||
+    Py_INCREF(&TrapType);
+    if (PyModule_AddObject(m, "Trap", (PyObject *)&TrapType) < 0 ||
+        PyModule_AddObject(m, "Runner", (PyObject *)&RunnerType) < 0 ||
         PyModule_AddObject(m, "Clock", (PyObject *)&ClockType) < 0)
         return NULL;
     return m;

@@ -3,8 +3,8 @@
 What this file owns
   - The Unicorn instance, its C hooks (vm/_native.c) and the per-CPU
     counters they keep.
-  - Turning whatever stopped a run into a decoded Trap: the page-fault error
-    code is rebuilt here (Unicorn does not expose it), the #1883 double-fault
+  - Turning whatever stopped a run into a decoded Trap (vm/_run.c decodes
+    it in the same C call as the run): the page-fault error code is rebuilt here (Unicorn does not expose it), the #1883 double-fault
     bug is worked around here, the STI shadow is kept here (watch_sti and
     vm/_native.c), and nothing above this file sees a Unicorn quirk.
   - The ring-0 template context saved at boot, the only way back from ring 3
@@ -26,6 +26,7 @@ Rules
 """
 import ctypes
 import struct
+import sys
 
 import capstone
 from capstone import x86_const as cx
@@ -36,7 +37,7 @@ from unicorn import x86_const as ux
 from unicorn.unicorn_py3.unicorn import uclib
 
 
-from . import native, x86
+from . import _run, native, x86
 from .tlb import TlbModel
 
 # Registers read at every stop and written at every entry, in this order.
@@ -61,31 +62,17 @@ STATE_REGS = GPRS + ('eip', 'eflags', 'cs', 'cr3', 'fs', 'gs')
 ENTRY_REGS = GPRS + ('eip', 'eflags')
 
 
-class Trap:
-    """Why a run stopped, decoded.
-
-    kind: 'quantum'   budget used up (at a block boundary)
-          'irq'       an interrupt is pending and EFLAGS.IF is set
-          'pf'        page fault: cr2, error (PF_P|PF_W|PF_U rebuilt)
-          'int'       software interrupt `int vector` (eip is past it)
-          'hlt'       hlt executed (eip is past it)
-          'gp', 'ud', 'de', 'df', 'exception': other exceptions (eip at it)
-          'error'     Unicorn refused to go on (detail says why)
-    """
-    __slots__ = ('kind', 'vector', 'eip', 'cr2', 'error', 'cpl', 'detail')
-
-    def __init__(self, kind, vector=None, eip=0, cr2=0, error=0, cpl=0, detail=''):
-        self.kind, self.vector, self.eip = kind, vector, eip
-        self.cr2, self.error, self.cpl, self.detail = cr2, error, cpl, detail
-
-    @property
-    def user(self):
-        return self.cpl == 3
-
-    def __repr__(self):
-        extra = f' cr2={self.cr2:#x} err={self.error:#x}' if self.kind == 'pf' else ''
-        vec = f' vec={self.vector:#x}' if self.vector is not None else ''
-        return f'<Trap {self.kind}{vec} eip={self.eip:#x} cpl={self.cpl}{extra}>'
+# Why a run stopped, decoded (vm/_run.c; Python may build one too:
+# Trap(kind, vector=None, eip=0, cr2=0, error=0, cpl=0, detail='')).
+#   kind: 'quantum'   budget used up (at a block boundary)
+#         'irq'       an interrupt is pending and EFLAGS.IF is set
+#         'pf'        page fault: cr2, error (PF_P|PF_W|PF_U rebuilt)
+#         'int'       software interrupt `int vector` (eip is past it)
+#         'hlt'       hlt executed (eip is past it)
+#         'gp', 'ud', 'de', 'df', 'exception': other exceptions (eip at it)
+#         'error'     Unicorn refused to go on (detail says why)
+#   trap.user: cpl == 3.  Its fields are writable.
+Trap = _run.Trap
 
 
 # Read-modify-write instructions (on a memory destination).
@@ -96,9 +83,8 @@ _RMW = frozenset('add adc sub sbb and or xor inc dec neg not shl sal shr sar rol
 _HOOK_CODE_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32,
                                     ctypes.c_void_p)
 
-_STOP_TRAP = native.STOP_TRAP
+_PF = sys.intern('pf')
 
-_EXC_KIND = {x86.VEC_DE: 'de', x86.VEC_UD: 'ud', x86.VEC_DF: 'df', x86.VEC_GP: 'gp', x86.VEC_PF: 'pf'}
 
 
 def _ctx_bytes(ctx):
@@ -278,6 +264,7 @@ class CPU:
         self._run = self._runner.run
         self._flushed_at = 0       # _runner.runs at the last flush_code_cache
         self._enter = self._runner.enter
+        self._enter_frame = self._runner.enter_frame
         self._md = _disassembler()
         self._decoded = {}         # (eip, code bytes) -> capstone insn: faulting instructions
         self._template = None
@@ -294,6 +281,7 @@ class CPU:
         self.counters = dict(interrupts=0, ipis_sent=0, ipis_received=0,
                              faults_pf=0, faults_gp=0, faults_ud=0, faults_other=0,
                              syscalls=0, service_calls=0, runs=0)
+        self._configure_runner()
         # Reuse (vm/spares.py): hooks installed in earlier lives of this
         # instance, by key, and the keys this life registered before its
         # first run (in order); the pristine state reset() goes back to.
@@ -302,6 +290,18 @@ class CPU:
         self.hook_keys = []        # (key, reused) registered this life, in order
         self.boot_phase = True     # before the machine's first run: hooks may be taken over
         self._pristine = None      # (uc context, KCpu bytes, scratch context bytes)
+
+    def _configure_runner(self):
+        """Point the C run path at this life's counters dict, halted flag
+        and RAM: run() returns (Trap, regs), the decode in C (vm/_run.c)
+        counts the faults in `counters` and sets the halted flag at a hlt;
+        enter_frame writes into the machine's RAM.  Again after reset()."""
+        r, index = self._runner, self.index
+        r.set_decode(self.uc, self.counters, STATE_REGS.index('cs'), STATE_REGS.index('eflags'),
+                     int(self.tlb is not None), UC_ERR_INSN_INVALID, ux.UC_X86_REG_CR2,
+                     ctypes.addressof(self._halted) + index,
+                     self.kptr + type(self.k).irq_pending.offset, native.UC_STRERROR)
+        r.set_ram(self.machine.ram_ptr, self.machine.ram_size)
 
     def make_reusable(self):
         """Save the state reset() restores: the instance's CPU state as
@@ -348,6 +348,7 @@ class CPU:
         self.regs = dict.fromkeys(STATE_REGS, 0)
         self._halted = machine.halted
         self.counters = dict.fromkeys(self.counters, 0)
+        self._configure_runner()
 
     def hook_once(self, key, install):
         """A hook this life wants under `key` (hashable): before the first
@@ -589,6 +590,19 @@ class CPU:
         regs['eax'], regs['edx'], regs['ecx'] = eax, edx, ecx
         regs['esp'], regs['eip'], regs['eflags'] = esp, eip, eflags
 
+    def enter_frame(self, eip, esp, eflags, eax, edx, ecx, pa, *words):
+        """Write `words` (32-bit) at guest physical `pa` (a host store, as
+        Machine.write: the stack a call starts with), then enter_call(eip,
+        esp, eflags, eax, edx, ecx): one C call (vm/_run.c enter_frame),
+        ring 3 -> 0 through the template included."""
+        regs = self.regs
+        user = regs.get('cs', 0) & 3
+        self._enter_frame(regs['cr3'] if user else -1, eip, esp, eflags, eax, edx, ecx, pa, *words)
+        if user:
+            regs['cs'] = x86.KERNEL_CS
+        regs['eax'], regs['edx'], regs['ecx'] = eax, edx, ecx
+        regs['esp'], regs['eip'], regs['eflags'] = esp, eip, eflags
+
     def resume(self, state):
         """Continue a ring-0 context saved by read_state (GPRs, EIP, EFLAGS)."""
         if self.regs.get('cs', 0) & 3:
@@ -620,49 +634,25 @@ class CPU:
         self.counters['runs'] += 1
         # vm/_run.c: arm the limit, emu_start, read the registers, settle a
         # block a trap/hlt/error ended early (the instructions from EIP on
-        # did not retire).
-        status, reason, vec, regs = self._run(self.regs['eip'], budget)
+        # did not retire), and decode the stop (Runner decode: the rules
+        # are written out there): a Trap, None if a Python hook raised.
+        trap, regs = self._run(self.regs['eip'], budget)
         self.regs = regs
-        if self.uc._hook_exception is not None:      # from a Python hook (tracing, faults)
+        if trap is None:                             # from a Python hook (tracing, faults)
             exc, self.uc._hook_exception = self.uc._hook_exception, None
             raise exc
-        eip, cpl = regs['eip'], regs['cs'] & 3
-        if vec >= 32 and status == 0 and reason == _STOP_TRAP:
-            return Trap('int', vec, eip, 0, 0, cpl)  # `int n` (the usual stop): as at the end below
-        # tlb='p3': a walk of the model (vm/_tlb.c) that faults stops the
-        # emulation with an error status and the kcpu's trap set to #PF;
-        # it is the same #PF as QEMU's below.
-        model_pf = self.tlb is not None and vec == x86.VEC_PF and reason == native.STOP_TRAP
-        if status != 0 and not model_pf:
-            if status == UC_ERR_INSN_INVALID:        # Unicorn's way of saying #UD (ud2)
-                self.counters['faults_ud'] += 1
-                return Trap('ud', x86.VEC_UD, eip, cpl=cpl)
-            return Trap('error', eip=eip, cpl=cpl, detail=str(UcError(status)))
-        if reason == native.STOP_LIMIT:
-            return Trap('quantum', eip=eip, cpl=cpl)
-        if reason == native.STOP_IRQ:
-            return Trap('irq', eip=eip, cpl=cpl)
-        if reason == native.STOP_NONE:
-            if self.k.irq_pending and regs['eflags'] & x86.EFLAGS_IF:
-                # a hlt in sti's shadow (`sti; hlt`, safe_halt) with an
-                # interrupt pending: the CPU halts and the interrupt wakes
-                # it at once; the context resumes after the hlt
-                return Trap('irq', eip=eip, cpl=cpl)
-            self._halted[self.index] = 1
-            return Trap('hlt', eip=eip, cpl=cpl)
-        if vec == x86.VEC_PF:
-            self.counters['faults_pf'] += 1
+        if trap.kind is _PF:
+            # QEMU's CR2 is in the trap; tlb='p3': a walk of the model
+            # (vm/_tlb.c) that faulted stopped the emulation with an error
+            # status and the kcpu's trap set to #PF: the same #PF, with the
+            # model's CR2 and error code
             if self.tlb is not None:
                 cr2, hw = self.tlb.fault()
+                trap.cr2 = cr2
             else:
-                cr2, hw = self._runner.reg(ux.UC_X86_REG_CR2), None
-            return Trap('pf', vec, eip, cr2, self.pf_error_code(cr2, regs, hw), cpl)
-        if vec >= 32:
-            return Trap('int', vec, eip, cpl=cpl)
-        kind = _EXC_KIND.get(vec, 'exception')
-        key = 'faults_' + kind if 'faults_' + kind in self.counters else 'faults_other'
-        self.counters[key] += 1
-        return Trap(kind, vec, eip, cpl=cpl)
+                cr2, hw = trap.cr2, None
+            trap.error = self.pf_error_code(cr2, regs, hw)
+        return trap
 
     # ---- the page-fault error code ------------------------------------------
 

@@ -89,6 +89,7 @@ UC_REG_READ = ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value
 UC_EMU_START = ctypes.cast(uclib.uc_emu_start, ctypes.c_void_p).value
 UC_REG_READ_BATCH = ctypes.cast(uclib.uc_reg_read_batch, ctypes.c_void_p).value
 UC_REG_WRITE_BATCH = ctypes.cast(uclib.uc_reg_write_batch, ctypes.c_void_p).value
+UC_STRERROR = ctypes.cast(uclib.uc_strerror, ctypes.c_void_p).value
 KCPU_SETTLE = _fn('kcpu_settle')
 
 
