@@ -19,6 +19,7 @@ import time
 from minikernel import binfmt
 from minikernel.binfmt import assemble_program
 from minikernel.costs import NUMAQ_LINE_TRANSFER
+from vm import asm as vm_asm
 from vm.asm import AsmError
 from minikernel.faults import apply_plan, load_plan
 
@@ -111,6 +112,7 @@ def running_now(k):
 
 _programs = {}
 binfmt.BITMAP_CACHE_DIR = os.path.join(ROOT, 'build', 'cache')   # ELF instruction bitmaps
+vm_asm.DISK_CACHE_DIR = os.path.join(ROOT, 'build', 'cache')     # assembled images (kernel, programs)
 
 
 def program_image(name, scn_path=None):

@@ -166,12 +166,84 @@ def _stamp(path):
     return st.st_mtime_ns, st.st_size, st.st_ino
 
 
+# The images of assemble_files also kept on disk (a directory the lab sets:
+# kmaplab/runner.py, build/cache), so that a new process (a pool worker, a
+# test, `kmaplab run`) does not assemble the kernel again (~0.1-0.2 s).  An
+# entry is found by its paths, base, defines and root, and by this file and
+# keystone's version (a change to the assembler is a miss); it holds the
+# sha256 of every file the image was made from (the `paths` and what they
+# #include): any file whose contents differ now makes it a miss.
+DISK_CACHE_DIR = None
+_DISK_FORMAT = 'kmaplab-asm-image/1'
+_SELF = []              # sha256 of this file and the keystone version (computed once)
+
+
+def _self_hash():
+    if not _SELF:
+        import hashlib
+        import keystone
+        with open(__file__, 'rb') as f:
+            version = repr(getattr(keystone, '__version__', '?')).encode()
+            _SELF.append(hashlib.sha256(f.read() + version).hexdigest())
+    return _SELF[0]
+
+
+def _file_hash(path):
+    import hashlib
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _disk_path(key):
+    import hashlib
+    name = hashlib.sha256(repr((_DISK_FORMAT, _self_hash(), key)).encode()).hexdigest()[:32]
+    return os.path.join(DISK_CACHE_DIR, f'asm-{name}.pickle')
+
+
+def _disk_load(key):
+    """(stamps, Image) from the disk cache, or None (a miss: no entry, a
+    file changed, an unreadable entry)."""
+    import pickle
+    try:
+        with open(_disk_path(key), 'rb') as f:
+            fmt, stored_key, files, image = pickle.load(f)
+        if fmt != _DISK_FORMAT or stored_key != key or not isinstance(image, Image):
+            return None
+        stamps = []
+        for path, digest in files:
+            st = _stamp(path)
+            if _file_hash(path) != digest:
+                return None
+            stamps.append((path, st))
+        return stamps, image
+    except Exception:                   # noqa: BLE001 - any broken entry is a miss
+        return None
+
+
+def _disk_store(key, stamps, image):
+    """Write the entry (atomically: a reader sees all of it or none)."""
+    import pickle
+    import tempfile
+    try:
+        files = [(path, _file_hash(path)) for path, st in stamps]
+        if any(_stamp(path) != st for path, st in stamps):
+            return                      # changed while we assembled: do not keep it
+        os.makedirs(DISK_CACHE_DIR, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=DISK_CACHE_DIR, prefix='.asm-')
+        with os.fdopen(fd, 'wb') as f:
+            pickle.dump((_DISK_FORMAT, key, files, image), f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, _disk_path(key))
+    except OSError:
+        pass                            # no cache: assemble next time
+
+
 def assemble_files(paths, base, defines=None, root=None):
     """assemble() the files at `paths`, named relative to `root` if given
     (paths are then relative to root too, unless absolute).  The image of
     the same paths, base and defines is reused while none of the files it
     was made from (the `paths` and what they #include) changed: no reading
-    and preprocessing again at every boot."""
+    and preprocessing again at every boot (in this process; and through
+    DISK_CACHE_DIR, if set, in the next ones)."""
     key = (tuple(paths), base, tuple(sorted((defines or {}).items())), root)
     hit = _FILES.get(key)
     if hit is not None:
@@ -180,6 +252,11 @@ def assemble_files(paths, base, defines=None, root=None):
                 return hit[1]
         except OSError:
             pass
+    if DISK_CACHE_DIR is not None:
+        hit = _disk_load(key)
+        if hit is not None:
+            _remember(key, *hit)
+            return hit[1]
     sources, stamps = [], []
     for p in paths:
         real = os.path.join(root, p) if root else p
@@ -198,10 +275,16 @@ def assemble_files(paths, base, defines=None, root=None):
             stamps.append((real, _stamp(real)))
         except OSError:
             return image                                # cannot tell: do not keep it
+    _remember(key, stamps, image)
+    if DISK_CACHE_DIR is not None:
+        _disk_store(key, stamps, image)
+    return image
+
+
+def _remember(key, stamps, image):
     if len(_FILES) >= _CACHE_SIZE:
         del _FILES[next(iter(_FILES))]                  # the oldest
     _FILES[key] = (stamps, image)
-    return image
 
 
 def assemble(sources, base, defines=None, root=None):
