@@ -157,9 +157,8 @@ def boot(scn, variant, seed=None, overrides=None, plan=None, spares=None):
     programs = {p: program_image(p, scn.path) for p in scn.programs()}
     key = None
     if spares is not None:            # the same key: the same boot, the same hooks
-        import json
-        key = json.dumps([os.path.abspath(scn.path), variant, opts, repr(plan_arg)], sort_keys=True,
-                         default=repr)
+        key = repr((os.path.abspath(scn.path), sorted(variant.items()), sorted(opts.items()),
+                    plan_arg))
     k = Kernel(opts, programs, spares=spares, spares_key=key)
     k.scenario_params = scn.params(variant, overrides)
     create_files(k, scn)
