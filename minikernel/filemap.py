@@ -53,13 +53,15 @@ Locks and rules
 from .bug import KernelBug
 from .layout import KM_USER0, PAGE_OFFSET, PAGE_SIZE
 from .memory import VM_SHARED, VM_WRITE
-from .page_alloc import GFP_HIGHUSER, PG_dirty, PG_error, PG_locked, PG_uptodate
+from .page_alloc import (GFP_HIGHUSER, PAGE_WORDS, PG_dirty, PG_error, PG_locked, PG_uptodate,
+                         W_FLAGS)
 from .sched import WaitQueue
 from .task import Charge, Guest
 
 PAGE = PAGE_SIZE
 BIO_MAX_PAGES = 256          # include/linux/bio.h (2.5): pages in one bio
 PAGE_SHIFT = 12
+_LOCKED = 1 << PG_locked
 NR_WAIT_TABLE = 64               # hashed page wait queues (2.5: per zone, sized by memory)
 ADDRESS_SPACE_SIZE = 16          # the guest object page->mapping points at
 EIO, ENOMEM, EFAULT, EEXIST, EFBIG, ENOSPC = 5, 12, 14, 17, 27, 28
@@ -222,11 +224,16 @@ class Filemap:
         return self.wait_table[pfn % NR_WAIT_TABLE]
 
     def trylock_page(self, task, pfn):
-        """TestSetPageLocked(): take the page lock if it is free.  Never sleeps."""
-        pa = self.k.page_alloc
-        if pa.test_page_flag(pfn, PG_locked):
+        """TestSetPageLocked(): take the page lock if it is free.  Never sleeps.
+        page->flags is read and written as a word of mem_map (what
+        test_page_flag/set_page_flag do, without their calls: reclaim
+        takes and drops page locks once per PTE it looks at)."""
+        fw = self.k.page_alloc.page_words
+        w = pfn * PAGE_WORDS + W_FLAGS
+        flags = fw[w]
+        if flags & _LOCKED:
             return False
-        pa.set_page_flag(pfn, PG_locked)
+        fw[w] = flags | _LOCKED
         self.lock_owner[pfn] = task
         return True
 
@@ -250,15 +257,19 @@ class Filemap:
     def unlock_page(self, task, pfn):
         """unlock_page(): clear PG_locked, wake the page's wait queue.
         Never sleeps.  BUG if the page is not locked."""
-        pa = self.k.page_alloc
-        if not pa.test_page_flag(pfn, PG_locked):
+        k = self.k
+        fw = k.page_alloc.page_words
+        w = pfn * PAGE_WORDS + W_FLAGS
+        flags = fw[w]
+        if not flags & _LOCKED:
             raise KernelBug(f'unlock_page: pfn {pfn:#x} is not locked')
-        pa.clear_page_flag(pfn, PG_locked)
+        fw[w] = flags & ~_LOCKED
         self.lock_owner.pop(pfn, None)
-        wq = self._page_waitqueue(pfn)
+        wq = self.wait_table[pfn % NR_WAIT_TABLE]           # _page_waitqueue
         if wq.tasks:
-            self.k.sched.wake_up(wq)
-        self.k.trace_event('unlock_page', task=task, pfn=pfn)
+            k.sched.wake_up(wq)
+        if k.tracer is not None or k.point_hook is not None:    # someone listens
+            k.trace_event('unlock_page', task=task, pfn=pfn)
 
     def wait_on_page_locked(self, task, pfn):
         """wait_on_page_locked(): sleep until the page is unlocked, without

@@ -31,17 +31,24 @@ class SpinLock:
         self.name = name
         self.va = va                     # kernel virtual address of the word
         self.pa = va - kernel.PAGE_OFFSET
+        if self.pa & 3:
+            raise KernelBug(f'spinlock {name} at {va:#x} is not 4-byte aligned')
+        self.word = self.pa >> 2         # its index in Machine.ram_words
         self.owner = None                # task that took it from Python (None if guest)
 
     def locked(self):
-        return self.k.machine.read32(self.pa) != 0
+        return self.k.machine.ram_words[self.word] != 0
 
     def trylock(self, task):
-        """spin_trylock(): take it if free.  Never sleeps, never spins."""
-        if self.locked():
+        """spin_trylock(): take it if free.  Never sleeps, never spins.
+        The word is read and written through the machine's 32-bit view of
+        RAM (the same bytes as Machine.read32/write32)."""
+        k = self.k
+        words = k.machine.ram_words
+        if words[self.word]:
             return False
-        self.k.machine.write32(self.pa, 1)
-        self.k.sched.add_preempt_count(task, 1)
+        words[self.word] = 1
+        k.sched.add_preempt_count(task, 1)
         self.owner = task
         return True
 
@@ -54,11 +61,13 @@ class SpinLock:
 
     def unlock(self, task):
         """spin_unlock() (the preempt check happens at the next yield)."""
-        if not self.locked():
+        k = self.k
+        words = k.machine.ram_words
+        if not words[self.word]:
             raise KernelBug(f'spin_unlock: {self.name} is not locked')
         self.owner = None
-        self.k.machine.write32(self.pa, 0)
-        self.k.sched.add_preempt_count(task, -1)
+        words[self.word] = 0
+        k.sched.add_preempt_count(task, -1)
 
 
 class RWSemaphore:

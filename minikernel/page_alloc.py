@@ -77,6 +77,9 @@ PAGE_DTYPE = np.dtype({
 _W_FLAGS, _W_COUNT, _W_MAPCOUNT, _W_MAPPING = 0, 1, 2, 3
 _W_INDEX, _W_PRIVATE, _W_VIRTUAL, _W_PTE_CHAIN = 4, 5, 6, 7
 _WORDS = PAGE_STRUCT_SIZE // 4
+# The same, for hot loops elsewhere that read PageAlloc.page_words directly
+# (page_words[pfn * PAGE_WORDS + W_FLAGS] is page->flags).
+PAGE_WORDS, W_FLAGS, W_COUNT, W_MAPPING = _WORDS, _W_FLAGS, _W_COUNT, _W_MAPPING
 
 # Page flag bit numbers: include/linux/page-flags.h of 2.5.3x.
 PG_locked = 0
@@ -279,6 +282,7 @@ class PageAlloc:
         words = memoryview(ram)[memmap_phys:memmap_phys + nbytes]
         self._u32 = words.cast('I')             # the same bytes, word by word
         self._i32 = words.cast('i')
+        self.page_words = self._u32             # public: mem_map as u32 words
         self._dma_end = min(self.max_low_pfn, layout.MAX_DMA_ADDRESS >> PAGE_SHIFT)
         self.zones = [Zone(ZONE_DMA, 0, self._dma_end),
                       Zone(ZONE_NORMAL, self._dma_end, self.max_low_pfn),
@@ -579,8 +583,10 @@ class PageAlloc:
         freeing one through the allocator is a kernel bug here) and on a
         page whose count is already 0 (double free).  Never sleeps.
         """
-        self._check_block('free_pages', pfn, order)
-        pfn = int(pfn)
+        if type(pfn) is not int or order != 0 or type(order) is not int \
+                or not 0 <= pfn < self.nr_pages:           # (an order-0 page is a block)
+            self._check_block('free_pages', pfn, order)
+            pfn = int(pfn)
         w = pfn * _WORDS
         if self._u32[w + _W_FLAGS] & (1 << PG_reserved):
             raise KernelBug(f'free_pages: pfn {pfn:#x} is a reserved page')

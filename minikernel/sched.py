@@ -176,7 +176,13 @@ class Scheduler:
         self.write_ti(task, TI_FLAGS, self.read_ti(task, TI_FLAGS) & ~(1 << TIF_NEED_RESCHED))
 
     def add_preempt_count(self, task, delta):
-        self.write_ti(task, TI_PREEMPT_COUNT, (self.preempt_count(task) + delta) & 0xFFFFFFFF)
+        """preempt_count() += delta: one word of thread_info (8 KiB aligned),
+        read and written through the machine's 32-bit view of RAM (what
+        read_ti/write_ti do, without their calls: spinlocks take this path)."""
+        k = self.k
+        words = k.machine.ram_words
+        i = (task.thread_info - k.PAGE_OFFSET + TI_PREEMPT_COUNT) >> 2
+        words[i] = (words[i] + delta) & 0xFFFFFFFF
 
     def pagefault_disabled(self, task):
         return self.read_ti(task, TI_PAGEFAULT_DISABLED) != 0

@@ -37,6 +37,8 @@ Locks and rules
 """
 from collections import OrderedDict
 
+import numpy as np
+
 from vm import x86
 
 from . import page_alloc as pa
@@ -49,6 +51,10 @@ SWAP_CLUSTER_MAX = 32
 TASK_SIZE = 0xC0000000
 SWAP_SUCCESS, SWAP_AGAIN, SWAP_FAIL = 0, 1, 2
 NO_PROGRESS_ROUNDS = 64
+_WRITEBACK = 1 << pa.PG_writeback
+_REFERENCED = 1 << pa.PG_referenced
+_SWAPCACHE = 1 << pa.PG_swapcache
+_SCAN_PY = 16          # swap_out_mm: PTEs tested in plain Python before a numpy step
 
 
 class VMScan:
@@ -63,6 +69,7 @@ class VMScan:
         self.swap_mm_index = 0               # swap_out's cursor into the mm list
         self.fail_rounds = 0                 # allocator retries without progress
         self.last_free = 0
+        self._np_ram = None                  # guest RAM as numpy words (_np_words)
         self.counters = dict(pages_scanned=0, pages_reclaimed=0, ptes_visited=0,
                              pages_unmapped=0, pages_activated=0, unmap_skipped_pinned=0,
                              unmap_trylock_failed=0, pinned_unmaps=0, writebacks=0, direct_reclaims=0,
@@ -407,18 +414,23 @@ class VMScan:
             return SWAP_FAIL
         return None
 
-    def _unmap_pte(self, task, mm, va, pfn):
+    def _unmap_pte(self, task, mm, va, pfn, pte_pa=None):
         """ptep_get_and_clear + the swap entry + dirty + rss-- +
         page_cache_release, then flush_tlb_page: the common end of
         try_to_unmap_one and try_to_swap_out, with mm->page_table_lock held.
         The PTE change is one Python step (no fault path can see a half-done
         one, as page_table_lock ensures in Linux); the flush after it is
         guest code, during which other CPUs may still use their TLB entry.
-        Generator -> False if the PTE no longer maps the page (it changed
-        while we slept on an earlier PTE of the chain)."""
+        pte_pa: the PTE's physical address if the caller has it (else the
+        walk finds it).  Generator -> False if the PTE no longer maps the
+        page (it changed while we slept on an earlier PTE of the chain)."""
         k = self.k
-        pte_pa = k.mm.pte_offset(mm, va)
-        pte = k.mm.read_pte(pte_pa) if pte_pa is not None else 0
+        if pte_pa is None:
+            pte_pa = k.mm.pte_offset(mm, va)
+            if pte_pa is None:
+                return False
+        words = self._ram_words()
+        pte = words[pte_pa >> 2]                      # read_pte
         if not pte & x86.PTE_P or pte >> 12 != pfn:
             return False
         if mm.dont_unmap_pages:                       # checker: the design's invariant
@@ -426,14 +438,15 @@ class VMScan:
             k.report('bug', f'reclaim unmapped {va:#x} of a pinned mm (dont_unmap_pages '
                             f'{mm.dont_unmap_pages})', task=task)
         new = 0
-        if self._flags(pfn) & (1 << pa.PG_swapcache):
+        if k.page_alloc.page_words[pfn * pa.PAGE_WORDS + pa.W_FLAGS] & _SWAPCACHE:
             new = k.page_alloc.page_index(pfn)
             k.swap.swap_duplicate(new)
-        k.mm.write_pte(pte_pa, new)
+        words[pte_pa >> 2] = new                      # write_pte (a swap entry is < 2^32)
         k.unmap_page_pte(mm, va, pte)
         self.counters['pages_unmapped'] += 1
-        k.trace_event('reclaim_unmap', task=task, pfn=pfn, va=va)
-        yield Charge(k.costs['pte_update'])
+        if k.tracer is not None or k.point_hook is not None:    # someone listens
+            k.trace_event('reclaim_unmap', task=task, pfn=pfn, va=va)
+        k.machine.charge(task.cpu, k.costs['pte_update'])       # = yield Charge(pte_update)
         yield from k.mm.flush_tlb_page(task, mm, va)
         return True
 
@@ -466,13 +479,21 @@ class VMScan:
         """swap_out_mm() -> swap_out_vma -> pgd -> pmd -> pte.
 
         The scan reads one page table's PTEs straight from guest RAM until
-        the next one that maps a page; the page directory entry is read
-        again after anything that may sleep (try_to_swap_out), as the
-        per-PTE walk did."""
+        the next one that maps a page (a long run of empty PTEs in one numpy
+        step); the page directory entry is read again after each PTE that
+        maps a page (try_to_swap_out may sleep), as the per-PTE walk did.
+        The scan's cost is charged with k.machine.charge on the task's CPU,
+        once per run of PTEs: exactly what `yield Charge(...)` did (see
+        shrink_cache), and nothing reads this CPU's clock between two PTEs
+        of a run, so the time is the same as a charge per PTE wherever it is
+        observed."""
         k = self.k
         address = mm.swap_address
         cost, pending = k.costs['scan_pte'], 0
         words, zero_pfn, counters = self._ram_words(), k.mm.zero_pfn, self.counters
+        charge, cpu = k.machine.charge, task.cpu
+        checks, unmap = self._try_to_swap_out_checks, self._try_to_swap_out_unmap
+        first_mapped = self._first_mapped_pte
         pgd = mm.pgd_pa >> 2
         for vma in list(mm.vmas):
             if vma.end <= address:
@@ -483,33 +504,59 @@ class VMScan:
                 if not pde & x86.PTE_P:
                     va = (va | 0x3FFFFF) + 1
                     continue
-                stop = min(vma.end, (va | 0x3FFFFF) + 1)
+                n = (min(vma.end, (va | 0x3FFFFF) + 1) - va + 4095) >> 12     # PTEs to stop
                 i = ((pde & x86.PTE_FRAME) >> 2) + ((va >> 12) & 1023)
-                while va < stop:
-                    counters['ptes_visited'] += 1
-                    # The scan's cost, charged once per run of PTEs: nothing
-                    # reads this CPU's clock between two of them, so the time is
-                    # the same as a charge per PTE wherever it is observed.
-                    pending += cost
-                    pte = words[i]
-                    if pte & x86.PTE_P and pte >> 12 != zero_pfn:
-                        yield Charge(pending)
-                        pending = 0
-                        freeable = self._try_to_swap_out_checks(task, mm, vma, i << 2, pte)
-                        if freeable is None:
-                            freeable = yield from self._try_to_swap_out_unmap(task, mm, va, pte >> 12)
-                        count -= freeable
-                        if count <= 0:
-                            mm.swap_address = va + 4096
-                            return count
-                        va += 4096
-                        break                       # it may have slept: read the PDE again
-                    va += 4096
-                    i += 1
+                j = first_mapped(words, i, i + n, zero_pfn)
+                if j < 0:                           # none maps a page: all visited
+                    counters['ptes_visited'] += n
+                    pending += cost * n
+                    va += n << 12
+                    continue
+                counters['ptes_visited'] += j - i + 1
+                pending += cost * (j - i + 1)
+                va += (j - i) << 12
+                pte = words[j]
+                charge(cpu, pending)                # = yield Charge(pending)
+                pending = 0
+                freeable = checks(task, mm, vma, j << 2, pte)
+                if freeable is None:
+                    freeable = yield from unmap(task, mm, va, pte >> 12, j << 2)
+                count -= freeable
+                if count <= 0:
+                    mm.swap_address = va + 4096
+                    return count
+                va += 4096                          # it may have slept: read the PDE again
         if pending:
-            yield Charge(pending)
+            charge(cpu, pending)
         mm.swap_address = TASK_SIZE
         return count
+
+    def _first_mapped_pte(self, words, i, end, zero_pfn):
+        """The index of the first word in words[i:end] that is a present PTE
+        mapping a page other than the zero page, or -1.  A plain loop over
+        the first few, then one numpy step over the rest of the table."""
+        stop = min(end, i + _SCAN_PY)
+        while i < stop:
+            pte = words[i]
+            if pte & x86.PTE_P and pte >> 12 != zero_pfn:
+                return i
+            i += 1
+        if i >= end:
+            return -1
+        seg = self._np_words()[i:end]
+        hit = (seg & x86.PTE_P).astype(bool)
+        hit &= (seg >> 12) != zero_pfn
+        if not hit.any():
+            return -1
+        return i + int(hit.argmax())
+
+    def _np_words(self):
+        """Guest RAM as a numpy array of 32-bit words (the same bytes as
+        Machine.ram_words), made once."""
+        w = self._np_ram
+        if w is None:
+            w = self._np_ram = np.frombuffer(self.k.machine.ram, dtype='<u4')
+        return w
 
     def try_to_swap_out(self, task, mm, vma, va, pte_pa, pte):
         """try_to_swap_out() (2.4.18).  Generator -> 1 if the page may now
@@ -524,39 +571,41 @@ class VMScan:
         """try_to_swap_out up to the unmapping: 0 if the page stays (a
         young one is aged: the accessed bit cleared, PG_referenced set), the
         page unlocked again; None if it goes, with the page lock and
-        mm->page_table_lock taken.  Never sleeps."""
+        mm->page_table_lock taken.  Never sleeps.  page->flags and the PTE
+        are read and written as words of guest RAM (the same bytes as
+        page_flags/set_page_flag and read_pte/write_pte)."""
         k = self.k
         pfn = pte >> 12
-        flags = self._flags(pfn)
-        if flags & (1 << pa.PG_writeback) or not k.filemap.trylock_page(task, pfn):
+        fw = k.page_alloc.page_words
+        w = pfn * pa.PAGE_WORDS + pa.W_FLAGS
+        flags = fw[w]
+        if flags & _WRITEBACK or not k.filemap.trylock_page(task, pfn):
             return 0                                            # TryLockPage
-        go = False
-        try:
-            if vma.flags & 0x2000 or pte & x86.PTE_A:           # VM_LOCKED, or young
-                if pte & x86.PTE_A:
-                    k.mm.write_pte(pte_pa, pte & ~x86.PTE_A)    # ptep_test_and_clear_young
-                self._set(pfn, pa.PG_referenced, True)            # mark_page_accessed
-                return 0
-            if not flags & (1 << pa.PG_swapcache) and not self._is_file_page(pfn):
-                if not k.swap.add_to_swap(pfn):
-                    self.counters['swap_full'] += 1
-                    return 0
-            if not mm.page_table_lock.trylock(task):
-                self.counters['unmap_trylock_failed'] += 1
-                return 0
-            go = True
-            return None
-        finally:
-            if not go:
-                k.filemap.unlock_page(task, pfn)                # UnlockPage
+        if vma.flags & 0x2000 or pte & x86.PTE_A:               # VM_LOCKED, or young
+            if pte & x86.PTE_A:
+                self._ram_words()[pte_pa >> 2] = pte & ~x86.PTE_A   # ptep_test_and_clear_young
+            fw[w] |= _REFERENCED                                # mark_page_accessed
+            k.filemap.unlock_page(task, pfn)                    # UnlockPage
+            return 0
+        if (not flags & _SWAPCACHE
+                and not fw[pfn * pa.PAGE_WORDS + pa.W_MAPPING]   # not a file page
+                and not k.swap.add_to_swap(pfn)):
+            self.counters['swap_full'] += 1
+            k.filemap.unlock_page(task, pfn)
+            return 0
+        if not mm.page_table_lock.trylock(task):
+            self.counters['unmap_trylock_failed'] += 1
+            k.filemap.unlock_page(task, pfn)
+            return 0
+        return None
 
-    def _try_to_swap_out_unmap(self, task, mm, va, pfn):
+    def _try_to_swap_out_unmap(self, task, mm, va, pfn, pte_pa=None):
         """try_to_swap_out's end, page lock and mm->page_table_lock held:
         unmap (TLB flush in guest code), unlock both.  Generator -> 1 if
         the page may now be freeable, else 0."""
         k = self.k
         try:
-            yield from self._unmap_pte(task, mm, va, pfn)
+            yield from self._unmap_pte(task, mm, va, pfn, pte_pa)
             mm.page_table_lock.unlock(task)
             return 1 if k.page_alloc.page_count(pfn) <= 2 else 0
         finally:
