@@ -697,7 +697,7 @@ class Kernel:
     def alloc_page(self, task, gfp_mask, order=0):
         """alloc_pages(): the fast path, then (with reclaim) the slow path.
         Generator -> pfn or None."""
-        yield Charge(self.costs['page_alloc'])
+        self.machine.charge(task.cpu, self.costs['page_alloc'])   # = yield Charge(...)
         if self.faults.should_fail_alloc_page(task, gfp_mask, order):
             return None
         pfn = self.page_alloc.alloc_pages_fast(gfp_mask, order)

@@ -497,7 +497,7 @@ class MemoryManager:
         write = bool(error & x86.PF_W)
         self.counters['page_faults'] += 1
         self.counters['user_faults' if user else 'kernel_faults'] += 1
-        yield Charge(k.costs['fault_entry'])
+        k.machine.charge(task.cpu, k.costs['fault_entry'])      # = yield Charge(...)
         if k.tracer is not None or k.point_hook is not None:     # someone listens
             k.trace_event('page_fault', task=task, address=address, error=error, eip=eip)
         mm = task.mm
@@ -562,7 +562,7 @@ class MemoryManager:
     def handle_mm_fault(self, task, mm, vma, address, write):
         """handle_mm_fault() / handle_pte_fault().  Generator -> VM_FAULT_*."""
         k = self.k
-        yield Charge(k.costs['pte_walk'])
+        k.machine.charge(task.cpu, k.costs['pte_walk'])         # = yield Charge(...)
         pte_pa = self.pte_alloc(mm, address)
         if pte_pa is None:
             return VM_FAULT_OOM

@@ -23,8 +23,6 @@ Rules
     (oracle.anon_swapped_out / anon_swapped_in), so a page that does not
     come back with its bytes is reported as corruption.
 """
-import numpy as np
-
 from vm import x86
 
 from .bug import KernelBug
@@ -51,7 +49,7 @@ class Swap:
         self.k = kernel
         self.nslots = max(2, nbytes // PAGE) if nbytes else 1     # slot 0: the header; swap=0: none
         self.first_block = kernel.alloc_boot_blocks(self.nslots)
-        self.swap_map = np.zeros(self.nslots, dtype=np.int32)
+        self.swap_map = [0] * self.nslots               # plain ints: read per PTE unmapped
         self.swap_map[0] = 1 << 30                     # the header: never handed out
         self.nr_free = self.nslots - 1
         self.cursor = 1
@@ -68,14 +66,19 @@ class Swap:
         Scans from a cursor, as scan_swap_map does."""
         if self.nr_free == 0:
             return 0
-        for i in range(self.nslots - 1):
-            off = (self.cursor + i - 1) % (self.nslots - 1) + 1
-            if self.swap_map[off] == 0:
-                self.swap_map[off] = 1
-                self.nr_free -= 1
-                self.cursor = off + 1
-                return swp_entry(off)
-        raise KernelBug('get_swap_page: nr_free > 0 but no free slot')
+        smap = self.swap_map
+        start = (self.cursor - 1) % (self.nslots - 1) + 1     # slots start.., then 1..start-1
+        try:
+            off = smap.index(0, start)
+        except ValueError:
+            try:
+                off = smap.index(0, 1, start)
+            except ValueError:
+                raise KernelBug('get_swap_page: nr_free > 0 but no free slot') from None
+        smap[off] = 1
+        self.nr_free -= 1
+        self.cursor = off + 1
+        return swp_entry(off)
 
     def swap_duplicate(self, entry):
         off = swp_offset(entry)
@@ -195,7 +198,7 @@ class Swap:
         flags = x86.PTE_P | x86.PTE_U | x86.PTE_A | ((x86.PTE_W | x86.PTE_D) if writable else 0)
         k.mm.write_pte(pte_pa, (pfn << 12) | flags)
         k.page_add_anon(pfn, mm, va, pte_pa)
-        yield Charge(k.costs['pte_update'])
+        k.machine.charge(task.cpu, k.costs['pte_update'])       # = yield Charge(...)
         return VM_FAULT_MAJOR if major else VM_FAULT_MINOR
 
     def _exclusive(self, pfn):
