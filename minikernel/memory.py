@@ -28,8 +28,6 @@ Locks and rules
     through the exception-table fixup; anything else in the kernel is an
     Oops.
 """
-import struct
-
 from vm import x86
 
 from .bug import KernelBug
@@ -140,18 +138,21 @@ class MemoryManager:
 
     # ---- page-table primitives (Python writes, guest MMU reads) ----------
 
+    # PTEs and PDEs are aligned words: they are read and written through
+    # the machine's 32-bit view of RAM (Machine.ram_words, the same bytes).
+
     def read_pte(self, pa):
-        return struct.unpack_from('<I', self.ram, pa)[0]
+        return self.k.machine.ram_words[pa >> 2]
 
     def write_pte(self, pa, value):
-        struct.pack_into('<I', self.ram, pa, value & 0xFFFFFFFF)
+        self.k.machine.ram_words[pa >> 2] = value & 0xFFFFFFFF
 
     def pte_offset(self, mm, addr):
         """The physical address of addr's PTE, or None if no page table."""
-        pde = self.read_pte(mm.pgd_pa + x86.pde_index(addr) * 4)
+        pde = self.k.machine.ram_words[(mm.pgd_pa >> 2) + ((addr >> 22) & 0x3FF)]   # pde_index
         if not pde & x86.PTE_P:
             return None
-        return (pde & x86.PTE_FRAME) + x86.pte_index(addr) * 4
+        return (pde & x86.PTE_FRAME) + ((addr >> 12) & 0x3FF) * 4                # pte_index
 
     def pte_alloc(self, mm, addr):
         """pte_alloc(): the PTE's physical address, allocating a zeroed page

@@ -42,6 +42,7 @@ import numpy as np
 from vm import x86
 
 from . import page_alloc as pa
+from .bug import KernelBug
 from .page_alloc import __GFP_WAIT as GFP_WAIT
 from .sched import WaitQueue
 from .task import Charge
@@ -340,20 +341,29 @@ class VMScan:
 
     def page_referenced(self, pfn):
         """page_referenced(): test-and-clear the accessed bit of every PTE
-        on the page's pte_chain (and PG_referenced)."""
+        on the page's pte_chain (and PG_referenced).  Never sleeps: the
+        PTEs are found and changed as words of guest RAM (pte_offset's
+        walk, without its calls), and ptes_visited counts them all at the
+        end."""
         k = self.k
         refs = 0
-        if self._flags(pfn) & (1 << pa.PG_referenced):
-            self._set(pfn, pa.PG_referenced, False)
+        fw = k.page_alloc.page_words
+        w = pfn * pa.PAGE_WORDS + pa.W_FLAGS
+        if fw[w] & _REFERENCED:
+            fw[w] &= ~_REFERENCED                             # ClearPageReferenced
             refs += 1
-        words, pte_offset = self._ram_words(), k.mm.pte_offset
-        for mm, va in k.rmap.mappers(pfn):
-            self.counters['ptes_visited'] += 1
-            i = pte_offset(mm, va) >> 2
+        words = self._ram_words()
+        mappers = k.rmap.mappers(pfn)
+        for mm, va in mappers:
+            pde = words[(mm.pgd_pa >> 2) + (va >> 22)]
+            if not pde & x86.PTE_P:                           # (cannot happen: mapped)
+                raise KernelBug(f'page_referenced: no page table for {va:#x}')
+            i = ((pde & x86.PTE_FRAME) >> 2) + ((va >> 12) & 1023)
             pte = words[i]
             if pte & x86.PTE_A:
-                words[i] = pte & ~x86.PTE_A & 0xFFFFFFFF        # ptep_test_and_clear_young
+                words[i] = pte & ~x86.PTE_A                   # ptep_test_and_clear_young
                 refs += 1
+        self.counters['ptes_visited'] += len(mappers)
         return refs
 
     def _rmap_unmap(self, task, pfn):
