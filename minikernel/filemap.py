@@ -498,7 +498,7 @@ class Filemap:
             size = (inode.size + PAGE - 1) >> PAGE_SHIFT
             if pgoff >= size and vma.mm is task.mm:
                 return None, None
-            yield Charge(k.costs['page_cache_lookup'])
+            k.machine.charge(task.cpu, k.costs['page_cache_lookup'])    # = yield Charge(...)
             pfn = self.find_get_page(mapping, pgoff)
             if pfn is None:                                   # no_cached_page
                 err = yield from self.page_cache_read(task, mapping, pgoff)
