@@ -74,6 +74,7 @@ class Highmem:
         self._ret_to_python = img.symbols['ret_to_python']
         self._helpers = {img.symbols[h]: h for h in PAGE_HELPERS}
         self._sites = {}            # (prefix, return address or python name) -> calls
+        self._site_names = {}       # code object -> its name in the profile (_python_site)
         for prefix, label in CALLER_COUNTED.items():
             addr = img.symbols[label]
             for cpu in kernel.machine.cpus:
@@ -104,8 +105,11 @@ class Highmem:
         while getattr(gen, 'gi_yieldfrom', None) is not None:
             gen = gen.gi_yieldfrom
         code = gen.gi_code
-        fname = code.co_filename.rsplit('/', 1)[-1]
-        return PY_SITE_BY_FILE.get(fname) or code.co_name.lstrip('_')
+        name = self._site_names.get(code)
+        if name is None:
+            fname = code.co_filename.rsplit('/', 1)[-1]
+            name = self._site_names[code] = PY_SITE_BY_FILE.get(fname) or code.co_name.lstrip('_')
+        return name
 
     def caller_profile(self):
         """{'kmap_high_calls.copy_strings': n, ...}: calls per caller."""

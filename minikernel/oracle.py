@@ -62,7 +62,9 @@ class WriteRecord:
 class Oracle:
     def __init__(self, kernel):
         self.k = kernel
-        self.shadow = {}           # Inode -> bytearray: the expected contents
+        self.shadow = {}           # Inode -> bytearray: the expected contents (but appends)
+        self.appends = {}          # Inode -> [chunks, bytes]: writes at the shadow's end, joined
+                                   # into it once when it is read (_shadow): no regrowth per write
         self.unchecked = {}        # Inode -> set of page indexes user stores may change
         self.inflight = []         # WriteRecords of writes not returned yet
         self.anon = {}             # swap entry -> digest of the page written to it
@@ -75,12 +77,13 @@ class Oracle:
     # ---- the model ---------------------------------------------------------
 
     def file_created(self, inode, data):
+        self.appends.pop(inode, None)
         self.shadow[inode] = bytearray(data)
         self.unchecked.pop(inode, None)
 
     def file_truncated(self, inode, length=0):
         """The file is now `length` bytes: cut, or grown with zeros."""
-        old = self.shadow.get(inode, bytearray())
+        old = self._shadow(inode) or bytearray()
         keep = {i for i in self.unchecked.get(inode, ()) if i * PAGE < length}
         self.file_created(inode, bytes(old[:length]).ljust(length, b'\0'))
         if keep:
@@ -95,7 +98,17 @@ class Oracle:
 
     def size(self, inode):
         """The file's size in the model."""
-        return len(self.shadow.get(inode, b''))
+        tail = self.appends.get(inode)
+        return len(self.shadow.get(inode, b'')) + (tail[1] if tail is not None else 0)
+
+    def _shadow(self, inode):
+        """The file's expected bytes with its pending appends joined in
+        (None: no model of the file)."""
+        shadow = self.shadow.get(inode)
+        tail = self.appends.pop(inode, None)
+        if tail is not None:
+            shadow += b''.join(tail[0])
+        return shadow
 
     def positioned(self, file, pos):
         """pread/pwrite: a File at `pos`, the syscall's own argument."""
@@ -149,11 +162,18 @@ class Oracle:
                 self.fpos[rec.file] = rec.pos
             return
         self.fpos[rec.file] = rec.pos + n
-        shadow = self.shadow.setdefault(rec.inode, bytearray())
+        inode = rec.inode
+        if inode not in self.shadow:
+            self.shadow[inode] = bytearray()
         data = rec.data if len(rec.data) == n else rec.data[:n]
-        if len(shadow) == rec.pos:
-            shadow += data                      # at the end (the common case): no slice
+        if self.size(inode) == rec.pos:         # at the end (the common case): kept aside
+            tail = self.appends.get(inode)
+            if tail is None:
+                tail = self.appends[inode] = [[], 0]
+            tail[0].append(data)
+            tail[1] += len(data)
         else:
+            shadow = self._shadow(inode)
             if len(shadow) < rec.pos:
                 shadow.extend(bytes(rec.pos - len(shadow)))
             shadow[rec.pos:rec.pos + n] = data
@@ -217,15 +237,19 @@ class Oracle:
     def file_page(self, inode, index, disk_only=False):
         """(4096 bytes, where) of page `index` of a file as the machine has
         it: the uptodate page cache page, else the disk block, else zeros."""
+        data, pfn, block = self._file_page(inode, index, disk_only)
+        return data, _where(pfn, block)
+
+    def _file_page(self, inode, index, disk_only):
+        """file_page without the text: (bytes, pfn or None, block or None)."""
         k = self.k
         pfn = inode.mapping.pages.get(index)
         if pfn is not None and not disk_only and k.filemap.PageUptodate(pfn):
-            return bytes(k.machine.read(pfn << 12, PAGE)), \
-                f'page cache pfn {pfn:#x} at physical {pfn << 12:#x}'
+            return bytes(k.machine.read(pfn << 12, PAGE)), pfn, None
         if index in inode.on_disk:
             block = inode.block(index)
-            return k.disk.peek(block), f'disk block {block}'
-        return ZERO_PAGE, 'a hole'
+            return k.disk.peek(block), None, block
+        return ZERO_PAGE, None, None
 
     # ---- checks ---------------------------------------------------------------
 
@@ -242,7 +266,7 @@ class Oracle:
         return bad
 
     def _check_file(self, inode, disk_only):
-        exp = self.shadow[inode]
+        exp = self._shadow(inode)
         flight = [r for r in self.inflight if r.inode is inode and r.pos is not None]
         bad = []
         if not self._size_ok(inode, exp, flight):
@@ -250,17 +274,19 @@ class Oracle:
                         {}))
         skip = self.unchecked.get(inode, ())
         length = max(len(exp), inode.size)         # past the shadow: zeros (a hole) expected
+        checked = unchecked = 0
+        file_page = self._file_page
         for index in range((length + PAGE - 1) // PAGE):
             if index in skip:
-                self.counters['oracle_pages_unchecked'] += 1
+                unchecked += 1
                 continue
-            self.counters['oracle_pages_checked'] += 1
+            checked += 1
             lo = index * PAGE
             want = exp[lo:lo + PAGE]             # a bytearray (compared with bytes: memcmp)
             size = min(PAGE, length - lo)
             if len(want) < size:
                 want = bytes(want).ljust(size, b'\0')
-            got, where = self.file_page(inode, index, disk_only)
+            got, pfn, block = file_page(inode, index, disk_only)
             if len(got) != size:
                 got = got[:size]
             if got == want:
@@ -268,7 +294,10 @@ class Oracle:
             want = bytes(want)
             i = _first_unexplained(lo, want, got, flight)
             if i is not None:
-                bad.append(self._mismatch(inode, lo + i, want[i:i + 16], got[i:i + 16], where))
+                bad.append(self._mismatch(inode, lo + i, want[i:i + 16], got[i:i + 16],
+                                          _where(pfn, block)))
+        self.counters['oracle_pages_checked'] += checked
+        self.counters['oracle_pages_unchecked'] += unchecked
         for _, message, extra in bad[:MAX_REPORTS_PER_FILE]:
             self.k.report('corruption', message, **extra)
         if len(bad) > MAX_REPORTS_PER_FILE:
@@ -311,6 +340,15 @@ class Oracle:
         self.k.report('corruption', f'data oracle: anonymous page from swap entry {entry:#x} '
                                     f'came back different into pfn {pfn:#x} (physical '
                                     f'{pfn << 12:#x}, starts {first})', entry=entry, pfn=pfn)
+
+
+def _where(pfn, block):
+    """Where file_page's bytes come from, as reports say it."""
+    if pfn is not None:
+        return f'page cache pfn {pfn:#x} at physical {pfn << 12:#x}'
+    if block is not None:
+        return f'disk block {block}'
+    return 'a hole'
 
 
 def _first_unexplained(lo, want, got, flight):

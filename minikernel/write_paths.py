@@ -278,7 +278,8 @@ class WritePaths:
     # ---- atomic_fallback (2.5.34) ------------------------------------------------
 
     def _atomic_fallback(self, task, file, index, offset, segs, nbytes):
-        yield from self._fault_in(segs)                              # result ignored (2.5.34)
+        buf, n = segs[0]                                             # _fault_in, inline:
+        yield Guest('fault_in_pages_readable', buf, n)               # result ignored (2.5.34)
         pfn = yield from self._begin(task, file, index, offset, nbytes)
         if pfn < 0:
             return pfn
