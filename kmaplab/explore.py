@@ -246,6 +246,7 @@ def run_job(job, spares=SPARES):
     if job.get('memory'):                  # tests: the guest RAM the run left
         rec['memory_sha256'] = k.machine.memory_digest()
     c0 = time.process_time()
+    runner.discard(k)                      # nothing of k runs later on the released hardware
     k.machine.release()
     rec['cpu_s'] = round(rec['cpu_s'] + time.process_time() - c0, 3)
     return rec

@@ -423,6 +423,22 @@ def run_variant(scn, variant, seed=None, overrides=None, tracer=None, setup=None
                 kernel=k)
 
 
+def discard(k):
+    """Done with kernel k (kmaplab/explore.py, before its machine's
+    release): close every task's suspended kernel generators now.  Their
+    finally blocks (up_write, finish_wait, a pin dropped ...) write to k's
+    machine; at garbage collection, later, that machine's RAM and CPUs may
+    already be another run's (vm/spares.py).  What they do now, the
+    release wipes.  Errors in them are ignored: the run's result was taken."""
+    idle = [t for t in k.sched.idle if t is not None]
+    for t in list(k.sched.tasks.values()) + idle:
+        for f in reversed(t.frames):
+            try:
+                f.gen.close()
+            except BaseException:        # noqa: BLE001 - see above
+                pass
+
+
 def memory_hash(r):
     """{'memory_sha256': sha256 of the guest RAM as the run left it}: the
     same seed and options must give the same hash (a determinism check from

@@ -78,3 +78,28 @@ def test_release_zeroes_the_ram_and_resets_the_cpus():
     k2 = _kernel(spares, 'k')
     assert k2.machine.ram is ram and k2.machine.cpus == cpus
     assert all(c.instructions == 0 and not any(c.counters.values()) for c in cpus)
+
+
+def _suspended_kernel_generators():
+    import gc
+    return sum(1 for o in gc.get_objects() if type(o).__name__ == 'generator'
+               and o.gi_frame is not None and f'{os.sep}minikernel{os.sep}' in o.gi_code.co_filename)
+
+
+def test_no_kernel_generator_of_a_released_run_is_left_to_the_garbage_collector():
+    """A deadlocked run leaves tasks inside mmap_sem sections; run_job closes
+    their generators before the release (runner.discard), so no finally
+    block of theirs runs later, at garbage collection, against hardware that
+    is then another run's."""
+    import gc
+    variant = dict(SLEEP, mmap_sem_in_write='read')
+    tgt = dict(scenario=MUNMAP, variant=variant, seed=0, overrides={})
+    gc.collect()
+    gc.disable()                       # the run's object cycles stay uncollected: visible below
+    try:
+        before = _suspended_kernel_generators()
+        rec = ex.run_job(ex.job(3, tgt, ex.pct_spec(3, 2, OPTS, 270)), spares=Spares())
+        assert rec['outcome'] == 'deadlock'
+        assert _suspended_kernel_generators() == before
+    finally:
+        gc.enable()

@@ -43,6 +43,11 @@ What this file owns
 
 Rules
   - One thread: Spares is per process (an exploration worker).
+  - After release() nothing of the old machine's driver may touch the RAM
+    or the CPUs (they are the next machine's): the caller stops whatever
+    could run later first (kmaplab/runner.py discard closes the kernel's
+    suspended generators, whose finally blocks would otherwise run at
+    garbage collection, in the middle of a later run).
   - tests/test_spares.py: several schedules in sequence on reused hardware
     give byte-identical counters, point traces, findings and guest RAM to
     the same schedules each on fresh hardware.
