@@ -89,9 +89,7 @@ class Engine:
         path)."""
         trap = cpu.run(budget)
         kind = trap.kind
-        if kind == 'quantum':
-            return False
-        if kind == 'hlt':
+        if kind == 'quantum' or kind == 'hlt':
             return False
         if kind == 'irq':
             self._take_irq(cpu, task)
@@ -256,16 +254,8 @@ class Engine:
         addr = self._symbols.get(routine) if isinstance(routine, str) else routine
         if addr is None:
             addr = k.symbol(routine)                  # KernelBug: no such symbol
-        esp = self._guest_esp(task) - 4 * (len(stack) + 1)
-        # the return address (ret_to_python) and the stack arguments, then the entry
-        cpu.enter_frame(addr, esp, 0x202 if req.irqs else 0x002, req.eax, req.edx, req.ecx,
-                        esp - k.PAGE_OFFSET, self._ret_to_python, *stack)
-        frame.guest = True
-        frame.routine = routine
-
-    def _guest_esp(self, task):
-        """Where a new guest call's stack starts: under the innermost
-        interrupted guest context, else under pt_regs."""
+        # where the call's stack starts: under the innermost interrupted
+        # guest context, else under pt_regs
         for f in reversed(task.frames):
             if f.saved is not None:
                 esp = f.saved['esp'] - RED_ZONE
@@ -274,7 +264,12 @@ class Engine:
             esp = task.kstack_top - PT_REGS_SIZE - 16
         if esp - task.thread_info < 1024:
             raise KernelBug(f'kernel stack overflow in {task}')
-        return esp & ~3
+        esp = (esp & ~3) - 4 * (len(stack) + 1)
+        # the return address (ret_to_python) and the stack arguments, then the entry
+        cpu.enter_frame(addr, esp, 0x202 if req.irqs else 0x002, req.eax, req.edx, req.ecx,
+                        esp - k.PAGE_OFFSET, self._ret_to_python, *stack)
+        frame.guest = True
+        frame.routine = routine
 
     def _switch(self, cpu, prev, next_task):
         """The switch itself; interrupts are on again once `next_task` is

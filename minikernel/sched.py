@@ -170,10 +170,12 @@ class Scheduler:
         return bool(self._m.ram_words[(task.thread_info - self._ti_base + TI_FLAGS) >> 2] & (1 << TIF_NEED_RESCHED))
 
     def set_need_resched(self, task):
-        self.write_ti(task, TI_FLAGS, self.read_ti(task, TI_FLAGS) | (1 << TIF_NEED_RESCHED))
+        words, j = self._m.ram_words, (task.thread_info - self._ti_base + TI_FLAGS) >> 2
+        words[j] = words[j] | (1 << TIF_NEED_RESCHED)
 
     def clear_need_resched(self, task):
-        self.write_ti(task, TI_FLAGS, self.read_ti(task, TI_FLAGS) & ~(1 << TIF_NEED_RESCHED))
+        words, j = self._m.ram_words, (task.thread_info - self._ti_base + TI_FLAGS) >> 2
+        words[j] = words[j] & ~(1 << TIF_NEED_RESCHED)
 
     def add_preempt_count(self, task, delta):
         """preempt_count() += delta: one word of thread_info (8 KiB aligned),
