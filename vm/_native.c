@@ -28,9 +28,10 @@
  *    a code region changes (another program's image), which drops the cache.
  *  - Emulation stops only at block boundaries (limit reached, interrupt
  *    window open) or at a trap.  Both are deterministic.
- *  - The Unicorn #1883 fix: after every trap, `old_exception` in the CPU
- *    state is reset to -1 through a context save/patch/restore, so the next
- *    fault arrives as #PF and not as #DF (the offset is found at start-up).
+ *  - The Unicorn #1883 fix: after every exception, `old_exception` in the
+ *    CPU state is reset to -1 through a context save/patch/restore, so the
+ *    next fault arrives as #PF and not as #DF (the offset is found at
+ *    start-up).  A software `int n` does not set it: no fix needed.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -219,7 +220,12 @@ void kcpu_intr_hook(void *uc, uint32_t intno, kcpu *c)
 {
     c->trap = (int32_t)intno;
     c->stop_reason = STOP_TRAP;
-    if (c->old_exc_off >= 0 && c->ctx) {
+    /* `int n` (n >= 32: no exception has such a vector) leaves
+     * old_exception alone (QEMU's raise_interrupt2 runs check_exception
+     * only for exceptions), and it is -1 since every exception's stop
+     * reset it: nothing to fix, and its error code is nobody's.  The
+     * save/patch/restore copies the whole CPU state twice (~5.6 KB). */
+    if (intno < 32 && c->old_exc_off >= 0 && c->ctx) {
         int32_t none = -1;
         c->ctx_save(uc, c->ctx);
         memcpy((char *)c->ctx + c->old_exc_off, &none, sizeof none);
