@@ -49,7 +49,8 @@ class Engine:
         self._symbols = kernel.image.symbols
         self._ret_to_python = kernel.symbol('ret_to_python')
         self._restore_all = kernel.symbol('restore_all')
-        self.fast_syscalls = True      # _syscall_fast (off: every call in a frame, for comparison)
+        self.fast_syscalls = True      # _system_call's fast path (off: every call in a frame, for comparison)
+        self.fast_taken = 0            # system calls that took it
 
     @functools.cached_property
     def _watchdog_last(self):
@@ -96,8 +97,11 @@ class Engine:
             return True
         # back in Python: progress (Checks.touch_watchdog, without the call)
         i = cpu.index
-        self._watchdog_last[i] = self.m.time(i)
+        self._watchdog_last[i] = now = self.m.time(i)
         user = trap.cpl == 3
+        if user and kind == 'int' and trap.vector == SYSCALL_VECTOR:
+            self._system_call(cpu, task, now, end)
+            return True
         if kind == 'int' and not user:
             if trap.vector == KRET_VECTOR:
                 top = task.frames[-1]
@@ -109,50 +113,51 @@ class Engine:
                 self._push(task, self.k.services.dispatch(task, regs), 'service', regs, trap.eip)
                 return True
         if user:
-            self._enter_from_user(cpu, task, trap, end)
+            self._enter_from_user(cpu, task, trap)
         else:
             self._kernel_trap(cpu, task, trap)
         return True
 
-    def _enter_from_user(self, cpu, task, trap, end=None):
-        """A trap from ring 3: save pt_regs, push the handler's frame (or,
-        for a system call that cannot sleep, run it here: _syscall_fast)."""
-        task.uregs = u = dict(cpu.regs)
+    def _enter_from_user(self, cpu, task, trap):
+        """A trap from ring 3 other than a system call: save pt_regs, push
+        the handler's frame."""
+        task.uregs = dict(cpu.regs)
         task.in_user = False
         k = self.k
-        if trap.kind == 'int' and trap.vector == SYSCALL_VECTOR:
-            task.counters['syscalls'] += 1
-            cpu.counters['syscalls'] += 1
-            fn = k.syscalls.nosleep.get(u['eax'])
-            if fn is not None and end is not None and self.fast_syscalls and \
-                    self._syscall_fast(cpu, task, u, fn, end):
-                return
-            gen = k.syscalls.system_call(task, u)
-            kind = 'syscall'
-        elif trap.kind == 'pf':
+        if trap.kind == 'pf':
             task.counters['faults'] += 1
             gen = k.mm.do_page_fault(task, trap.cr2, trap.error, trap.eip)
-            kind = 'fault'
         else:
             gen = k.traps.user_trap(task, trap)
-            kind = 'fault'
-        self._push(task, k.traps.from_user(task, gen, kind), kind, None, trap.eip)
+        self._push(task, k.traps.from_user(task, gen, 'fault'), 'fault', None, trap.eip)
 
-    def _syscall_fast(self, cpu, task, u, fn, end):
-        """system_call for a handler that cannot sleep (Syscalls.nosleep: no
-        guest call, no request), run at once instead of as a frame: the
-        same steps in the same order as the frame path (from_user's
-        syscall_entry charge, orig_eax, Syscalls.call_nosleep, the
-        ret_from_sys_call checks, restore_all), taken only where the frame
-        path would reach them with nothing in between: the step would go on
-        (not stopped, no yield_cpu, time left) and no interrupt is pending
-        (_maybe_interrupt would take it first).  Linux's own fast path: no
-        work flag set -> restore_all.  Work to do (a kill, need_resched, a
-        signal) goes on in a frame (Traps.from_user without a handler),
-        advanced at once, as the frame path would.  -> False if not taken (nothing done)."""
-        m, i, k = self.m, cpu.index, self.k
-        if m.stopped is not None or m.yield_cpu or m.pending[i] or m.time(i) >= end:
-            return False
+    def _system_call(self, cpu, task, now, end):
+        """`int 0x80` from ring 3 (system_call): save pt_regs, push the
+        system call's frame; or, for a handler that cannot sleep
+        (Syscalls.nosleep: no guest call, no request), run it at once
+        instead of as a frame: the same steps in the same order as the
+        frame path (from_user's syscall_entry charge, orig_eax,
+        Syscalls.call_nosleep, the ret_from_sys_call checks, restore_all),
+        taken only where the frame path would reach them with nothing in
+        between: the step would go on (not stopped, no yield_cpu, time
+        left: `now` is this CPU's time, `end` the step's end) and no
+        interrupt is pending (_maybe_interrupt would take it first).
+        Linux's own fast path: no work flag set -> restore_all.  Work to do
+        (a kill, need_resched, a signal) goes on in a frame
+        (Traps.from_user without a handler), advanced at once, as the frame
+        path would.  fast_taken counts the fast path's calls."""
+        task.uregs = u = dict(cpu.regs)
+        task.in_user = False
+        k, m, i = self.k, self.m, cpu.index
+        task.counters['syscalls'] += 1
+        cpu.counters['syscalls'] += 1
+        fn = k.syscalls.nosleep.get(u['eax'])
+        if fn is None or not self.fast_syscalls or m.stopped is not None or m.yield_cpu or \
+                m.pending[i] or now >= end:
+            self._push(task, k.traps.from_user(task, k.syscalls.system_call(task, u), 'syscall'), 'syscall',
+                       None, u['eip'])
+            return
+        self.fast_taken += 1
         m.charge(i, k.costs['syscall_entry'])
         task.orig_eax = u['eax']
         value = k.syscalls.call_nosleep(task, u, fn)
@@ -160,10 +165,9 @@ class Engine:
                 k.signals.work_pending(task, 'syscall', value):
             self._push(task, k.traps.from_user(task, None, 'syscall', value), 'syscall', None, u['eip'])
             self._advance(cpu, task)
-            return True
+            return
         u['eax'] = (value or 0) & 0xFFFFFFFF
         self.return_to_user(cpu, task)
-        return True
 
     def _kernel_trap(self, cpu, task, trap):
         """A trap in kernel guest code: a fault to handle, or a kernel bug.

@@ -20,10 +20,11 @@
  *       set_decode: (status, stop_reason, trap vector, regs), undecoded.
  *   enter(eax, ebx, ecx, edx, esi, edi, ebp, esp, eip, eflags)
  *       one uc_reg_write_batch of the entry registers.
- *   enter_frame(cr3, eip, esp, eflags, eax, edx, ecx, pa, *words)
+ *   enter_frame(regs, eip, esp, eflags, eax, edx, ecx, pa, *words)
  *       the words at guest physical pa (a guest call's return address and
- *       arguments, or pt_regs), ring0(cr3) if cr3 >= 0, then enter(eax, 0,
- *       ecx, edx, 0, 0, 0, esp, eip, eflags): one call.
+ *       arguments, or pt_regs), ring0(regs['cr3']) if regs['cs'] is a
+ *       ring-3 selector, then enter(eax, 0, ecx, edx, 0, 0, 0, esp, eip,
+ *       eflags), and regs updated as CPU.enter_call does: one call.
  *   read_state() -> the state registers as a dict.
  *   set_template(ctx_restore, template, cr3_off)
  *       the ring-0 template (a uc_context address, vm/cpu.py boot: the
@@ -110,6 +111,7 @@ static PyObject *kinds[NKINDS];
 static PyObject *empty_str;
 static PyObject *faults_key[NKINDS];    /* faults_pf, faults_gp, faults_ud; others: faults_other */
 static PyObject *faults_other, *hook_exc_name, *one;
+static PyObject *key_cs, *key_cr3, *key_eax, *key_edx, *key_ecx, *key_esp, *key_eip, *key_eflags;
 
 static PyObject *trap_new(int kind, PyObject *vector, uint32_t eip, uint32_t cr2, int cpl, PyObject *detail)
 {
@@ -228,6 +230,16 @@ static int init_kinds(void)
     hook_exc_name = PyUnicode_InternFromString("_hook_exception");
     empty_str = PyUnicode_InternFromString("");
     one = PyLong_FromLong(1);
+    key_cs = PyUnicode_InternFromString("cs");
+    key_cr3 = PyUnicode_InternFromString("cr3");
+    key_eax = PyUnicode_InternFromString("eax");
+    key_edx = PyUnicode_InternFromString("edx");
+    key_ecx = PyUnicode_InternFromString("ecx");
+    key_esp = PyUnicode_InternFromString("esp");
+    key_eip = PyUnicode_InternFromString("eip");
+    key_eflags = PyUnicode_InternFromString("eflags");
+    if (!key_cs || !key_cr3 || !key_eax || !key_edx || !key_ecx || !key_esp || !key_eip || !key_eflags)
+        return -1;
     if (!faults_key[K_PF] || !faults_key[K_GP] || !faults_key[K_UD] || !faults_other || !hook_exc_name ||
         !empty_str || !one)
         return -1;
@@ -283,6 +295,7 @@ typedef struct {
     PyObject *counters;             /* the CPU's counters dict */
     char *ram;                      /* guest RAM (set_ram): enter_frame's stack words */
     uint64_t ram_size;
+    PyObject *kernel_cs;            /* the ring-0 CS selector (set_ram) */
 } Runner;
 
 static int read_ids(PyObject *seq, int *ids, int *n)
@@ -354,6 +367,7 @@ static void Runner_dealloc(Runner *self)
 {
     Py_CLEAR(self->uc_obj);
     Py_CLEAR(self->counters);
+    Py_CLEAR(self->kernel_cs);
     for (int i = 0; i < MAX_REGS; i++)
         Py_CLEAR(self->names[i]);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -551,19 +565,38 @@ static PyObject *Runner_set_decode(Runner *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* enter_frame(cr3, eip, esp, eflags, eax, edx, ecx, pa, *words): write
- * `words` (32-bit, little-endian) at guest physical `pa` (a host store
- * into RAM, as Machine.write), come back to ring 0 through the template
- * if cr3 >= 0 (ring0(cr3)), then enter(eax, 0, ecx, edx, 0, 0, 0, esp,
- * eip, eflags): a guest call's stack, or pt_regs for restore_all, and its
- * entry in one call.  Returns None. */
+/* enter_frame(regs, eip, esp, eflags, eax, edx, ecx, pa, *words): write
+ * `words` (32-bit, little-endian, each taken mod 2**32) at guest physical
+ * `pa` (a host store into RAM, as Machine.write), come back to ring 0
+ * through the template if regs['cs'] has RPL 3 (ring0(regs['cr3'])), then
+ * enter(eax, 0, ecx, edx, 0, 0, 0, esp, eip, eflags): a guest call's
+ * stack, or pt_regs for restore_all, and its entry in one call.  `regs`
+ * (the CPU's dict as of its last stop) is updated as CPU.enter_call does:
+ * cs (after ring 0), eax, edx, ecx, esp, eip, eflags.  Returns None. */
 static PyObject *Runner_enter_frame(Runner *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 8)
-        return PyErr_Format(PyExc_TypeError, "enter_frame(cr3, eip, esp, eflags, eax, edx, ecx, pa, *words)");
+    if (nargs < 8 || !PyDict_Check(args[0]))
+        return PyErr_Format(PyExc_TypeError, "enter_frame(regs, eip, esp, eflags, eax, edx, ecx, pa, *words)");
     if (!self->ram)
         return PyErr_Format(PyExc_RuntimeError, "enter_frame: no RAM (set_ram first)");
-    long long cr3 = PyLong_AsLongLong(args[0]);
+    PyObject *regs = args[0];
+    int user = 0;
+    uint32_t cr3 = 0;
+    PyObject *o = PyDict_GetItemWithError(regs, key_cs);
+    if (o) {
+        long cs = PyLong_AsLong(o);
+        if (cs == -1 && PyErr_Occurred())
+            return NULL;
+        user = (cs & 3) != 0;
+    } else if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (user) {
+        o = PyDict_GetItemWithError(regs, key_cr3);
+        if (!o)
+            return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_KeyError, "cr3");
+        cr3 = (uint32_t)PyLong_AsUnsignedLongLongMask(o);
+    }
     uint32_t v[7];
     for (int i = 1; i < 7; i++)
         v[i] = (uint32_t)PyLong_AsUnsignedLongLongMask(args[i]);
@@ -571,43 +604,51 @@ static PyObject *Runner_enter_frame(Runner *self, PyObject *const *args, Py_ssiz
     if (PyErr_Occurred())
         return NULL;
     Py_ssize_t n = nargs - 8;
+    if (n > 64)
+        return PyErr_Format(PyExc_ValueError, "enter_frame: at most 64 words");
     if (pa < 0 || (uint64_t)pa + 4 * (uint64_t)n > self->ram_size)
         return PyErr_Format(PyExc_IndexError, "enter_frame: %zd words at %#llx: outside RAM", n, pa);
     uint32_t words[64];
-    if (n > 64)
-        return PyErr_Format(PyExc_ValueError, "enter_frame: at most 64 words");
     for (Py_ssize_t i = 0; i < n; i++)
         words[i] = (uint32_t)PyLong_AsUnsignedLongLongMask(args[8 + i]);
     if (PyErr_Occurred())
         return NULL;
+    if (self->nentry != 10)
+        return PyErr_Format(PyExc_RuntimeError, "enter_frame: the entry registers are not the 10 of vm/cpu.py");
     memcpy(self->ram + pa, words, 4 * (size_t)n);       /* x86 and the host: little-endian */
-    if (cr3 >= 0) {
+    if (user) {
         if (!self->tpl)
             return PyErr_Format(PyExc_RuntimeError, "ring0: no template (boot first)");
-        uint32_t c = (uint32_t)cr3;
-        memcpy(self->tpl + self->cr3_off, &c, sizeof c);
+        memcpy(self->tpl + self->cr3_off, &cr3, sizeof cr3);
         int st = self->ctx_restore(self->uc, self->tpl);
         if (st)
             return PyErr_Format(PyExc_RuntimeError, "ring0: uc_context_restore failed: error %d", st);
+        if (PyDict_SetItem(regs, key_cs, self->kernel_cs) < 0)
+            return NULL;
     }
-    if (self->nentry != 10)
-        return PyErr_Format(PyExc_RuntimeError, "enter_frame: the entry registers are not the 10 of vm/cpu.py");
     /* ENTRY_REGS: eax ebx ecx edx esi edi ebp esp eip eflags */
     uint32_t e[10] = {v[4], 0, v[6], v[5], 0, 0, 0, v[2], v[1], v[3]};
     memcpy(self->entry, e, sizeof e);
     int err = self->write_batch(self->uc, self->entry_ids, self->entry_ptrs, self->nentry);
     if (err)
         return PyErr_Format(PyExc_RuntimeError, "uc_reg_write_batch failed: error %d", err);
+    if (PyDict_SetItem(regs, key_eax, args[4]) < 0 || PyDict_SetItem(regs, key_edx, args[5]) < 0 ||
+        PyDict_SetItem(regs, key_ecx, args[6]) < 0 || PyDict_SetItem(regs, key_esp, args[2]) < 0 ||
+        PyDict_SetItem(regs, key_eip, args[1]) < 0 || PyDict_SetItem(regs, key_eflags, args[3]) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
 static PyObject *Runner_set_ram(Runner *self, PyObject *args)
 {
     unsigned long long ram, size;
-    if (!PyArg_ParseTuple(args, "KK", &ram, &size))
+    PyObject *kernel_cs;
+    if (!PyArg_ParseTuple(args, "KKO!", &ram, &size, &PyLong_Type, &kernel_cs))
         return NULL;
     self->ram = (char *)(uintptr_t)ram;
     self->ram_size = size;
+    Py_INCREF(kernel_cs);
+    Py_XSETREF(self->kernel_cs, kernel_cs);
     Py_RETURN_NONE;
 }
 
@@ -666,8 +707,8 @@ static PyMethodDef Runner_methods[] = {
      "set_decode(uc, counters, cs_slot, eflags_slot, model, UC_ERR_INSN_INVALID, UC_X86_REG_CR2, "
      "&halted[i], &kcpu.irq_pending, uc_strerror): run() returns (Trap or None, regs)"},
     {"enter_frame", (PyCFunction)(void (*)(void))Runner_enter_frame, METH_FASTCALL,
-     "enter_frame(cr3, eip, esp, eflags, eax, edx, ecx, pa, *words): stack words, ring 0, entry"},
-    {"set_ram", (PyCFunction)Runner_set_ram, METH_VARARGS, "set_ram(address, size): guest RAM"},
+     "enter_frame(regs, eip, esp, eflags, eax, edx, ecx, pa, *words): stack words, ring 0, entry"},
+    {"set_ram", (PyCFunction)Runner_set_ram, METH_VARARGS, "set_ram(address, size, kernel_cs): guest RAM"},
     {"set_template", (PyCFunction)Runner_set_template, METH_VARARGS,
      "set_template(ctx_restore, template, cr3_off)"},
     {"ring0", (PyCFunction)Runner_ring0, METH_O,

@@ -301,7 +301,7 @@ class CPU:
                      int(self.tlb is not None), UC_ERR_INSN_INVALID, ux.UC_X86_REG_CR2,
                      ctypes.addressof(self._halted) + index,
                      self.kptr + type(self.k).irq_pending.offset, native.UC_STRERROR)
-        r.set_ram(self.machine.ram_ptr, self.machine.ram_size)
+        r.set_ram(self.machine.ram_ptr, self.machine.ram_size, x86.KERNEL_CS)
 
     def make_reusable(self):
         """Save the state reset() restores: the instance's CPU state as
@@ -591,17 +591,12 @@ class CPU:
         regs['esp'], regs['eip'], regs['eflags'] = esp, eip, eflags
 
     def enter_frame(self, eip, esp, eflags, eax, edx, ecx, pa, *words):
-        """Write `words` (32-bit) at guest physical `pa` (a host store, as
-        Machine.write: the stack a call starts with), then enter_call(eip,
-        esp, eflags, eax, edx, ecx): one C call (vm/_run.c enter_frame),
-        ring 3 -> 0 through the template included."""
-        regs = self.regs
-        user = regs.get('cs', 0) & 3
-        self._enter_frame(regs['cr3'] if user else -1, eip, esp, eflags, eax, edx, ecx, pa, *words)
-        if user:
-            regs['cs'] = x86.KERNEL_CS
-        regs['eax'], regs['edx'], regs['ecx'] = eax, edx, ecx
-        regs['esp'], regs['eip'], regs['eflags'] = esp, eip, eflags
+        """Write `words` (32-bit, each mod 2**32) at guest physical `pa` (a
+        host store, as Machine.write: the stack a call starts with), then
+        enter_call(eip, esp, eflags, eax, edx, ecx): one C call (vm/_run.c
+        enter_frame), ring 3 -> 0 through the template and the regs
+        bookkeeping included."""
+        self._enter_frame(self.regs, eip, esp, eflags, eax, edx, ecx, pa, *words)
 
     def resume(self, state):
         """Continue a ring-0 context saved by read_state (GPRs, EIP, EFLAGS)."""
