@@ -564,6 +564,9 @@ def test_trap_type_built_from_python_has_the_decoded_fields():
     assert (q.vector, q.user, repr(q)) == (None, False, '<Trap quantum eip=0x0 cpl=0>')
     t.error = 7                                   # CPU.run fills a #PF's error code
     assert t.error == 7
+    import pickle
+    u = pickle.loads(pickle.dumps(Trap('error', eip=5, cpl=3, detail='why')))
+    assert (u.kind, u.vector, u.eip, u.cpl, u.detail) == ('error', None, 5, 3, 'why')
 
 
 def test_a_python_hook_exception_is_raised_and_nothing_is_counted():

@@ -187,6 +187,18 @@ static PyObject *Trap_repr(Trap *t)
     return PyUnicode_FromFormat("<Trap %U%s%s%s>", t->kind, vec, mid, extra);
 }
 
+static PyObject *Trap_reduce(Trap *t, PyObject *unused)
+{
+    (void)unused;
+    return Py_BuildValue("(O(OOIIiiO))", (PyObject *)Py_TYPE(t), t->kind, t->vector, t->eip, t->cr2, t->error,
+                         t->cpl, t->detail);
+}
+
+static PyMethodDef Trap_methods[] = {
+    {"__reduce__", (PyCFunction)Trap_reduce, METH_NOARGS, "pickle support"},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyMemberDef Trap_members[] = {
     {"kind", T_OBJECT_EX, offsetof(Trap, kind), 0, "quantum, irq, pf, int, hlt, gp, ud, de, df, exception, error"},
     {"vector", T_OBJECT_EX, offsetof(Trap, vector), 0, "the vector, or None"},
@@ -213,6 +225,7 @@ static PyTypeObject TrapType = {
     .tp_dealloc = (destructor)Trap_dealloc,
     .tp_repr = (reprfunc)Trap_repr,
     .tp_members = Trap_members,
+    .tp_methods = Trap_methods,
     .tp_getset = Trap_getset,
 };
 
