@@ -106,7 +106,9 @@ class MM:
 
     @property
     def dont_unmap_pages(self):
-        return self.k.machine.read32(self._gw(MM_DONT_UNMAP))
+        # An aligned word of the guest mm_struct (kmalloc): read through the
+        # machine's 32-bit view of RAM (reclaim reads it once per PTE).
+        return self.k.machine.ram_words[(self.guest - self.k.PAGE_OFFSET + MM_DONT_UNMAP) >> 2]
 
     @property
     def cpu_vm_mask(self):

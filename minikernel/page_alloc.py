@@ -80,6 +80,7 @@ _WORDS = PAGE_STRUCT_SIZE // 4
 # The same, for hot loops elsewhere that read PageAlloc.page_words directly
 # (page_words[pfn * PAGE_WORDS + W_FLAGS] is page->flags).
 PAGE_WORDS, W_FLAGS, W_COUNT, W_MAPPING = _WORDS, _W_FLAGS, _W_COUNT, _W_MAPPING
+W_MAPCOUNT = _W_MAPCOUNT
 
 # Page flag bit numbers: include/linux/page-flags.h of 2.5.3x.
 PG_locked = 0
@@ -283,6 +284,7 @@ class PageAlloc:
         self._u32 = words.cast('I')             # the same bytes, word by word
         self._i32 = words.cast('i')
         self.page_words = self._u32             # public: mem_map as u32 words
+        self.page_words_signed = self._i32      # the same as i32 (_count, _mapcount)
         self._dma_end = min(self.max_low_pfn, layout.MAX_DMA_ADDRESS >> PAGE_SHIFT)
         self.zones = [Zone(ZONE_DMA, 0, self._dma_end),
                       Zone(ZONE_NORMAL, self._dma_end, self.max_low_pfn),

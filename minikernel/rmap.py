@@ -17,9 +17,10 @@ Rules
   - A page whose _mapcount goes below -1 is a KernelBug.
 """
 from .bug import KernelBug
-from .page_alloc import PG_dirty, PG_swapcache
+from .page_alloc import PAGE_WORDS, PG_dirty, PG_swapcache, W_MAPCOUNT
 
 PTE_CHAIN_SIZE = 8
+_NO_MAPPERS = {}           # mappers_now of an unmapped page (never changed)
 
 
 class Rmap:
@@ -39,7 +40,7 @@ class Rmap:
             raise KernelBug(f'page_add_rmap: pfn {pfn:#x} is already mapped at {va:#x}')
         self.counters['rmap_add'] += 1
         pa = k.page_alloc
-        pa.set_page_mapcount(pfn, pa.page_mapcount(pfn) + 1)
+        pa.page_words_signed[pfn * PAGE_WORDS + W_MAPCOUNT] += 1          # _mapcount++
         chain = 0
         if self.use_chains:
             chain = k.slab.kmalloc(PTE_CHAIN_SIZE, 'pte_chain')
@@ -48,8 +49,10 @@ class Rmap:
                 k.report('warning', 'pte_chain allocation failed: ZONE_NORMAL exhausted')
                 chain = 0
             else:
-                k.machine.write32(chain - k.PAGE_OFFSET, pa.page_pte_chain(pfn))
-                k.machine.write32(chain - k.PAGE_OFFSET + 4, pte_pa + k.PAGE_OFFSET)
+                # kmalloc objects are 8-byte aligned in lowmem: two words
+                words, w = k.machine.ram_words, (chain - k.PAGE_OFFSET) >> 2
+                words[w] = pa.page_pte_chain(pfn)                       # ->next
+                words[w + 1] = pte_pa + k.PAGE_OFFSET                   # ->ptep
                 pa.set_page_pte_chain(pfn, chain)
                 self.counters['pte_chains'] += 1
                 self.counters['pte_chain_bytes'] += PTE_CHAIN_SIZE
@@ -71,8 +74,10 @@ class Rmap:
             self._unlink_chain(pfn, chain)
         if not entries:
             self.maps.pop(pfn, None)
-        count = pa.page_mapcount(pfn) - 1
-        pa.set_page_mapcount(pfn, count)
+        mc = pa.page_words_signed
+        w = pfn * PAGE_WORDS + W_MAPCOUNT
+        count = mc[w] - 1
+        mc[w] = count
         if count < -1:
             raise KernelBug(f'page_remove_rmap: pfn {pfn:#x} mapcount went below zero')
 
@@ -87,18 +92,24 @@ class Rmap:
             prev, cur = cur, words[(cur - offset) >> 2]
         if cur != chain:
             raise KernelBug('page_remove_rmap: pte_chain entry not on the page\'s chain')
-        nxt = k.machine.read32(chain - k.PAGE_OFFSET)
+        nxt = words[(chain - offset) >> 2]
         if prev is None:
             k.page_alloc.set_page_pte_chain(pfn, nxt)
         else:
-            k.machine.write32(prev - k.PAGE_OFFSET, nxt)
+            words[(prev - offset) >> 2] = nxt
         k.slab.kfree(chain)
         self.counters['pte_chains'] -= 1
         self.counters['pte_chain_bytes'] -= PTE_CHAIN_SIZE
 
     def mappers(self, pfn):
         """[(mm, va)] of the PTEs that map the page (rmap's pte_chain walk)."""
-        return list(self.maps.get(pfn, {}))
+        return list(self.maps.get(pfn, _NO_MAPPERS))
+
+    def mappers_now(self, pfn):
+        """mappers() without the copy: the page's (mm, va) keys as they are,
+        for a walk that neither sleeps nor changes a mapping
+        (page_referenced).  Read only."""
+        return self.maps.get(pfn, _NO_MAPPERS)
 
     def mapcount(self, pfn):
         return self.k.page_alloc.page_mapcount(pfn) + 1

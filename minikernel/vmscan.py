@@ -54,6 +54,7 @@ SWAP_SUCCESS, SWAP_AGAIN, SWAP_FAIL = 0, 1, 2
 NO_PROGRESS_ROUNDS = 64
 _WRITEBACK = 1 << pa.PG_writeback
 _REFERENCED = 1 << pa.PG_referenced
+_LRU = 1 << pa.PG_lru
 _SWAPCACHE = 1 << pa.PG_swapcache
 _SCAN_PY = 16          # swap_out_mm: PTEs tested in plain Python before a numpy step
 
@@ -101,9 +102,12 @@ class VMScan:
 
     def lru_cache_add(self, pfn):
         """lru_cache_add(): a new page goes to the inactive list's head."""
-        if self._flags(pfn) & (1 << pa.PG_lru):
+        fw = self.k.page_alloc.page_words
+        w = pfn * pa.PAGE_WORDS + pa.W_FLAGS
+        flags = fw[w]
+        if flags & _LRU:
             return
-        self._set(pfn, pa.PG_lru, True)
+        fw[w] = flags | _LRU                                    # SetPageLRU
         self.inactive[pfn] = None
 
     def lru_del(self, pfn):
@@ -260,11 +264,11 @@ class VMScan:
         k = self.k
         fm = k.filemap
         inactive, counters = self.inactive, self.counters
-        flags_of, mapcount = k.page_alloc.page_flags, k.rmap.mapcount
+        fw, mc = k.page_alloc.page_words, k.page_alloc.page_words_signed
         trylock, unlock, rotate = fm.trylock_page, fm.unlock_page, self._rotate
         charge, cpu, scan_cost = k.machine.charge, task.cpu, k.costs['scan_page']
         rmap_mode = self.mode == 'rmap'
-        writeback = 1 << pa.PG_writeback
+        mappers_of, unmap_checks = k.rmap.mappers, self._try_to_unmap_checks
         max_scan = max(len(inactive) // priority, nr_pages)
         max_mapped = SWAP_CLUSTER_MAX << (DEF_PRIORITY - priority)
         while max_scan > 0 and inactive and nr_pages > 0:
@@ -272,17 +276,31 @@ class VMScan:
             pfn = next(iter(inactive))
             counters['pages_scanned'] += 1
             charge(cpu, scan_cost)                              # = yield Charge(scan_page)
-            if flags_of(pfn) & writeback or not trylock(task, pfn):
+            w = pfn * pa.PAGE_WORDS
+            if fw[w + pa.W_FLAGS] & _WRITEBACK or not trylock(task, pfn):
                 rotate(pfn)
                 continue
-            if mapcount(pfn) > 0:
+            if mc[w + pa.W_MAPCOUNT] + 1 > 0:                   # page_mapped()
                 if rmap_mode:
-                    if self.page_referenced(pfn):               # _rmap_unmap's first test,
-                        self.activate(pfn)                      # without a generator
+                    if self.page_referenced(pfn):               # 2.5.27 shrink_list:
+                        self.activate(pfn)                      # referenced: activate
                         unlock(task, pfn)
                         continue
-                    done = yield from self._rmap_unmap(task, pfn)
-                    if not done:
+                    # add_to_swap, then try_to_unmap (a generator only once
+                    # a PTE is to go: a pinned mm's pages are walked again
+                    # and again without one)
+                    if (not fw[w + pa.W_FLAGS] & _SWAPCACHE and not fw[w + pa.W_MAPPING]
+                            and not k.swap.add_to_swap(pfn)):  # anonymous, no slot
+                        counters['swap_full'] += 1
+                        self.activate(pfn)
+                        unlock(task, pfn)
+                        continue
+                    mappers = mappers_of(pfn)
+                    result, i = unmap_checks(task, pfn, mappers, 0, SWAP_SUCCESS)
+                    if i < len(mappers):
+                        result = yield from self._try_to_unmap_rest(task, pfn, mappers, i, result)
+                    if result != SWAP_SUCCESS:
+                        rotate(pfn)
                         unlock(task, pfn)
                         continue
                 else:
@@ -353,7 +371,7 @@ class VMScan:
             fw[w] &= ~_REFERENCED                             # ClearPageReferenced
             refs += 1
         words = self._ram_words()
-        mappers = k.rmap.mappers(pfn)
+        mappers = k.rmap.mappers_now(pfn)
         for mm, va in mappers:
             pde = words[(mm.pgd_pa >> 2) + (va >> 22)]
             if not pde & x86.PTE_P:                           # (cannot happen: mapped)
@@ -366,34 +384,42 @@ class VMScan:
         self.counters['ptes_visited'] += len(mappers)
         return refs
 
-    def _rmap_unmap(self, task, pfn):
-        """The rmap branch of shrink_cache for a mapped page that is not
-        referenced (shrink_cache tested page_referenced and activated a
-        referenced one).  Generator -> True if it is now unmapped (and can
-        be freed below)."""
-        k = self.k
-        if not self._flags(pfn) & (1 << pa.PG_swapcache) and not self._is_file_page(pfn):
-            if not k.swap.add_to_swap(pfn):
-                self.counters['swap_full'] += 1
-                self.activate(pfn)
-                return False
-        result = yield from self.try_to_unmap(task, pfn)
-        if result != SWAP_SUCCESS:
-            self._rotate(pfn)
-            return False
-        return True
-
     def try_to_unmap(self, task, pfn):
-        """try_to_unmap(): every PTE on the chain.  Generator -> SWAP_*."""
-        result = SWAP_SUCCESS
-        for mm, va in list(self.k.rmap.mappers(pfn)):
-            r = self._try_to_unmap_one_checks(task, pfn, mm, va)
+        """try_to_unmap(): every PTE on the chain (as it was when the walk
+        began).  Generator -> SWAP_*."""
+        mappers = self.k.rmap.mappers(pfn)
+        result, i = self._try_to_unmap_checks(task, pfn, mappers, 0, SWAP_SUCCESS)
+        if i < len(mappers):
+            result = yield from self._try_to_unmap_rest(task, pfn, mappers, i, result)
+        return result
+
+    def _try_to_unmap_checks(self, task, pfn, mappers, i, result):
+        """try_to_unmap's loop from mappers[i] up to the next PTE that goes:
+        (the result so far, its index) with its mm->page_table_lock taken,
+        or (the result, len(mappers)) if none does.  A PTE that stays makes
+        the result its SWAP_AGAIN/SWAP_FAIL.  Never sleeps (a pinned mm's
+        pages are walked again and again without a generator)."""
+        checks = self._try_to_unmap_one_checks
+        n = len(mappers)
+        while i < n:
+            mm, va = mappers[i]
+            r = checks(task, pfn, mm, va)
             if r is None:                       # page_table_lock held: unmap
-                yield from self._unmap_pte(task, mm, va, pfn)
-                mm.page_table_lock.unlock(task)
-                r = SWAP_SUCCESS
+                return result, i
             if r != SWAP_SUCCESS:
                 result = r
+            i += 1
+        return result, n
+
+    def _try_to_unmap_rest(self, task, pfn, mappers, i, result):
+        """try_to_unmap from mappers[i], whose PTE goes (its mm's
+        page_table_lock held): unmap it, then go on.  Generator -> SWAP_*."""
+        n = len(mappers)
+        while i < n:
+            mm, va = mappers[i]
+            yield from self._unmap_pte(task, mm, va, pfn)
+            mm.page_table_lock.unlock(task)
+            result, i = self._try_to_unmap_checks(task, pfn, mappers, i + 1, result)
         return result
 
     def try_to_unmap_one(self, task, pfn, mm, va):
