@@ -107,7 +107,10 @@ class Oracle:
         shadow = self.shadow.get(inode)
         tail = self.appends.pop(inode, None)
         if tail is not None:
-            shadow += b''.join(tail[0])
+            if shadow:
+                shadow += b''.join(tail[0])
+            else:                                # one copy, not a join and a copy
+                shadow = self.shadow[inode] = bytearray().join(tail[0])
         return shadow
 
     def positioned(self, file, pos):
