@@ -291,6 +291,8 @@ typedef struct {
     void *state_ptrs[MAX_REGS], *entry_ptrs[MAX_REGS];
     uint32_t narrow_mask;       /* state slots read as 16 bits: cleared first */
     PyObject *names[MAX_REGS];  /* interned state register names */
+    PyObject *last[MAX_REGS];   /* state_dict: each register's int object of the last read */
+    uint32_t last_val[MAX_REGS];
     uint64_t runs;
     ctx_fn ctx_restore;             /* the ring-0 template (set_template) */
     char *tpl;
@@ -381,8 +383,10 @@ static void Runner_dealloc(Runner *self)
     Py_CLEAR(self->uc_obj);
     Py_CLEAR(self->counters);
     Py_CLEAR(self->kernel_cs);
-    for (int i = 0; i < MAX_REGS; i++)
+    for (int i = 0; i < MAX_REGS; i++) {
         Py_CLEAR(self->names[i]);
+        Py_CLEAR(self->last[i]);
+    }
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -398,9 +402,23 @@ static PyObject *state_dict(Runner *self)
     if (!d)
         return NULL;
     for (int i = 0; i < self->nstate; i++) {
-        PyObject *v = PyLong_FromUnsignedLong(self->state[i]);
-        if (!v || PyDict_SetItem(d, self->names[i], v) < 0) {
-            Py_XDECREF(v);
+        /* the int object of the last read, when the value is the same
+         * (CR3, the segments, often EBP/ESI/EDI): ints are immutable */
+        PyObject *v = self->last[i];
+        if (v && self->last_val[i] == self->state[i]) {
+            Py_INCREF(v);
+        } else {
+            v = PyLong_FromUnsignedLong(self->state[i]);
+            if (!v) {
+                Py_DECREF(d);
+                return NULL;
+            }
+            Py_INCREF(v);
+            Py_XSETREF(self->last[i], v);
+            self->last_val[i] = self->state[i];
+        }
+        if (PyDict_SetItem(d, self->names[i], v) < 0) {
+            Py_DECREF(v);
             Py_DECREF(d);
             return NULL;
         }
