@@ -48,7 +48,7 @@ from .irq import (CALL_FUNCTION_VECTOR, DISK_VECTOR, INVALIDATE_TLB_VECTOR,
 from .layout import PAGE_OFFSET, PAGE_SIZE
 from .oracle import Oracle
 from .memory import MM_CPU_VM_MASK, MM_PAGE_TABLE_LOCK, MM_PGD, MM_SIZE, MM_USERS, MemoryManager
-from .page_alloc import PageAlloc, memmap_extent
+from .page_alloc import PAGE_WORDS, W_COUNT, PageAlloc, memmap_extent
 from .rmap import Rmap
 from .schema import Bool, Choice, Int, OneOf, SchemaError, Size, Str
 from .vmstat import VmStat
@@ -686,9 +686,10 @@ class Kernel:
     def put_page(self, pfn):
         """put_page(): the last reference takes the page off the LRU first
         (2.5 __page_cache_release)."""
-        if self.page_alloc.page_count(pfn) == 1 and self.vmscan is not None:
-            self.vmscan.lru_del(pfn)
-        self.page_alloc.put_page(pfn)
+        pa = self.page_alloc
+        if pa.page_words_signed[pfn * PAGE_WORDS + W_COUNT] == 1 and self.vmscan is not None:
+            self.vmscan.lru_del(pfn)                      # (page_count(pfn) == 1)
+        pa.put_page(pfn)
 
     def lru_cache_add(self, pfn):
         if self.vmscan is not None:
