@@ -117,7 +117,8 @@ class Filemap:
     # ---- struct page fields (lowmem kernel data) ---------------------------
 
     def _test(self, pfn, bit):
-        return self.k.page_alloc.test_page_flag(pfn, bit)
+        """PageX(): page->flags as a word of mem_map (test_page_flag's read)."""
+        return bool(self.k.page_alloc.page_words[pfn * PAGE_WORDS + W_FLAGS] >> bit & 1)
 
     def PageLocked(self, pfn):
         return self._test(pfn, PG_locked)
