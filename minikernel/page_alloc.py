@@ -7,7 +7,11 @@ What this file owns
     as in Linux, it costs ZONE_NORMAL memory), seen from Python as a numpy
     structured array that is a VIEW of the guest RAM buffer: guest asm and
     Python read and write the same bytes.  Hot paths use two memoryviews of
-    the same bytes (u32 and i32 words) because they are faster per item.
+    the same bytes (u32 and i32 words) because they are faster per item;
+    they are public as page_words / page_words_signed (word index
+    pfn * PAGE_WORDS + W_FLAGS, W_COUNT, W_MAPCOUNT, W_MAPPING) for the
+    reclaim, page-lock and rmap loops, which test and set flags and counts
+    there without a call per field.
   - The three zones and their watermarks, the per-zone buddy free lists,
     the zonelists that say which zones a GFP mask may use, in which order.
   - The allocator's FAST path: the two zonelist walks of __alloc_pages.
