@@ -8,8 +8,9 @@ import os
 
 import capstone
 import pytest
-from keystone import Ks, KS_ARCH_X86, KS_MODE_32
+from keystone import Ks, KS_ARCH_X86, KS_MODE_32, KS_OPT_SYNTAX_INTEL
 
+import vm.asm as vm_asm
 from vm.asm import AsmError, assemble, assemble_files
 from vm.symbols import Symbolizer
 
@@ -90,10 +91,34 @@ def test_cross_file_calls_and_push_offset(image):
     assert target(image, push + 5) == s['helper']
 
 
+def test_new_ks_refuses_an_instance_that_reads_decimals_as_hex(monkeypatch):
+    # ks_option() forces MCAsmInfo's radix to 16: the state an instance is in
+    # when ks_open's uninitialised radix happens to read 16
+    hexy = Ks(KS_ARCH_X86, KS_MODE_32)
+    hexy.syntax = KS_OPT_SYNTAX_INTEL
+    assert not vm_asm._radix_ok(hexy)
+    assert vm_asm._radix_ok(vm_asm._new_ks())
+    made = []
+
+    def always_hex(arch, mode):
+        ks = Ks(arch, mode)
+        ks.syntax = KS_OPT_SYNTAX_INTEL
+        made.append(ks)
+        return ks
+    monkeypatch.setattr(vm_asm, 'Ks', always_hex)
+    with pytest.raises(RuntimeError, match='as hex'):
+        vm_asm._new_ks(tries=3)
+    assert len(made) == 3
+
+
+def test_decimal_immediates_are_decimal():
+    assert asm('mov ecx, 1024\n').code == b'\xb9\x00\x04\x00\x00'
+
+
 def test_bytes_equal_plain_keystone():
     src = 'a: mov eax, offset b\nrep movsl\njne a\nmov ebx, [b]\nb: .long a\n'
     plain = 'a: mov eax, b\nrep movs dword ptr es:[edi], dword ptr [esi]\njne a\nmov ebx, [b]\nb: .long a\n'
-    enc, _ = Ks(KS_ARCH_X86, KS_MODE_32).asm(plain, BASE, as_bytes=True)
+    enc, _ = vm_asm._new_ks().asm(plain, BASE, as_bytes=True)
     assert asm(src).code == enc
 
 

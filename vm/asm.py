@@ -86,6 +86,12 @@ Keystone 0.9.2 quirks handled here (each verified against capstone)
     identical to the program assembled without the internal labels).
   - On failure keystone gives no line: the statement is found by assembling
     each one alone (unknown names resolved to a dummy), else by bisection.
+  - MCAsmInfo::Radix is never initialised by ks_open (keystone PR #608): an
+    instance whose heap garbage reads 16 lexes every decimal as hex (`1024`
+    -> 0x1024), and any ks_option() call forces 16.  Every instance comes
+    from _new_ks(), which probes `push 10` and takes another instance until
+    one lexes decimals (seen: tests/test_asm.py's decimal fixtures failing
+    under some pytest options, i.e. some heap layouts at import).
 
 Image is read-only by convention: assemble() memoizes its results per process
 and hands the same object to every caller.
@@ -101,7 +107,28 @@ from keystone import Ks, KsError, KS_ARCH_X86, KS_MODE_32
 SPECIAL_KINDS = ('invlpg', 'mov_cr3', 'mov_cr4', 'int', 'hlt', 'iret', 'sti')
 
 _CS = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
-_KS = Ks(KS_ARCH_X86, KS_MODE_32)
+
+
+def _radix_ok(ks):
+    """True if `ks` reads a bare number as decimal (see the module comment)."""
+    return ks.asm('push 10', 0, as_bytes=True)[0] == b'\x6a\x0a'
+
+
+def _new_ks(tries=64):
+    """A keystone x86-32 instance that reads decimals as decimals.  Rejected
+    instances are kept alive until one passes, so the next ks_open gets
+    other heap memory; RuntimeError if none of `tries` does."""
+    rejected = []
+    for _ in range(tries):
+        ks = Ks(KS_ARCH_X86, KS_MODE_32)
+        if _radix_ok(ks):
+            return ks
+        rejected.append(ks)
+    raise RuntimeError(f'keystone: {tries} instances all read decimal numbers as hex '
+                       '(MCAsmInfo::Radix uninitialised)')
+
+
+_KS = _new_ks()
 _CACHE = {}             # (base, source lines, defines) -> Image
 _CACHE_SIZE = 32
 _FILES = {}             # (paths, base, defines, root) -> ([(path, stat stamp)], Image)
@@ -809,7 +836,7 @@ class _Program:
         the constants, else the smallest failing prefix of the program."""
         if e := self._short_branch_error():
             return e
-        ks = Ks(KS_ARCH_X86, KS_MODE_32)
+        ks = _new_ks()
         ks.sym_resolver = _dummy_resolver(self.base)
         equs = [s for s in self.stmts if s.kind == 'equ']
         others = [s for s in self.stmts if s.kind != 'equ' and s.ks]
