@@ -115,6 +115,14 @@ def test_decimal_immediates_are_decimal():
     assert asm('mov ecx, 1024\n').code == b'\xb9\x00\x04\x00\x00'
 
 
+def test_error_line_is_found_with_decimal_numbers_before_it():
+    # _locate's keystone instance has a symbol resolver, i.e. radix 16: read
+    # as hex, `int 200` (0x200) failed and took the blame for line 2
+    with pytest.raises(AsmError) as e:
+        asm('int 200\nmov eax, [ebx+ecx*3]\n')
+    assert e.value.line == 2
+
+
 def test_bytes_equal_plain_keystone():
     src = 'a: mov eax, offset b\nrep movsl\njne a\nmov ebx, [b]\nb: .long a\n'
     plain = 'a: mov eax, b\nrep movs dword ptr es:[edi], dword ptr [esi]\njne a\nmov ebx, [b]\nb: .long a\n'

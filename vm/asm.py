@@ -90,8 +90,11 @@ Keystone 0.9.2 quirks handled here (each verified against capstone)
     instance whose heap garbage reads 16 lexes every decimal as hex (`1024`
     -> 0x1024), and any ks_option() call forces 16.  Every instance comes
     from _new_ks(), which probes `push 10` and takes another instance until
-    one lexes decimals (seen: tests/test_asm.py's decimal fixtures failing
-    under some pytest options, i.e. some heap layouts at import).
+    one lexes decimals.  Setting sym_resolver is a ks_option() call, so
+    _locate's instance reads 16, and a freed one leaves 16 behind for the
+    next ks_open (50 of 50 fresh instances read hex after one): so every
+    number keystone gets is also written radix-proof (decimals as 0x...;
+    0-prefixed and 0b numbers lex the same in either radix).
 
 Image is read-only by convention: assemble() memoizes its results per process
 and hands the same object to every caller.
@@ -718,6 +721,8 @@ class _Program:
                     tok, is_label = self.labels[tok][0], True
                 elif low not in _KEYWORDS and tok not in self.consts and tok != '.':
                     raise s.error(f"undefined symbol '{tok}'")
+            elif kind == 'num' and tok[0] in '123456789':
+                tok = hex(int(tok))     # radix-proof (see the module comment)
             elif kind == 'bad':
                 raise s.error(f"unexpected '{tok}'")
             elif kind == 'op' and tok in '[],':
@@ -745,7 +750,7 @@ class _Program:
             raise s.error('.align N: N must be a power of two')
         if self.base % n:
             raise s.error(f'.align {n}: base {self.base:#x} is not a multiple of {n}')
-        s.ks = f'.align {n}'
+        s.ks = f'.align {n:#x}'
 
     def _extable_args(self, i, s):
         args = [a.strip() for a in s.args.split(',')]
