@@ -2,7 +2,12 @@
 
   build/workloads/<name>   every workloads/<name>.c, compiled with zig
                            (`python -m ziglang cc -target x86-linux-musl
-                           -static -O2`): static i386 ELF with symbols.
+                           -static -O2`): static i386 ELF with symbols,
+                           its .debug_* sections dropped (strip_debug): zig's
+                           DWARF names the directories the objects were built
+                           in (this checkout, the venv's musl sources, first
+                           come first cached), so the same source gave other
+                           bytes, file sizes and counters in another checkout.
                            Files named nolibc*.c are built -nostdlib.
   build/busybox/busybox    Debian's busybox-static:i386 (glibc, stripped),
                            fetched with apt-get download + dpkg-deb -x where
@@ -20,6 +25,7 @@ import hashlib
 import glob
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -33,13 +39,18 @@ ZIG_FLAGS = ['-target', 'x86-linux-musl', '-static', '-O2']
 NOLIBC_FLAGS = ['-nostdlib', '-fno-builtin', '-fno-stack-protector']
 
 
+RECIPE = ' '.join(ZIG_FLAGS + NOLIBC_FLAGS) + ' + strip_debug 1'   # a change rebuilds all
+
+
 def build_c():
     os.makedirs(OUT, exist_ok=True)
+    stamp = os.path.join(OUT, '.recipe')
+    same_recipe = os.path.exists(stamp) and open(stamp).read() == RECIPE
     for src in sorted(glob.glob(os.path.join(SRC, '*.c'))):
         name = os.path.basename(src)[:-2]
         dst = os.path.join(OUT, name)
         newest = max(os.path.getmtime(p) for p in [src] + glob.glob(os.path.join(SRC, '*.h')))
-        if os.path.exists(dst) and os.path.getmtime(dst) >= newest:
+        if same_recipe and os.path.exists(dst) and os.path.getmtime(dst) >= newest:
             continue
         flags = ZIG_FLAGS + (NOLIBC_FLAGS if name.startswith('nolibc') else [])
         cmd = [sys.executable, '-m', 'ziglang', 'cc', *flags, '-o', dst, src]
@@ -49,7 +60,73 @@ def build_c():
             sys.stderr.write(r.stderr)
             print(f'workloads: {name}: zig cc failed', file=sys.stderr)
             return 1
+        with open(dst, 'rb') as f:
+            data = strip_debug(f.read())
+        with open(dst, 'wb') as f:
+            f.write(data)
+    with open(stamp, 'w') as f:
+        f.write(RECIPE)
     return 0
+
+
+SHF_ALLOC, SHF_INFO_LINK = 0x2, 0x40
+SHT_SYMTAB, SHT_RELA, SHT_NOBITS, SHT_REL = 2, 4, 8, 9
+
+
+def strip_debug(data):
+    """An ELF32 little-endian file without its .debug_* sections, as
+    `strip --strip-debug` (which this machine kind may lack; lld's own
+    --strip-debug drops .symtab too).  The loaded bytes (program headers,
+    every SHF_ALLOC section) stay where they are; the kept other sections
+    (.comment, .symtab, .strtab, .shstrtab) are packed after them and the
+    section indices in sh_link, sh_info and symbols renumbered.  ValueError
+    if a kept section or symbol refers to a dropped one."""
+    if data[:6] != b'\x7fELF\x01\x01':
+        raise ValueError('not a 32-bit little-endian ELF file')
+    phoff, shoff = struct.unpack_from('<II', data, 0x1c)
+    phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from('<HHHHH', data, 0x2a)
+    shdrs = [list(struct.unpack_from('<10I', data, shoff + i * shentsize)) for i in range(shnum)]
+    names = shdrs[shstrndx][4]
+
+    def name(sh):
+        return data[names + sh[0]:data.index(b'\0', names + sh[0])]
+    keep = [i for i, sh in enumerate(shdrs) if not name(sh).startswith(b'.debug')]
+    if len(keep) == shnum:
+        return data
+    new = {old: i for i, old in enumerate(keep)}
+
+    def renumber(index, what):
+        if index in new:
+            return new[index]
+        raise ValueError(f'{what} refers to dropped section {index}')
+    phdrs = [struct.unpack_from('<8I', data, phoff + i * phentsize) for i in range(phnum)]
+    end = max([phoff + phnum * phentsize] + [p[1] + p[4] for p in phdrs] +     # p_offset + p_filesz
+              [sh[4] + sh[5] for sh in shdrs if sh[2] & SHF_ALLOC and sh[1] != SHT_NOBITS])
+    out = bytearray(data[:end])
+    table = []
+    for old in keep:
+        sh = shdrs[old][:]
+        if old and not sh[2] & SHF_ALLOC:
+            out += bytes(-len(out) % max(sh[8], 1))
+            body = bytearray(data[sh[4]:sh[4] + sh[5]])
+            if sh[1] == SHT_SYMTAB:
+                for at in range(0, len(body), 16):
+                    shndx, = struct.unpack_from('<H', body, at + 14)
+                    if 0 < shndx < 0xff00:
+                        struct.pack_into('<H', body, at + 14, renumber(shndx, 'a symbol'))
+            sh[4] = len(out)
+            out += body
+        if sh[6]:
+            sh[6] = renumber(sh[6], name(sh).decode())
+        if sh[1] in (SHT_REL, SHT_RELA) or sh[2] & SHF_INFO_LINK:
+            sh[7] = renumber(sh[7], name(sh).decode())
+        table.append(sh)
+    out += bytes(-len(out) % 4)
+    struct.pack_into('<I', out, 0x20, len(out))
+    struct.pack_into('<HH', out, 0x30, len(table), new[shstrndx])
+    for sh in table:
+        out += struct.pack('<10I', *sh)
+    return bytes(out)
 
 
 def sha256(path):
