@@ -126,24 +126,30 @@ class KmapSlots:
             return                    # the guest's own check (BUG) is on
         self.highmem_start = kernel.machine.read32(kernel.image.symbols['highmem_start_page']
                                                    - kernel.PAGE_OFFSET)
+        self._ret_to_python = kernel.image.symbols.get('ret_to_python')
         for name, fn in (('kmap_atomic', self._map), ('kunmap_atomic', self._unmap)):
             addr = kernel.image.symbols.get(name)
             if addr is not None:
                 for cpu in kernel.machine.cpus:
                     cpu.hook_code(addr, addr + 1, fn)
 
+    # The two hooks run at every kmap_atomic / kunmap_atomic (each page a
+    # fault clears): they read only what the check needs, and name a caller
+    # only when a report needs it.
+
     def _map(self, cpu, addr):
-        k = self.k
         page = cpu.get_reg('eax')
         if page < self.highmem_start:
             return                    # lowmem: page_address, no slot
         kmtype = cpu.get_reg('edx')
-        task = k.sched.current[cpu.index]
-        caller = self._caller(cpu)
-        old = self.held.get((cpu.index, kmtype))
-        self.held[(cpu.index, kmtype)] = (task, page, caller)
+        task = self.k.sched.current[cpu.index]
+        slot = (cpu.index, kmtype)
+        old = self.held.get(slot)
+        caller = self._caller(cpu, task)
+        self.held[slot] = (task, page, caller)
         if old is None or not old[0].alive:
             return
+        k = self.k
         self.counters['kmap_slot_reuses'] += 1
         t0, p0, c0 = old
         c0, caller = self._where(c0), self._where(caller)
@@ -153,27 +159,27 @@ class KmapSlots:
                  task=task, check='kmap_atomic slot reused while held')
 
     def _unmap(self, cpu, addr):
-        kvaddr, kmtype = cpu.get_reg('eax'), cpu.get_reg('edx')
+        kvaddr = cpu.get_reg('eax')
         if kvaddr < FIXMAP_PT_BASE:
             return                    # a lowmem page: nothing was mapped
-        held = self.held.get((cpu.index, kmtype))
+        slot = (cpu.index, cpu.get_reg('edx'))
+        held = self.held.get(slot)
         if held is not None and held[0] is self.k.sched.current[cpu.index]:
-            del self.held[(cpu.index, kmtype)]
+            del self.held[slot]
 
     def _where(self, caller):
         """_caller's answer as text (a return address is named only when a
         report needs it: the hook runs at every kmap_atomic)."""
         return self.k.describe(caller) if isinstance(caller, int) else caller
 
-    def _caller(self, cpu):
+    def _caller(self, cpu, task):
         """Where kmap_atomic was called from: the return address on the stack
         (an int, see _where), or the Python kernel routine that asked for it
-        (a Guest request)."""
-        k = self.k
-        ret = k.machine.read32(cpu.get_reg('esp') - k.PAGE_OFFSET)
-        if ret != k.image.symbols.get('ret_to_python'):
+        (a Guest request of `task`, the current one): the innermost
+        generator of its newest frame that has one."""
+        ret = self.k.machine.read32(cpu.get_reg('esp') - self.k.PAGE_OFFSET)
+        if ret != self._ret_to_python:
             return ret
-        task = k.sched.current[cpu.index]
         for f in reversed(task.frames):
             g, name = f.gen, None
             while g is not None and hasattr(g, 'gi_code'):

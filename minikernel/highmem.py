@@ -102,8 +102,11 @@ class Highmem:
         if not task.frames:
             return '?'
         gen = task.frames[-1].gen
-        while getattr(gen, 'gi_yieldfrom', None) is not None:
-            gen = gen.gi_yieldfrom
+        while True:
+            inner = getattr(gen, 'gi_yieldfrom', None)
+            if inner is None:
+                break
+            gen = inner
         code = gen.gi_code
         name = self._site_names.get(code)
         if name is None:

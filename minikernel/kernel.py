@@ -48,7 +48,7 @@ from .irq import (CALL_FUNCTION_VECTOR, DISK_VECTOR, INVALIDATE_TLB_VECTOR,
 from .layout import PAGE_OFFSET, PAGE_SIZE
 from .oracle import Oracle
 from .memory import MM_CPU_VM_MASK, MM_PAGE_TABLE_LOCK, MM_PGD, MM_SIZE, MM_USERS, MemoryManager
-from .page_alloc import PAGE_WORDS, W_COUNT, PageAlloc, memmap_extent
+from .page_alloc import ALLOC_SLOWPATH, PAGE_WORDS, W_COUNT, PageAlloc, memmap_extent
 from .rmap import Rmap
 from .schema import Bool, Choice, Int, OneOf, SchemaError, Size, Str
 from .vmstat import VmStat
@@ -697,13 +697,25 @@ class Kernel:
 
     def alloc_page(self, task, gfp_mask, order=0):
         """alloc_pages(): the fast path, then (with reclaim) the slow path.
-        Generator -> pfn or None."""
+        Generator -> pfn or None.  May sleep."""
+        pfn = self.alloc_page_fast(task, gfp_mask, order)
+        if pfn == ALLOC_SLOWPATH:
+            pfn = yield from self.vmscan.alloc_pages_slow(task, gfp_mask, order)
+        return pfn
+
+    def alloc_page_fast(self, task, gfp_mask, order=0):
+        """alloc_page() up to its slow path, without a generator (the page
+        fault's allocation): the cost, fault injection, the fast path.
+        -> pfn, None (no page), or ALLOC_SLOWPATH: the fast path failed and
+        reclaim may find one; the caller goes on with `yield from
+        k.vmscan.alloc_pages_slow(task, gfp_mask, order)` (may sleep), as
+        alloc_page() does.  Never sleeps."""
         self.machine.charge(task.cpu, self.costs['page_alloc'])   # = yield Charge(...)
-        if self.faults.should_fail_alloc_page(task, gfp_mask, order):
+        if self.faults.alloc_hooks and self.faults.should_fail_alloc_page(task, gfp_mask, order):
             return None
         pfn = self.page_alloc.alloc_pages_fast(gfp_mask, order)
         if pfn is None and self.vmscan is not None:
-            pfn = yield from self.vmscan.alloc_pages_slow(task, gfp_mask, order)
+            return ALLOC_SLOWPATH
         return pfn
 
     def page_add_anon(self, pfn, mm, va, pte_pa):

@@ -81,6 +81,7 @@ class RWSemaphore:
         self.writer = None
         self.queue = []                  # (task, 'read'|'write'), FIFO
         self.wq = None
+        self._where_read = f'down_read({name})'     # might_sleep's report
 
     def __repr__(self):
         return f'<rwsem {self.name} activity={self.activity} queued={len(self.queue)}>'
@@ -90,15 +91,31 @@ class RWSemaphore:
 
     def down_read(self, task):
         """Generator.  May sleep."""
-        self.k.sched.might_sleep(task, f'down_read({self.name})')
+        if not self.down_read_fast(task):
+            yield from self._wait(task, 'read')
+
+    def down_read_fast(self, task):
+        """down_read() up to the point where it would sleep: might_sleep, the
+        cost (charged on the spot, as Engine._advance applies a Charge), and
+        __down_read's uncontended case (no writer, nobody queued): True if
+        the lock is now held for reading.  False: the reader must queue, the
+        caller goes on with `yield from sem.down_read_slow(task)`.  The two
+        together are down_read(), without a generator for the common case
+        (the page fault takes mmap_sem this way).  Never sleeps."""
         k = self.k
+        k.sched.might_sleep(task, self._where_read)
         if k.tracer is not None or k.point_hook is not None:    # someone listens
             k.trace_event('rwsem', task=task, op='down_read', lock=self.name)
-        yield from self._charge()
+        k.machine.charge(task.cpu, k.costs['rwsem_op'])
         if self.activity >= 0 and not self.queue:
             self.activity += 1
             self.readers.append(task)
-            return
+            return True
+        return False
+
+    def down_read_slow(self, task):
+        """The rest of down_read() after down_read_fast() said False: queue
+        and sleep until granted.  Generator.  May sleep."""
         yield from self._wait(task, 'read')
 
     def down_write(self, task):

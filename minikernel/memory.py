@@ -32,6 +32,7 @@ from vm import x86
 
 from .bug import KernelBug
 from .locking import RWSemaphore, SpinLock
+from .page_alloc import ALLOC_SLOWPATH, GFP_HIGHUSER
 from .task import Charge, Guest
 
 EINVAL, ENOMEM = 22, 12
@@ -385,20 +386,27 @@ class MemoryManager:
     def zap_range(self, task, mm, start, end, flush):
         """zap_page_range(): clear the PTEs, drop the pages; then
         flush_tlb_range (= flush_tlb_mm on i386 2.4).  Generator."""
+        k = self.k
+        words = k.machine.ram_words                  # read_pte / write_pte
         zapped = 0
-        for va in range(start, end, PAGE):
+        va = start
+        while va < end:                              # one page table at a time
+            nxt = min((va | 0x3FFFFF) + 1, end)
             pa = self.pte_offset(mm, va)
             if pa is None:
+                va = nxt
                 continue
-            pte = self.read_pte(pa)
-            if pte == 0:
-                continue
-            self.write_pte(pa, 0)
-            zapped += 1
-            if pte & x86.PTE_P:
-                self.k.unmap_page_pte(mm, va, pte)
-            else:
-                self.k.swap_pte_dropped(pte)
+            while va < nxt:
+                pte = words[pa >> 2]
+                if pte != 0:
+                    words[pa >> 2] = 0
+                    zapped += 1
+                    if pte & x86.PTE_P:
+                        k.unmap_page_pte(mm, va, pte)
+                    else:
+                        k.swap_pte_dropped(pte)
+                va += PAGE
+                pa += 4
         if zapped:
             self.k.trace_event('pte_zap', task=task, start=start, end=end, ptes=zapped)
             yield Charge(self.k.costs['pte_update'] * zapped)
@@ -509,13 +517,15 @@ class MemoryManager:
         if not user and (mm is None or k.sched.pagefault_disabled(task)
                          or (k.config['atomic_fault'] == 'fixup' and k.sched.in_atomic(task))):
             return (yield from self._no_context(task, address, error, eip))
-        yield from mm.mmap_sem.down_read(task)
+        sem = mm.mmap_sem
+        if not sem.down_read_fast(task):        # down_read(): sleeps only if contended
+            yield from sem.down_read_slow(task)
         vma = mm.find_vma(address)
         if vma is None or vma.start > address or not self._access_ok(vma, write, error):
             mm.mmap_sem.up_read(task)
             return (yield from self._bad_area(task, address, error, eip, user))
         result = yield from self.handle_mm_fault(task, mm, vma, address, write)
-        mm.mmap_sem.up_read(task)
+        sem.up_read(task)
         if result == VM_FAULT_OOM:
             return (yield from self._fault_oom(task, address, eip, user))
         if result == VM_FAULT_SIGBUS:
@@ -569,7 +579,7 @@ class MemoryManager:
         pte_pa = self.pte_alloc(mm, address)
         if pte_pa is None:
             return VM_FAULT_OOM
-        pte = self.read_pte(pte_pa)
+        pte = k.machine.ram_words[pte_pa >> 2]                  # read_pte
         if not pte & x86.PTE_P:
             if pte == 0:
                 if vma.file is not None:
@@ -604,14 +614,17 @@ class MemoryManager:
             self.write_pte(pte_pa, (self.zero_pfn << 12) | x86.PTE_P | x86.PTE_U | x86.PTE_A)
             self.counters['zero_page_maps'] += 1
             return VM_FAULT_MINOR
-        pfn = yield from k.alloc_page(task, k.gfp.GFP_HIGHUSER)
+        pfn = k.alloc_page_fast(task, GFP_HIGHUSER)        # alloc_page(): sleeps only
+        if pfn == ALLOC_SLOWPATH:                           # in its slow path
+            pfn = yield from k.vmscan.alloc_pages_slow(task, GFP_HIGHUSER, 0)
         if pfn is None:
             return VM_FAULT_OOM
         yield Guest('clear_user_highpage', k.page_to_guest(pfn), va)
-        if self.read_pte(pte_pa) != 0:           # raced while we slept
+        words = k.machine.ram_words                         # read_pte / write_pte
+        if words[pte_pa >> 2] != 0:              # raced while we slept
             k.put_page(pfn)
             return VM_FAULT_MINOR
-        self.write_pte(pte_pa, self._user_pte(pfn, True, True))
+        words[pte_pa >> 2] = self._user_pte(pfn, True, True)
         k.page_add_anon(pfn, mm, va, pte_pa)
         self.counters['anon_pages'] += 1
         return VM_FAULT_MINOR

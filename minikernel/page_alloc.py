@@ -84,7 +84,7 @@ _WORDS = PAGE_STRUCT_SIZE // 4
 # The same, for hot loops elsewhere that read PageAlloc.page_words directly
 # (page_words[pfn * PAGE_WORDS + W_FLAGS] is page->flags).
 PAGE_WORDS, W_FLAGS, W_COUNT, W_MAPPING = _WORDS, _W_FLAGS, _W_COUNT, _W_MAPPING
-W_MAPCOUNT = _W_MAPCOUNT
+W_MAPCOUNT, W_PTE_CHAIN = _W_MAPCOUNT, _W_PTE_CHAIN
 
 # Page flag bit numbers: include/linux/page-flags.h of 2.5.3x.
 PG_locked = 0
@@ -163,6 +163,10 @@ SMALL_AREA = 32        # check(): a free list this short is checked in plain Pyt
 ZONE_BALANCE_RATIO = (128, 128, 128)
 ZONE_BALANCE_MIN = (20, 20, 20)
 ZONE_BALANCE_MAX = (255, 255, 255)
+
+# Kernel.alloc_page_fast's answer when the fast path found no page and the
+# slow path (reclaim, which may sleep) is left to try: not a pfn.
+ALLOC_SLOWPATH = -1
 
 # Which watermark a zonelist walk tests (alloc_pages_pass).
 WMARK_LOW = 'low'       # first walk of __alloc_pages: pages_low
@@ -491,7 +495,7 @@ class PageAlloc:
         need = 1 << order
         for zone in self._zonelists[gfp & GFP_ZONEMASK]:
             if wmark != WMARK_NONE:
-                need += self._local_mark(zone, gfp, wmark)
+                need += zone.pages_low if wmark == WMARK_LOW else self._local_mark(zone, gfp, wmark)
                 free = zone.free_pages
                 if not (free > need or (self.pages_high_escape and free >= zone.pages_high)):
                     continue
@@ -548,11 +552,13 @@ class PageAlloc:
         >= `order` from zone's free lists, split it; pfn or None."""
         areas = zone.free_area
         for cur in range(order, MAX_ORDER):
-            if areas[cur]:
-                pfn = areas[cur].popitem()[0]
+            area = areas[cur]
+            if area:
+                pfn = area.popitem()[0]
                 self._rmv_page_order(pfn)
                 zone.free_pages -= 1 << order
-                pfn = self._expand(zone, pfn, order, cur)
+                if cur > order:
+                    pfn = self._expand(zone, pfn, order, cur)
                 self._prep_new_page(pfn)
                 zone.nr_alloc[order] += 1
                 return pfn

@@ -17,7 +17,7 @@ Rules
   - A page whose _mapcount goes below -1 is a KernelBug.
 """
 from .bug import KernelBug
-from .page_alloc import PAGE_WORDS, PG_dirty, PG_swapcache, W_MAPCOUNT
+from .page_alloc import PAGE_WORDS, PG_dirty, PG_swapcache, W_MAPCOUNT, W_PTE_CHAIN
 
 PTE_CHAIN_SIZE = 8
 _NO_MAPPERS = {}           # mappers_now of an unmapped page (never changed)
@@ -35,37 +35,43 @@ class Rmap:
     def page_add_rmap(self, pfn, mm, va, pte_pa, anon):
         """page_add_rmap(): one more PTE maps the page."""
         k = self.k
-        entries = self.maps.setdefault(pfn, {})
-        if (mm, va) in entries:
+        key = (mm, va)
+        entries = self.maps.get(pfn)
+        if entries is None:
+            entries = self.maps[pfn] = {}
+        elif key in entries:
             raise KernelBug(f'page_add_rmap: pfn {pfn:#x} is already mapped at {va:#x}')
-        self.counters['rmap_add'] += 1
-        pa = k.page_alloc
-        pa.page_words_signed[pfn * PAGE_WORDS + W_MAPCOUNT] += 1          # _mapcount++
+        c = self.counters
+        c['rmap_add'] += 1
+        words = k.page_alloc.page_words_signed
+        w = pfn * PAGE_WORDS
+        words[w + W_MAPCOUNT] += 1                                    # _mapcount++
         chain = 0
         if self.use_chains:
             chain = k.slab.kmalloc(PTE_CHAIN_SIZE, 'pte_chain')
             if chain is None:
-                self.counters['pte_chain_alloc_failed'] += 1
+                c['pte_chain_alloc_failed'] += 1
                 k.report('warning', 'pte_chain allocation failed: ZONE_NORMAL exhausted')
                 chain = 0
             else:
-                # kmalloc objects are 8-byte aligned in lowmem: two words
-                words, w = k.machine.ram_words, (chain - k.PAGE_OFFSET) >> 2
-                words[w] = pa.page_pte_chain(pfn)                       # ->next
-                words[w + 1] = pte_pa + k.PAGE_OFFSET                   # ->ptep
-                pa.set_page_pte_chain(pfn, chain)
-                self.counters['pte_chains'] += 1
-                self.counters['pte_chain_bytes'] += PTE_CHAIN_SIZE
-                if self.counters['pte_chain_bytes'] > self.counters['pte_chain_bytes_peak']:
-                    self.counters['pte_chain_bytes_peak'] = self.counters['pte_chain_bytes']
-        entries[(mm, va)] = chain
+                # kmalloc objects are 8-byte aligned in lowmem: two words;
+                # page->pte_chain is a word of mem_map (u32 view)
+                page = k.page_alloc.page_words
+                ram, r = k.machine.ram_words, (chain - k.PAGE_OFFSET) >> 2
+                ram[r] = page[w + W_PTE_CHAIN]                          # ->next
+                ram[r + 1] = pte_pa + k.PAGE_OFFSET                     # ->ptep
+                page[w + W_PTE_CHAIN] = chain
+                c['pte_chains'] += 1
+                c['pte_chain_bytes'] += PTE_CHAIN_SIZE
+                if c['pte_chain_bytes'] > c['pte_chain_bytes_peak']:
+                    c['pte_chain_bytes_peak'] = c['pte_chain_bytes']
+        entries[key] = chain
 
     def page_remove_rmap(self, pfn, mm, va):
         """page_remove_rmap(): a PTE that mapped the page is gone."""
         k = self.k
         self.counters['rmap_remove'] += 1
-        pa = k.page_alloc
-        entries = self.maps.get(pfn, {})
+        entries = self.maps.get(pfn, _NO_MAPPERS)
         try:
             chain = entries.pop((mm, va))
         except KeyError:
@@ -73,8 +79,8 @@ class Rmap:
         if chain:
             self._unlink_chain(pfn, chain)
         if not entries:
-            self.maps.pop(pfn, None)
-        mc = pa.page_words_signed
+            del self.maps[pfn]
+        mc = k.page_alloc.page_words_signed
         w = pfn * PAGE_WORDS + W_MAPCOUNT
         count = mc[w] - 1
         mc[w] = count
@@ -87,14 +93,15 @@ class Rmap:
         # view of RAM (kmalloc objects are 8-byte aligned in lowmem): a
         # chain is as long as the page's mappers (49 in reclaim).
         words, offset = k.machine.ram_words, k.PAGE_OFFSET
-        prev, cur = None, k.page_alloc.page_pte_chain(pfn)
+        page, head = k.page_alloc.page_words, pfn * PAGE_WORDS + W_PTE_CHAIN   # page->pte_chain
+        prev, cur = None, page[head]
         while cur and cur != chain:
             prev, cur = cur, words[(cur - offset) >> 2]
         if cur != chain:
             raise KernelBug('page_remove_rmap: pte_chain entry not on the page\'s chain')
         nxt = words[(chain - offset) >> 2]
         if prev is None:
-            k.page_alloc.set_page_pte_chain(pfn, nxt)
+            page[head] = nxt
         else:
             words[(prev - offset) >> 2] = nxt
         k.slab.kfree(chain)

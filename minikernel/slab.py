@@ -16,6 +16,9 @@ from .bug import KernelBug
 
 SIZE_CLASSES = (8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 PAGE = 4096
+# size -> its class, for every size up to the biggest class (kmalloc's
+# lookup without a loop: rmap asks for an 8-byte pte_chain at every fault)
+_CLASS_OF = [next(c for c in SIZE_CLASSES if n <= c) for n in range(SIZE_CLASSES[-1] + 1)]
 
 
 class Slab:
@@ -32,28 +35,29 @@ class Slab:
         self.bytes_by_tag = {}
 
     def _size_class(self, size):
-        for s in SIZE_CLASSES:
-            if size <= s:
-                return s
+        if size <= SIZE_CLASSES[-1]:
+            return _CLASS_OF[max(size, 0)]
         raise KernelBug(f'kmalloc: {size} bytes is larger than the biggest size class')
 
     def kmalloc(self, size, tag='kmalloc', gfp=None):
         """kmalloc(): a lowmem object of at least `size` bytes, or None."""
         s = self._size_class(size)
         self.counters['kmalloc_calls'] += 1
-        if not self.free[s] and not self._grow(s, gfp):
+        free = self.free[s]
+        if not free and not self._grow(s, gfp):
             self.counters['kmalloc_failed'] += 1
             return None
-        va = self.free[s].popitem()[0]
+        va = free.popitem()[0]
         self.pages[va & ~(PAGE - 1)][1] += 1
         self.owner[va] = (s, tag)
         self.bytes_by_tag[tag] = self.bytes_by_tag.get(tag, 0) + s
         return va
 
     def kfree(self, va):
-        if va not in self.owner:
+        owner = self.owner.pop(va, None)
+        if owner is None:
             raise KernelBug(f'kfree: {va:#x} was not allocated by kmalloc')
-        s, tag = self.owner.pop(va)
+        s, tag = owner
         self.counters['kfree_calls'] += 1
         self.bytes_by_tag[tag] -= s
         page = va & ~(PAGE - 1)

@@ -55,6 +55,7 @@ NO_PROGRESS_ROUNDS = 64
 _WRITEBACK = 1 << pa.PG_writeback
 _REFERENCED = 1 << pa.PG_referenced
 _LRU = 1 << pa.PG_lru
+_ACTIVE = 1 << pa.PG_active
 _SWAPCACHE = 1 << pa.PG_swapcache
 _SCAN_PY = 16          # swap_out_mm: PTEs tested in plain Python before a numpy step
 
@@ -111,13 +112,16 @@ class VMScan:
         self.inactive[pfn] = None
 
     def lru_del(self, pfn):
-        """lru_cache_del(): off whichever list it is on."""
-        if not self._flags(pfn) & (1 << pa.PG_lru):
+        """lru_cache_del(): off whichever list it is on (ClearPageLRU,
+        ClearPageActive: one word of page->flags, as lru_cache_add)."""
+        fw = self.k.page_alloc.page_words
+        w = pfn * pa.PAGE_WORDS + pa.W_FLAGS
+        flags = fw[w]
+        if not flags & _LRU:
             return
         self.active.pop(pfn, None)
         self.inactive.pop(pfn, None)
-        self._set(pfn, pa.PG_lru, False)
-        self._set(pfn, pa.PG_active, False)
+        fw[w] = flags & ~(_LRU | _ACTIVE)
 
     def activate(self, pfn):
         self.inactive.pop(pfn, None)
