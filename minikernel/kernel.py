@@ -722,7 +722,8 @@ class Kernel:
         """A PTE now maps an anonymous page: rmap, rss, and the LRU."""
         self.rmap.page_add_rmap(pfn, mm, va, pte_pa, anon=True)
         mm.rss += 1
-        self.lru_cache_add(pfn)
+        if self.vmscan is not None:                       # lru_cache_add
+            self.vmscan.lru_cache_add(pfn)
 
     def page_add_file(self, pfn, mm, va, pte_pa, vma):
         self.rmap.page_add_rmap(pfn, mm, va, pte_pa, anon=False)

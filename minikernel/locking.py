@@ -132,11 +132,13 @@ class RWSemaphore:
         yield from self._wait(task, 'write')
 
     def up_read(self, task):
-        if task not in self.readers:
-            raise KernelBug(f'up_read: {task} does not hold {self.name} for reading')
-        self.readers.remove(task)
+        """Never sleeps (wakes the queue's head when the last reader leaves)."""
+        try:
+            self.readers.remove(task)
+        except ValueError:
+            raise KernelBug(f'up_read: {task} does not hold {self.name} for reading') from None
         self.activity -= 1
-        if self.activity == 0:
+        if self.activity == 0 and self.queue:
             self._grant()
         k = self.k
         if k.tracer is not None or k.point_hook is not None:    # someone listens

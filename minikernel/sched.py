@@ -374,10 +374,13 @@ class Scheduler:
         """__might_sleep() (2.5.x): a routine that may sleep was called with
         the preempt count raised (inside kmap_atomic, under a spinlock).
         Reported as "BUG: sleeping function called from invalid context";
-        execution goes on, as in Linux."""
-        count = self.preempt_count(task)
-        if count <= 0 or task.idle:
+        execution goes on, as in Linux.  Never sleeps."""
+        # preempt_count(): an aligned word of thread_info (every down_read
+        # and lock_page asks: read it without read_ti's calls)
+        v = self._m.ram_words[(task.thread_info - self._ti_base + TI_PREEMPT_COUNT) >> 2]
+        if v == 0 or v & 0x80000000 or task.idle:      # count <= 0
             return
+        count = v
         self.counters['might_sleep_bugs'] += 1
         if self.counters['might_sleep_bugs'] > MIGHT_SLEEP_REPORTS:
             return                                  # counted, not reported again
