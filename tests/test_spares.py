@@ -80,6 +80,31 @@ def test_release_zeroes_the_ram_and_resets_the_cpus():
     assert all(c.instructions == 0 and not any(c.counters.values()) for c in cpus)
 
 
+def _cpu_state(cpu):
+    """The CPU's state as a uc_context holds it (without the context's own
+    header: its size, mode, memory snapshot fields)."""
+    import ctypes
+    ctx = cpu.uc.context_save()
+    data = ctypes.c_size_t.from_address(ctypes.cast(ctx.context, ctypes.c_void_p).value).value
+    return ctypes.string_at(ctx.context, ctx.size)[ctx.size - data:]
+
+
+def test_a_boot_on_spare_hardware_leaves_the_cpus_and_ram_as_a_fresh_boot():
+    """CPU.boot on a reset CPU booted alike before restores the state that
+    boot saved instead of writing the registers again: the same CPU state,
+    and the same RAM (the GDT descriptors' Accessed bits, which the segment
+    loads set, included)."""
+    spares = Spares()
+    _kernel(spares, 'k').machine.release()
+    spare = _kernel(spares, 'k')
+    fresh = _kernel(None, None)
+    assert spares.taken == 1
+    assert all(c._booted is not None for c in spare.machine.cpus)
+    for a, b in zip(spare.machine.cpus, fresh.machine.cpus):
+        assert _cpu_state(a) == _cpu_state(b)
+    assert spare.machine.ram[:16 << 20] == fresh.machine.ram[:16 << 20]
+
+
 def _suspended_kernel_generators():
     import gc
     return sum(1 for o in gc.get_objects() if type(o).__name__ == 'generator'

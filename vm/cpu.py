@@ -102,6 +102,14 @@ def _fpu_values(uc, k):
         uc.reg_write(getattr(ux, f'UC_X86_REG_FP{i}'), ((0, 0), (0x8000000000000001 + i, 0x3FFF + i))[k])
 
 
+def _load_kernel_segments(uc):
+    """CS, DS, ES, SS: the kernel's (each load reads its GDT descriptor and
+    sets the descriptor's Accessed bit in memory)."""
+    uc.reg_write(ux.UC_X86_REG_CS, x86.KERNEL_CS)
+    for seg in (ux.UC_X86_REG_DS, ux.UC_X86_REG_ES, ux.UC_X86_REG_SS):
+        uc.reg_write(seg, x86.KERNEL_DS)
+
+
 def _find_fpu_span(uc):
     """[lo, hi) of the bytes of a uc_context that hold the x87/SSE state
     (QEMU's CPUX86State from fpstt to the XMM registers): the bytes that
@@ -290,6 +298,8 @@ class CPU:
         self.hook_keys = []        # (key, reused) registered this life, in order
         self.boot_phase = True     # before the machine's first run: hooks may be taken over
         self._pristine = None      # (uc context, KCpu bytes, scratch context bytes)
+        self._fresh = True         # the state as created (or reset to it): boot() not yet run
+        self._booted = None        # (boot's arguments, the state it made) on the state as created
 
     def _configure_runner(self):
         """Point the C run path at this life's counters dict, halted flag
@@ -342,6 +352,7 @@ class CPU:
         self.boot_phase = True
         self._code_bitmaps = [None] * native.MAX_REGIONS
         self._template = None
+        self._fresh = True
         self.point_counters = {}
         self.point_kind = {}
         self.ranges = {}
@@ -377,20 +388,32 @@ class CPU:
         must already map `gdt_va`.  CR0 has MP and NE (native x87 errors),
         as Linux sets them on a CPU with an FPU."""
         uc = self.uc
-        uc.reg_write(ux.UC_X86_REG_CR3, cr3)
-        uc.reg_write(ux.UC_X86_REG_CR4, cr4)
-        uc.reg_write(ux.UC_X86_REG_CR0, x86.CR0_PE | x86.CR0_MP | x86.CR0_ET | x86.CR0_NE
-                     | x86.CR0_WP | x86.CR0_PG)
-        _fpu_values(uc, 0)
-        uc.reg_write(ux.UC_X86_REG_GDTR, (0, gdt_va, gdt_size - 1, 0))
-        uc.reg_write(ux.UC_X86_REG_CS, x86.KERNEL_CS)
-        for seg in (ux.UC_X86_REG_DS, ux.UC_X86_REG_ES, ux.UC_X86_REG_SS):
-            uc.reg_write(seg, x86.KERNEL_DS)
-        uc.reg_write(ux.UC_X86_REG_FS, 0)
-        uc.reg_write(ux.UC_X86_REG_GS, 0)
-        uc.reg_write(ux.UC_X86_REG_ESP, esp)
-        uc.reg_write(ux.UC_X86_REG_EFLAGS, x86.EFLAGS_RESERVED)
-        self._template = uc.context_save()
+        args = (cr3, gdt_va, gdt_size, esp, cr4)
+        if self._booted is not None and self._booted[0] == args and self._fresh:
+            # Spare hardware (vm/spares.py), reset to the state as created,
+            # booted alike before (the same spares key: the same boot, so the
+            # same page tables and GDT in RAM): the writes below would make
+            # the state they made then, which that boot saved.  The segment
+            # loads are done again: loading a descriptor sets its Accessed
+            # bit in the GDT (in RAM, which the reset zeroed).
+            self._template = self._booted[1]
+            uc.context_restore(self._template)
+            _load_kernel_segments(uc)
+        else:
+            uc.reg_write(ux.UC_X86_REG_CR3, cr3)
+            uc.reg_write(ux.UC_X86_REG_CR4, cr4)
+            uc.reg_write(ux.UC_X86_REG_CR0, x86.CR0_PE | x86.CR0_MP | x86.CR0_ET | x86.CR0_NE
+                         | x86.CR0_WP | x86.CR0_PG)
+            _fpu_values(uc, 0)
+            uc.reg_write(ux.UC_X86_REG_GDTR, (0, gdt_va, gdt_size - 1, 0))
+            _load_kernel_segments(uc)
+            uc.reg_write(ux.UC_X86_REG_FS, 0)
+            uc.reg_write(ux.UC_X86_REG_GS, 0)
+            uc.reg_write(ux.UC_X86_REG_ESP, esp)
+            uc.reg_write(ux.UC_X86_REG_EFLAGS, x86.EFLAGS_RESERVED)
+            self._template = uc.context_save()
+            self._booted = (args, self._template) if self._fresh and self._pristine else None
+        self._fresh = False
         self._tpl_addr = ctypes.cast(self._template.context, ctypes.c_void_p).value
         # The part of the template a kernel entry restores: the bytes before
         # the x87/SSE span (registers, segments with their hidden parts,

@@ -15,7 +15,10 @@ What this file owns
       * Each CPU: its CPU state as created (one uc_context restore: QEMU's
         CPUX86State up to end_reset_fields, i.e. all architectural state),
         an empty TLB, a fresh kcpu (counts, code regions, ranges, the
-        block-count cache) and no counts (CPU.reset).
+        block-count cache) and no counts (CPU.reset).  CPU.boot with the
+        arguments of the first life's boot restores the state that boot
+        saved (the writes would make it again) and loads the segments
+        again (the loads set the GDT descriptors' Accessed bits in RAM).
       * Translations: at release, every translation outside the ranges the
         driver declared with Machine.keep_code is dropped (QEMU's own
         tb_invalidate_phys_range, CPU.invalidate_code), and the bytes of
