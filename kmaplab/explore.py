@@ -97,9 +97,12 @@ def event_label(event, fields):
 
 def install_points(k):
     """Make k's meaningful events scheduling points: the kernel's events
-    through k.point_hook, the guest's kmap routines and the returns of the
-    user accesses through one-address code hooks (on the routines' first
-    instruction, on ret_to_python: they cost nothing elsewhere)."""
+    through k.point_hook, the guest's kmap routines through one-address
+    code hooks (on the routines' first instruction: they cost nothing
+    elsewhere), and the returns of the user accesses through the engine's
+    ret_hook (at the `int` in ret_to_python that hands a routine's result
+    back to Python: the point a code hook there would announce, without a
+    Python callback from Unicorn on every return)."""
     m = k.machine
 
     def hook(event, task, fields):
@@ -108,12 +111,12 @@ def install_points(k):
             m.sched_point(label)
     k.point_hook = hook
 
-    def ret(c, addr):
-        routine = k.sched.current[c.index].frames[-1].routine
+    def ret(cpu, routine):
         if routine in RETURN_POINTS:
-            m.sched_point('ret:' + routine, c.index)
-    hooks = [(name, lambda c, a, name=name: m.sched_point(name, c.index)) for name in GUEST_POINTS]
-    for name, fn in hooks + [('ret_to_python', ret)]:
+            m.sched_point('ret:' + routine, cpu.index)
+    k.engine.ret_hook = ret
+    for name in GUEST_POINTS:
+        fn = lambda c, a, name=name: m.sched_point(name, c.index)
         addr = k.image.symbols.get(name)
         if addr is None:
             continue

@@ -51,6 +51,11 @@ class Engine:
         self._restore_all = kernel.symbol('restore_all')
         self.fast_syscalls = True      # _system_call's fast path (off: every call in a frame, for comparison)
         self.fast_taken = 0            # system calls that took it
+        # fn(cpu, routine) or None: called as a Guest() routine's `int` in
+        # ret_to_python hands its result back, before the frame takes it
+        # (kmaplab/explore.py's ret: points; a code hook there would cost a
+        # Python callback from Unicorn on every return)
+        self.ret_hook = None
 
     @functools.cached_property
     def _watchdog_last(self):
@@ -105,6 +110,8 @@ class Engine:
         if kind == 'int' and not user:
             if trap.vector == KRET_VECTOR:
                 top = task.frames[-1]
+                if self.ret_hook is not None:
+                    self.ret_hook(cpu, top.routine)
                 top.guest = False
                 top.value = cpu.regs['eax']
                 return True
