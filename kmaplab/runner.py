@@ -255,7 +255,8 @@ def collect_counters(k):
     for name in k.image.ranges:
         c[f'spin_{name}'] = sum(cpu.range_count(name) for cpu in m.cpus)
     for sub in k.subsystems():
-        for key, v in sub.counters.items() if isinstance(sub.counters, dict) else sub.counters().items():
+        counts = sub.counters                 # a dict, a property (computed: read once) or a method
+        for key, v in (counts if isinstance(counts, dict) else counts()).items():
             c[key] = c.get(key, 0) + int(v)
     for key, v in k.disk.counters.items():
         c['disk_' + key] = v
