@@ -10,7 +10,7 @@ GDB_PORT ?= 1234
 
 setup: $(STAMP) $(WORKLOADS) bytecode
 
-$(STAMP): pyproject.toml setup.py vm/_native.c vm/_debug.c vm/_run.c vm/_tlb.c vm/_lines.c
+$(STAMP): pyproject.toml setup.py vm/_native.c vm/_debug.c vm/_run.c vm/_tlb.c vm/_lines.c vm/_pyhook.c
 	python3 -m venv .venv
 	.venv/bin/pip install --quiet --upgrade pip
 	.venv/bin/pip install --quiet -e '.[test]'

@@ -569,6 +569,28 @@ def test_trap_type_built_from_python_has_the_decoded_fields():
     assert (u.kind, u.vector, u.eip, u.cpl, u.detail) == ('error', None, 5, 3, 'why')
 
 
+def test_hook_code_runs_under_the_bindings_emu_start_too():
+    """vm/_pyhook.c takes the GIL itself: the binding's uc.emu_start (a
+    ctypes call, which releases it) reaches a hook_code hook as CPU.run
+    does, and a hook that raises stops the run with its exception."""
+    rig = Rig()
+    cpu = rig.cpus[0]
+    body = rig.sym('count_loop_body')
+    hits = []
+    cpu.hook_code(body, body + 1, lambda c, a: hits.append((c, a)))
+    cpu.k.limit = 1 << 62                     # CPU.run arms it: the block hook stops at it
+    rig.enter(0, 'count_loop', ecx=3)
+    cpu.uc.emu_start(rig.sym('count_loop'), rig.sym('count_loop_end'))
+    assert hits == [(cpu, body)] * 3
+
+    def boom(_cpu, _addr):
+        raise RuntimeError('from the hook')
+    cpu.hook_code(body, body + 1, boom)
+    rig.enter(0, 'count_loop', ecx=3)
+    with pytest.raises(RuntimeError, match='from the hook'):
+        cpu.uc.emu_start(rig.sym('count_loop'), rig.sym('count_loop_end'))
+
+
 def test_a_python_hook_exception_is_raised_and_nothing_is_counted():
     rig = Rig()
     cpu = rig.cpus[0]

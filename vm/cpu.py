@@ -37,7 +37,7 @@ from unicorn import x86_const as ux
 from unicorn.unicorn_py3.unicorn import uclib
 
 
-from . import _run, native, x86
+from . import _pyhook, _run, native, x86
 from .tlb import TlbModel
 
 # Registers read at every stop and written at every entry, in this order.
@@ -80,8 +80,8 @@ _RMW = frozenset('add adc sub sbb and or xor inc dec neg not shl sal shr sar rol
                  'shld shrd xchg xadd cmpxchg cmpxchg8b bts btr btc'.split())
 
 # void hook(uc_engine *uc, uint64_t address, uint32_t size, void *user_data)
-_HOOK_CODE_CFUNC = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32,
-                                    ctypes.c_void_p)
+# hook_code's C callback (vm/_pyhook.c): calls the hook's Python function
+_PY_CODE_HOOK = ctypes.cast(ctypes.CDLL(_pyhook.__file__).kpy_code_hook, ctypes.c_void_p).value
 
 _PF = sys.intern('pf')
 
@@ -280,7 +280,7 @@ class CPU:
         self.tlb = (TlbModel(self, machine.tlb_geometry) if getattr(machine, 'tlb', 'qemu') == 'p3'
                     else None)
         self._code_bitmaps = [None] * native.MAX_REGIONS   # keep the buffers alive
-        self._py_hooks = []        # hook_code's ctypes callbacks, kept alive
+        self._py_hooks = []        # hook_code's cells (vm/_pyhook.c's user data), kept alive
         self.point_counters = {}   # address -> ctypes.c_uint64 (invlpg, mov cr3, ...)
         self.point_kind = {}       # address -> 'invlpg' | 'cr3' | ...
         self.ranges = {}           # name -> index into k.ranges
@@ -505,25 +505,18 @@ class CPU:
         uc = self.uc
 
         def install():
-            cell = [None, None]                 # [fn, the hook's handle]
-
-            def callback(_uch, addr, _size, _data):
-                f = cell[0]
-                if f is None:                   # a hook of an earlier life (reset), or removed
-                    return
-                try:
-                    f(self, addr)
-                except BaseException as e:          # noqa: BLE001 - raised again by run()
-                    if uc._hook_exception is None:  # the binding's own convention
-                        uc._hook_exception = e
-                    uc.emu_stop()
-            # A ctypes callback of our own: one Python call per hit instead
-            # of the binding's three wrappers.  Kept for the CPU's lifetime
-            # (a hook may remove itself while it runs).
-            fptr = _HOOK_CODE_CFUNC(callback)
-            cell[1] = native.hook_add(uc, UC_HOOK_CODE, ctypes.cast(fptr, ctypes.c_void_p).value, 0,
-                                      lo, hi - 1)
-            self._py_hooks.append(fptr)
+            def on_error(e):                    # fn raised: run() raises it again
+                if uc._hook_exception is None:  # the binding's own convention
+                    uc._hook_exception = e
+                uc.emu_stop()
+            # [fn (None: a hook of an earlier life, or removed), the hook's
+            # handle, this CPU, on_error]: vm/_pyhook.c's kpy_code_hook calls
+            # fn(cpu, address) from C (no ctypes callback, no Python
+            # wrapper).  Kept for the CPU's lifetime (a hook may remove
+            # itself while it runs).
+            cell = [None, None, self, on_error]
+            cell[1] = native.hook_add(uc, UC_HOOK_CODE, _PY_CODE_HOOK, id(cell), lo, hi - 1)
+            self._py_hooks.append(cell)
             return cell
         cell, reused = self.hook_once(('code', lo, hi), install)
         cell[0] = fn
