@@ -73,12 +73,17 @@ class Engine:
         while m.stopped is None and not m.yield_cpu:      # yield_cpu: a scheduling point ended the run
             now = time_(i)
             if now >= end:
-                return
+                # the machine's run-ahead (1 CPU): its loop would only
+                # start the next step here; 0: back to the loop
+                end = m.ahead is not None and m.ahead_end(i, now)
+                if not end:
+                    return
             task = current[i]
             frames = task.frames
             top = frames[-1] if frames else None
             if task.in_user or (top is not None and top.guest):
-                if not self._run_guest(cpu, task, end - now, end):
+                end = self._run_guest(cpu, task, end - now, end)
+                if not end:
                     return
             elif top is None:
                 raise KernelBug(f'{task} has no kernel frame and is not in user mode')
@@ -90,23 +95,26 @@ class Engine:
     # ---- guest execution and traps ---------------------------------------
 
     def _run_guest(self, cpu, task, budget, end):
-        """Run guest code; returns False when this CPU's step should end.
-        `end`: the step's end in this CPU's time (for the system call fast
-        path)."""
+        """Run guest code; returns the step's end in this CPU's time
+        (`end`, or later where the machine's run-ahead crossed a quantum
+        boundary: vm/machine.py), 0 when this CPU's step should end."""
         trap = cpu.run(budget)
+        m = self.m
+        if m.ahead is not None:
+            end = m.ahead.ahead_end
         kind = trap.kind
         if kind == 'quantum' or kind == 'hlt':
-            return False
+            return 0
         if kind == 'irq':
             self._take_irq(cpu, task)
-            return True
+            return end
         # back in Python: progress (Checks.touch_watchdog, without the call)
         i = cpu.index
-        self._watchdog_last[i] = now = self.m.time(i)
+        self._watchdog_last[i] = now = m.time(i)
         user = trap.cpl == 3
         if user and kind == 'int' and trap.vector == SYSCALL_VECTOR:
             self._system_call(cpu, task, now, end)
-            return True
+            return end
         if kind == 'int' and not user:
             if trap.vector == KRET_VECTOR:
                 top = task.frames[-1]
@@ -114,16 +122,16 @@ class Engine:
                     self.ret_hook(cpu, top.routine)
                 top.guest = False
                 top.value = cpu.regs['eax']
-                return True
+                return end
             if trap.vector == KSVC_VECTOR:
                 regs = dict(cpu.regs)
                 self._push(task, self.k.services.dispatch(task, regs), 'service', regs, trap.eip)
-                return True
+                return end
         if user:
             self._enter_from_user(cpu, task, trap)
         else:
             self._kernel_trap(cpu, task, trap)
-        return True
+        return end
 
     def _enter_from_user(self, cpu, task, trap):
         """A trap from ring 3 other than a system call: save pt_regs, push

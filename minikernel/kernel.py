@@ -266,6 +266,9 @@ def parse_config(options):
 
 class Kernel:
     PAGE_OFFSET = PAGE_OFFSET
+    # vm.Machine's run-ahead (1 CPU): task_exited calls end_run_ahead when
+    # finished() may turn true; the engine reads the moved step end
+    run_ahead = True
 
     def __init__(self, options=None, programs=None, spares=None, spares_key=None):
         """spares, spares_key: build the machine on the hardware of an earlier
@@ -884,6 +887,7 @@ class Kernel:
     def task_exited(self, task):
         if self._alive_cache is not None and task in self._workload_set:
             self._alive_cache[1] -= 1
+            self.machine.end_run_ahead()        # finished() may be true now (run_ahead's promise)
         for waiter in self._after.pop(task, ()):          # [[task]] after = ...
             self.machine.schedule(self.machine.time(task.cpu), self.sched.start, waiter)
         self.reap_mms()

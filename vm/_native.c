@@ -96,6 +96,15 @@ typedef struct {
     uint64_t sti_shadows;   /* interrupts held back one instruction by the shadow */
     uint32_t rng_lo, rng_hi;/* [lo, hi) covering every range (set with them): most
                              * blocks lie outside and skip credit_ranges */
+    /* Run-ahead (vm/machine.py Machine.run, 1-CPU machines): a limit
+     * boundary where the machine's loop would do nothing but give this CPU
+     * its next quantum is crossed here, without stopping.  ahead_q 0: off. */
+    uint64_t ahead_q;       /* the quantum the policy would give */
+    uint64_t ahead_stop;    /* stop at a boundary with clock >= this (next event, time limit) */
+    uint64_t ahead_cap;     /* the next event's time: a quantum ends there at the latest */
+    uint64_t ahead_end;     /* the clock at which the current step ends (moved at each crossing) */
+    const int64_t *extra;   /* this CPU's charged cycles (the machine's extra[i]): clock = executed + *extra */
+    uint64_t crossed;       /* boundaries crossed so (Runner.run counts each as a run) */
 } kcpu;
 
 static uint32_t count_starts(const kcpu *c, uint32_t addr, uint32_t size, int *known)
@@ -152,10 +161,22 @@ static void credit_ranges(kcpu *c, uint32_t addr, uint32_t size, uint32_t n)
 void kcpu_block_hook(void *uc, uint64_t address, uint32_t size, kcpu *c)
 {
     if (__builtin_expect(c->executed >= c->limit, 0)) {
-        c->stop_reason = STOP_LIMIT;
-        c->blk_count = 0;
-        c->emu_stop(uc);
-        return;
+        /* Run-ahead: the machine's loop at this boundary would fire no
+         * event (clock < next event), not hit the time limit, and give
+         * this CPU min(quantum, next event - clock) more: do that here and
+         * go on as a new run would (the interrupt check, then the count). */
+        uint64_t t;
+        if (c->ahead_q && (t = c->executed + (uint64_t)*c->extra) < c->ahead_stop) {
+            uint64_t b = c->ahead_cap - t < c->ahead_q ? c->ahead_cap - t : c->ahead_q;
+            c->limit = c->executed + b;
+            c->ahead_end = t + b;
+            c->crossed++;
+        } else {
+            c->stop_reason = STOP_LIMIT;
+            c->blk_count = 0;
+            c->emu_stop(uc);
+            return;
+        }
     }
     uint32_t shadow = c->sti_shadow;
     c->sti_shadow = 0;

@@ -110,7 +110,7 @@ static const char *const kind_names[NKINDS] = {"quantum", "irq", "pf", "int", "h
 static PyObject *kinds[NKINDS];
 static PyObject *empty_str;
 static PyObject *faults_key[NKINDS];    /* faults_pf, faults_gp, faults_ud; others: faults_other */
-static PyObject *faults_other, *hook_exc_name, *one;
+static PyObject *faults_other, *hook_exc_name, *one, *key_runs;
 static PyObject *key_cs, *key_cr3, *key_eax, *key_edx, *key_ecx, *key_esp, *key_eip, *key_eflags;
 
 static PyObject *trap_new(int kind, PyObject *vector, uint32_t eip, uint32_t cr2, int cpl, PyObject *detail)
@@ -243,6 +243,7 @@ static int init_kinds(void)
     hook_exc_name = PyUnicode_InternFromString("_hook_exception");
     empty_str = PyUnicode_InternFromString("");
     one = PyLong_FromLong(1);
+    key_runs = PyUnicode_InternFromString("runs");
     key_cs = PyUnicode_InternFromString("cs");
     key_cr3 = PyUnicode_InternFromString("cr3");
     key_eax = PyUnicode_InternFromString("eax");
@@ -251,7 +252,7 @@ static int init_kinds(void)
     key_esp = PyUnicode_InternFromString("esp");
     key_eip = PyUnicode_InternFromString("eip");
     key_eflags = PyUnicode_InternFromString("eflags");
-    if (!key_cs || !key_cr3 || !key_eax || !key_edx || !key_ecx || !key_esp || !key_eip || !key_eflags)
+    if (!key_runs || !key_cs || !key_cr3 || !key_eax || !key_edx || !key_ecx || !key_esp || !key_eip || !key_eflags)
         return -1;
     if (!faults_key[K_PF] || !faults_key[K_GP] || !faults_key[K_UD] || !faults_other || !hook_exc_name ||
         !empty_str || !one)
@@ -259,8 +260,8 @@ static int init_kinds(void)
     return 0;
 }
 
-/* counters[key] += 1 (a key the CPU's dict has) */
-static int bump(PyObject *counters, PyObject *key)
+/* counters[key] += by (a key the CPU's dict has) */
+static int bump_by(PyObject *counters, PyObject *key, uint64_t by)
 {
     PyObject *v = PyDict_GetItemWithError(counters, key);
     if (!v) {
@@ -268,12 +269,21 @@ static int bump(PyObject *counters, PyObject *key)
             PyErr_SetObject(PyExc_KeyError, key);
         return -1;
     }
-    PyObject *n = PyNumber_Add(v, one);
+    PyObject *d = by == 1 ? (Py_INCREF(one), one) : PyLong_FromUnsignedLongLong(by);
+    if (!d)
+        return -1;
+    PyObject *n = PyNumber_Add(v, d);
+    Py_DECREF(d);
     if (!n)
         return -1;
     int r = PyDict_SetItem(counters, key, n);
     Py_DECREF(n);
     return r;
+}
+
+static int bump(PyObject *counters, PyObject *key)
+{
+    return bump_by(counters, key, 1);
 }
 
 /* ---- Runner ------------------------------------------------------------- */
@@ -311,6 +321,7 @@ typedef struct {
     char *ram;                      /* guest RAM (set_ram): enter_frame's stack words */
     uint64_t ram_size;
     PyObject *kernel_cs;            /* the ring-0 CS selector (set_ram) */
+    uint64_t *crossed;              /* kcpu.crossed (set_counts): run-ahead's boundaries */
 } Runner;
 
 static int read_ids(PyObject *seq, int *ids, int *n)
@@ -529,8 +540,14 @@ static PyObject *Runner_run(Runner *self, PyObject *const *args, Py_ssize_t narg
     k->trap = -1;
     k->stop_reason = STOP_NONE;
     k->blk_count = 0;
+    if (self->crossed)
+        *self->crossed = 0;
     self->runs++;
     int status = self->emu_start(self->uc, eip, 0, 0, 0);
+    /* counters['runs']: this run and each boundary run-ahead crossed
+     * (each would have been a run of its own) */
+    if (self->crossed && bump_by(self->counters, key_runs, 1 + *self->crossed) < 0)
+        return NULL;
     PyObject *regs = state_dict(self);
     if (!regs)
         return NULL;
@@ -683,6 +700,17 @@ static PyObject *Runner_set_ram(Runner *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *Runner_set_counts(Runner *self, PyObject *arg)
+{
+    unsigned long long a = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    if (!self->decode)
+        return PyErr_Format(PyExc_RuntimeError, "set_counts: set_decode first (the counters dict)");
+    self->crossed = (uint64_t *)(uintptr_t)a;
+    Py_RETURN_NONE;
+}
+
 static PyObject *Runner_set_template(Runner *self, PyObject *args)
 {
     unsigned long long restore, tpl;
@@ -740,6 +768,8 @@ static PyMethodDef Runner_methods[] = {
     {"enter_frame", (PyCFunction)(void (*)(void))Runner_enter_frame, METH_FASTCALL,
      "enter_frame(regs, eip, esp, eflags, eax, edx, ecx, pa, *words): stack words, ring 0, entry"},
     {"set_ram", (PyCFunction)Runner_set_ram, METH_VARARGS, "set_ram(address, size, kernel_cs): guest RAM"},
+    {"set_counts", (PyCFunction)Runner_set_counts, METH_O,
+     "set_counts(&kcpu.crossed): run() adds 1 + run-ahead's crossings to counters['runs']"},
     {"set_template", (PyCFunction)Runner_set_template, METH_VARARGS,
      "set_template(ctx_restore, template, cr3_off)"},
     {"ring0", (PyCFunction)Runner_ring0, METH_O,

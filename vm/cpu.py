@@ -312,6 +312,11 @@ class CPU:
                      ctypes.addressof(self._halted) + index,
                      self.kptr + type(self.k).irq_pending.offset, native.UC_STRERROR)
         r.set_ram(self.machine.ram_ptr, self.machine.ram_size, x86.KERNEL_CS)
+        # run-ahead (vm/machine.py Machine.run): the clock the block hook
+        # reads, and counters['runs'] counted in C (1 + boundaries crossed)
+        self.k.extra = ctypes.addressof(self.machine.extra) + 8 * index
+        self.k.ahead_q = 0
+        r.set_counts(self.kptr + type(self.k).crossed.offset)
 
     def make_reusable(self):
         """Save the state reset() restores: the instance's CPU state as
@@ -642,8 +647,8 @@ class CPU:
     def run(self, budget):
         """Run guest code from the current EIP for up to `budget` instructions
         (stopping at a block boundary) and return the Trap that stopped it."""
-        self.counters['runs'] += 1
-        # vm/_run.c: arm the limit, emu_start, read the registers, settle a
+        # vm/_run.c: counters['runs'] += 1 (+ the boundaries run-ahead
+        # crossed: vm/machine.py), arm the limit, emu_start, read the registers, settle a
         # block a trap/hlt/error ended early (the instructions from EIP on
         # did not retire), and decode the stop (Runner decode: the rules
         # are written out there): a Trap, None if a Python hook raised.

@@ -13,6 +13,24 @@ What this file owns
     spinning with interrupts off really does not take an IPI.
   - The run loop: the interleaving policy (vm/policy.py) picks the CPU and its
     budget; the driver (the kernel) runs that CPU for the budget.
+  - Run-ahead (1-CPU machines, round robin): a quantum boundary inside a
+    guest run where this loop would do nothing but give the same CPU its
+    next quantum (no event due, below the time limit, the driver not
+    finished, no stop, no scheduling point, no schedule log) is crossed by
+    the C block hook without stopping (vm/_native.c, kcpu.ahead_*): the
+    same instructions, clocks and boundaries as a stop and a new step, and
+    counters['runs'] counts each crossing as the run it replaces.  Armed
+    per step when the driver has `run_ahead = True`, which promises to
+    call end_run_ahead() when its finished() may turn true during a step;
+    stop() and a scheduling point that ends the run disarm it, schedule()
+    moves its stop to the new event: a Python hook that runs during a
+    crossing run (vm/cpu.py hook_code) changes what a boundary reads only
+    through these.  `machine.run_ahead = False`: every boundary stops (a
+    tracer that records each run, vm/trace.py).  After a guest run the
+    driver takes its step's end from `machine.ahead.ahead_end` while
+    `machine.ahead` is set (a crossing moves it); a boundary it reaches in
+    its own code (kernel Python between guest runs) it crosses itself
+    with ahead_end(), under the same rules.
   - Scheduling points: the driver may announce that something meaningful
     happened on the running CPU (sched_point(label), the label opaque here);
     a policy with on_point() may answer by ending that CPU's run there (the
@@ -136,6 +154,8 @@ class Machine:
         self._idle_round = None          # _while_halted: the limit idle CPUs catch up to (Python path)
         self.ipi_filter = None           # fault injection: fn(src, dst, vector) -> delay
                                          # in cycles, or None to drop the IPI
+        self.run_ahead = True            # False: every quantum boundary is a stop (tracers, debuggers)
+        self.ahead = None                # the running CPU's kcpu while run-ahead is armed
 
     def watch_lines(self):
         """The machine's cache-line model (vm/lines.py), created on first use."""
@@ -219,6 +239,10 @@ class Machine:
         heapq.heappush(self._events, (at, self._seq, periodic, fn, args))
         if not periodic:
             self._oneshot += 1
+        k = self.ahead
+        if k is not None and at < k.ahead_cap:          # run-ahead stops at the new event
+            k.ahead_cap = at
+            k.ahead_stop = min(k.ahead_stop, at)
 
     def next_event_time(self):
         return self._events[0][0] if self._events else None
@@ -308,11 +332,45 @@ class Machine:
         cpu = self.running if cpu is None else cpu
         if on_point(self, cpu, label):
             self.yield_cpu = True
+            self.end_run_ahead()
             self.cpus[cpu].k.limit = 0
 
     def stop(self, reason):
         """Ask run() to return after the current step."""
         self.stopped = reason
+        self.end_run_ahead()
+
+    def end_run_ahead(self):
+        """No more run-ahead in this step: the next quantum boundary stops
+        (the driver's finished() may have turned true, or run() must
+        return)."""
+        k = self.ahead
+        if k is not None:
+            k.ahead_q = 0
+            self.ahead = None
+
+    def ahead_end(self, i, now):
+        """Run-ahead at a boundary the driver reached in its own code
+        (CPU `i`'s clock `now` >= its step's end, between guest runs): the
+        end of the step the loop would start (min(quantum, next event -
+        now) from now), or 0: return to the loop."""
+        k = self.ahead
+        if k is None or not k.ahead_q or now >= k.ahead_stop or self.halted[i]:
+            return 0
+        end = now + min(k.ahead_q, k.ahead_cap - now)
+        k.ahead_end = end
+        return end
+
+    def _arm_ahead(self, k, quantum, end, nxt, max_cycles):
+        """Run-ahead for the step about to run on kcpu `k`, which ends at
+        clock `end` (see the top of the file)."""
+        never = (1 << 64) - 1
+        cap = never if nxt is None else nxt
+        k.ahead_cap = cap
+        k.ahead_stop = cap if max_cycles is None else min(cap, max_cycles)
+        k.ahead_end = end
+        k.ahead_q = quantum
+        self.ahead = k
 
     # _while_halted and _idle_to are the definitions of the run loop's
     # halted-CPU pick; run() calls them as one C call (vm/_run.c Clock.idle,
@@ -366,6 +424,17 @@ class Machine:
         if self._hw is not None and not self._ran:
             spares_mod.first_run(self)        # carried translations checked, hooks compared
         ncpu = len(self.cpus)
+        rr = type(self.policy) is RoundRobin
+        # run-ahead (the top of the file): one CPU, round robin, a driver
+        # that keeps its promise, nobody watching every run
+        ahead = ncpu == 1 and rr and self.run_ahead and getattr(driver, 'run_ahead', False)
+        try:
+            return self._loop(driver, max_cycles, ahead)
+        finally:
+            self.end_run_ahead()
+
+    def _loop(self, driver, max_cycles, ahead):
+        ncpu = len(self.cpus)
         now_, time_, all_halted, events = self.now, self.time, self.all_halted, self._events
         halted, pending, cpus, extra = self.halted, self.pending, self.cpus, self.extra
         pick, idle = self.policy.pick, self._idle
@@ -409,6 +478,10 @@ class Machine:
                 cpu, budget = picked
                 c = cpus[cpu]
             self.running, self.yield_cpu = cpu, False
+            if ahead and not self.log_schedule:
+                self._arm_ahead(c.k, self.policy.quantum, t + budget, nxt, max_cycles)
             driver.step(c, budget)
             self.running = None
+            if self.ahead is not None:
+                self.end_run_ahead()
         return self.stopped

@@ -65,6 +65,12 @@ class KCpu(ctypes.Structure):
         ('sti_shadows', ctypes.c_uint64),
         ('rng_lo', ctypes.c_uint32),
         ('rng_hi', ctypes.c_uint32),
+        ('ahead_q', ctypes.c_uint64),
+        ('ahead_stop', ctypes.c_uint64),
+        ('ahead_cap', ctypes.c_uint64),
+        ('ahead_end', ctypes.c_uint64),
+        ('extra', ctypes.c_void_p),
+        ('crossed', ctypes.c_uint64),
     ]
 
 

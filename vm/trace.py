@@ -254,6 +254,7 @@ class MachineTrace:
             self.attached = True
             for t in self.cpus.values():
                 t.cpu.run = self._wrap(t)
+                t.cpu.machine.run_ahead = False     # one record per run: every boundary a run
 
     def detach(self):
         self.off()
@@ -261,6 +262,7 @@ class MachineTrace:
             self.attached = False
             for t in self.cpus.values():
                 t.cpu.__dict__.pop('run', None)
+                t.cpu.machine.run_ahead = True
 
     def on(self):
         if not self.active:
