@@ -248,6 +248,12 @@ class Engine:
         f = task.frames[-1]
         value, exc = f.value, f.throw
         f.value = f.throw = None
+        req = f.then
+        if req is not None:             # the rest of a chain (Guest.then): asked for already
+            f.then = None
+            if exc is None:
+                self._call_guest(cpu, task, f, req)
+                return
         gen, charge, i = f.gen, self.m.charge, cpu.index
         try:
             req = gen.throw(exc) if exc is not None else gen.send(value)
@@ -289,6 +295,7 @@ class Engine:
                         esp - k.PAGE_OFFSET, self._ret_to_python, *stack)
         frame.guest = True
         frame.routine = routine
+        frame.then = req.then
 
     def _switch(self, cpu, prev, next_task):
         """The switch itself; interrupts are on again once `next_task` is

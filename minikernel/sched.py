@@ -351,14 +351,19 @@ class Scheduler:
             k.trace_event('context_switch', task=prev, next=f'{nxt.name}/{nxt.pid}', prev_state=prev.state,
                           waits_on=prev.waiting_on)
         prev_mm = prev.active_mm
+        # switch_mm (or enter_lazy_tlb) then __switch_to, one request: the
+        # engine calls the second as the first returns (Guest.then), as
+        # context_switch calls both with nothing in between
+        switch_to = Guest('__switch_to', prev.thread_info, nxt.thread_info, irqs=False)
         if nxt.mm is None:
             nxt.active_mm = prev_mm               # enter_lazy_tlb
             if prev_mm is not None:
-                yield Guest('enter_lazy_tlb', prev_mm.guest, 0, cpu, irqs=False)
+                switch_to = Guest('enter_lazy_tlb', prev_mm.guest, 0, cpu, irqs=False, then=switch_to)
         else:
             nxt.active_mm = nxt.mm
-            yield Guest('switch_mm', prev_mm.guest if prev_mm else 0, nxt.mm.guest, cpu, irqs=False)
-        yield Guest('__switch_to', prev.thread_info, nxt.thread_info, irqs=False)
+            switch_to = Guest('switch_mm', prev_mm.guest if prev_mm else 0, nxt.mm.guest, cpu, irqs=False,
+                              then=switch_to)
+        yield switch_to
         # Atomic from here to the switch.  prev may have been woken while the
         # guest code above ran (it was current, so not queued): queue it now.
         if (prev.state == TASK_RUNNING or self.preempt_active(prev) and prev.state != TASK_ZOMBIE) \

@@ -41,12 +41,17 @@ class Guest:
     """Request: run the guest routine at `routine` (a symbol name or an
     address) with EAX, EDX, ECX = the first three arguments and `stack` the
     rest, pushed right to left (Linux's regparm(3)); `irqs` is the EFLAGS.IF
-    the routine starts with."""
-    __slots__ = ('routine', 'eax', 'edx', 'ecx', 'irqs', 'stack')
+    the routine starts with.  `then`: another Guest to run once this one
+    returns, as if the generator had yielded it at once and dropped this
+    one's EAX (two calls of one Linux routine, switch_mm then switch_to):
+    the engine calls it without resuming the generator, which gets the
+    last one's EAX."""
+    __slots__ = ('routine', 'eax', 'edx', 'ecx', 'irqs', 'stack', 'then')
 
-    def __init__(self, routine, eax=0, edx=0, ecx=0, irqs=True, stack=()):
+    def __init__(self, routine, eax=0, edx=0, ecx=0, irqs=True, stack=(), then=None):
         self.routine, self.eax, self.edx, self.ecx, self.irqs = routine, eax, edx, ecx, irqs
         self.stack = stack
+        self.then = then
 
     def __repr__(self):
         return f'Guest({self.routine}, {self.eax:#x}, {self.edx:#x}, {self.ecx:#x})'
@@ -81,7 +86,7 @@ class SwitchTo:
 
 class Frame:
     """One level of a task's kernel control flow."""
-    __slots__ = ('gen', 'kind', 'saved', 'guest', 'value', 'throw', 'where', 'routine')
+    __slots__ = ('gen', 'kind', 'saved', 'guest', 'value', 'throw', 'where', 'routine', 'then')
 
     def __init__(self, gen, kind, where=None):
         self.gen = gen          # the generator
@@ -92,6 +97,7 @@ class Frame:
         self.throw = None       # exception to throw in at the next resume
         self.where = where      # trap eip (for reports)
         self.routine = None     # the last Guest routine this frame called
+        self.then = None        # the Guest to call when the running one returns (Guest.then)
 
 
 class Task:

@@ -27,7 +27,11 @@
  *  - Block counts are cached per (address, size); `gen` is bumped whenever
  *    a code region changes (another program's image), which drops the cache.
  *  - Emulation stops only at block boundaries (limit reached, interrupt
- *    window open) or at a trap.  Both are deterministic.
+ *    window open) or at a trap.  Both are deterministic.  With run-ahead
+ *    armed (ahead_q, vm/machine.py) a limit boundary below ahead_stop is
+ *    not a stop: the limit moves on by min(ahead_q, ahead_cap - clock), as
+ *    the machine's loop would have given, and the block goes on as the
+ *    first block of a new run would (interrupt check, count).
  *  - The Unicorn #1883 fix: after every exception, `old_exception` in the
  *    CPU state is reset to -1 through a context save/patch/restore, so the
  *    next fault arrives as #PF and not as #DF (the offset is found at

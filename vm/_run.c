@@ -11,7 +11,9 @@
  *       calls uc_emu_start once, reads the state registers with one
  *       uc_reg_read_batch into a preallocated block, takes back the
  *       instructions of an early-ended block (kcpu_settle) where the stop
- *       was a trap, hlt or an error, returns the registers as a new dict
+ *       was a trap, hlt or an error, adds 1 + the quantum boundaries the
+ *       block hook's run-ahead crossed to the CPU's counters['runs']
+ *       (set_counts; vm/machine.py), returns the registers as a new dict
  *       {name: value} and the decoded Trap (decode(): the rules of
  *       vm/cpu.py CPU.run; it bumps the CPU's faults_* counters and sets
  *       its halted flag at a hlt).  trap is None when a Python hook raised
