@@ -56,6 +56,9 @@ class Engine:
         # (kmaplab/explore.py's ret: points; a code hook there would cost a
         # Python callback from Unicorn on every return)
         self.ret_hook = None
+        self._chain_at = None          # (cpu, task, frame, step end) of the run _chain answers for
+        self.chain_in_c = True         # chained routines started from vm/_run.c (off: by _advance, for comparison)
+        self.chained = 0               # routines _chain started
 
     @functools.cached_property
     def _watchdog_last(self):
@@ -82,7 +85,7 @@ class Engine:
             frames = task.frames
             top = frames[-1] if frames else None
             if task.in_user or (top is not None and top.guest):
-                end = self._run_guest(cpu, task, end - now, end)
+                end = self._run_guest(cpu, task, end - now, end, top)
                 if not end:
                     return
             elif top is None:
@@ -94,11 +97,17 @@ class Engine:
 
     # ---- guest execution and traps ---------------------------------------
 
-    def _run_guest(self, cpu, task, budget, end):
+    def _run_guest(self, cpu, task, budget, end, top):
         """Run guest code; returns the step's end in this CPU's time
         (`end`, or later where the machine's run-ahead crossed a quantum
-        boundary: vm/machine.py), 0 when this CPU's step should end."""
-        trap = cpu.run(budget)
+        boundary: vm/machine.py), 0 when this CPU's step should end.
+        `top`: the task's top frame (None in user mode); a routine of it
+        with a chain (Guest.then) runs with _chain as the run's then."""
+        if top is not None and top.then is not None and not task.in_user and self.chain_in_c:
+            self._chain_at = (cpu, task, top, end)
+            trap = cpu.run(budget, self._chain)
+        else:
+            trap = cpu.run(budget)
         m = self.m
         if m.ahead is not None:
             end = m.ahead.ahead_end
@@ -132,6 +141,35 @@ class Engine:
         else:
             self._kernel_trap(cpu, task, trap)
         return end
+
+    def _chain(self, trap):
+        """vm/_run.c asks at the stop of a routine whose frame has a chain
+        (Guest.then): if the step would go on from this stop straight to
+        the chain's next routine, its entry (budget, then enter_frame's
+        arguments), else None (the stop comes back to _run_guest as any).
+        The same steps as that way: the return (`int KRET_VECTOR` in ring
+        0; the watchdog), the step loop's checks (stop, scheduling point,
+        end of step or run-ahead, an interrupt pending: left to Python),
+        _advance's chain branch and _call_guest."""
+        if trap.kind != 'int' or trap.cpl or trap.vector != KRET_VECTOR or self.ret_hook is not None:
+            return None                 # (a ret_hook: the return goes through _run_guest)
+        cpu, task, f, end = self._chain_at
+        m, i = self.m, cpu.index
+        now = m.time(i)
+        if m.stopped is not None or m.yield_cpu or m.pending[i]:
+            return None
+        ahead = m.ahead
+        if ahead is not None:
+            end = ahead.ahead_end
+        if now >= end:
+            end = ahead is not None and m.ahead_end(i, now)
+            if not end:
+                return None
+        self._watchdog_last[i] = now
+        req = f.then
+        f.then = None
+        self.chained += 1
+        return (end - now,) + self._guest_entry(task, f, req)
 
     def _enter_from_user(self, cpu, task, trap):
         """A trap from ring 3 other than a system call: save pt_regs, push
@@ -274,6 +312,11 @@ class Engine:
                             f'kernel code yielded {req!r}, not a request')
 
     def _call_guest(self, cpu, task, frame, req):
+        cpu.enter_frame(*self._guest_entry(task, frame, req))
+
+    def _guest_entry(self, task, frame, req):
+        """The Guest request `req` of `frame` as enter_frame's arguments
+        (the frame marked as running it)."""
         k = self.k
         routine, stack = req.routine, req.stack
         addr = self._symbols.get(routine) if isinstance(routine, str) else routine
@@ -290,12 +333,12 @@ class Engine:
         if esp - task.thread_info < 1024:
             raise KernelBug(f'kernel stack overflow in {task}')
         esp = (esp & ~3) - 4 * (len(stack) + 1)
-        # the return address (ret_to_python) and the stack arguments, then the entry
-        cpu.enter_frame(addr, esp, 0x202 if req.irqs else 0x002, req.eax, req.edx, req.ecx,
-                        esp - k.PAGE_OFFSET, self._ret_to_python, *stack)
         frame.guest = True
         frame.routine = routine
         frame.then = req.then
+        # the entry, then the return address (ret_to_python) and the stack arguments
+        return (addr, esp, 0x202 if req.irqs else 0x002, req.eax, req.edx, req.ecx,
+                esp - k.PAGE_OFFSET, self._ret_to_python) + tuple(stack)
 
     def _switch(self, cpu, prev, next_task):
         """The switch itself; interrupts are on again once `next_task` is

@@ -6,28 +6,34 @@
  *   detail; `user`).  Made here by Runner.run, or by Python.
  *
  * Runner (one per emulated CPU)
- *   run(eip, budget) -> (trap, regs)
+ *   regs: the state registers as of the last stop (or entry), one dict
+ *       {name: value} for the Runner's life: vm/cpu.py's CPU.regs is this
+ *       object.  A read updates it in place, an entry writes what it set.
+ *   run(budget, then=None) -> trap
  *       arms the kcpu (limit = executed + budget, no trap, no stop reason),
- *       calls uc_emu_start once, reads the state registers with one
- *       uc_reg_read_batch into a preallocated block, takes back the
- *       instructions of an early-ended block (kcpu_settle) where the stop
- *       was a trap, hlt or an error, adds 1 + the quantum boundaries the
- *       block hook's run-ahead crossed to the CPU's counters['runs']
- *       (set_counts; vm/machine.py), returns the registers as a new dict
- *       {name: value} and the decoded Trap (decode(): the rules of
- *       vm/cpu.py CPU.run; it bumps the CPU's faults_* counters and sets
- *       its halted flag at a hlt).  trap is None when a Python hook raised
- *       (CPU.run raises it).  A #PF carries QEMU's CR2 and error 0: the
- *       error code (and the modelled TLB's CR2) is CPU.run's.  Before
- *       set_decode: (status, stop_reason, trap vector, regs), undecoded.
+ *       calls uc_emu_start once from regs['eip'], reads the state
+ *       registers with one uc_reg_read_batch into a preallocated block and
+ *       regs, takes back the instructions of an early-ended block
+ *       (kcpu_settle) where the stop was a trap, hlt or an error, adds 1 +
+ *       the quantum boundaries the block hook's run-ahead crossed to the
+ *       CPU's counters['runs'] (set_counts; vm/machine.py), and returns
+ *       the decoded Trap (decode(): the rules of vm/cpu.py CPU.run; it
+ *       bumps the CPU's faults_* counters and sets its halted flag at a
+ *       hlt).  trap is None when a Python hook raised (CPU.run raises it).
+ *       A #PF carries QEMU's CR2 and error 0: the error code (and the
+ *       modelled TLB's CR2) is CPU.run's.  then(trap) may answer with a
+ *       next entry (budget, eip, esp, eflags, eax, edx, ecx, pa, *words):
+ *       enter_frame and a second run, whose Trap is returned (the engine's
+ *       chained guest calls, minikernel/entry.py).  Before set_decode:
+ *       (status, stop_reason, trap vector, regs), undecoded.
  *   enter(eax, ebx, ecx, edx, esi, edi, ebp, esp, eip, eflags)
  *       one uc_reg_write_batch of the entry registers.
- *   enter_frame(regs, eip, esp, eflags, eax, edx, ecx, pa, *words)
+ *   enter_frame(eip, esp, eflags, eax, edx, ecx, pa, *words)
  *       the words at guest physical pa (a guest call's return address and
  *       arguments, or pt_regs), ring0(regs['cr3']) if regs['cs'] is a
  *       ring-3 selector, then enter(eax, 0, ecx, edx, 0, 0, 0, esp, eip,
  *       eflags), and regs updated as CPU.enter_call does: one call.
- *   read_state() -> the state registers as a dict.
+ *   read_state() -> regs, read now.
  *   set_template(ctx_restore, template, cr3_off)
  *       the ring-0 template (a uc_context address, vm/cpu.py boot: the
  *       prefix of the boot context before the x87/SSE state, its size
@@ -324,6 +330,8 @@ typedef struct {
     uint64_t ram_size;
     PyObject *kernel_cs;            /* the ring-0 CS selector (set_ram) */
     uint64_t *crossed;              /* kcpu.crossed (set_counts): run-ahead's boundaries */
+    PyObject *regs;                 /* the registers as of the last stop: one dict for the
+                                     * Runner's life (vm/cpu.py CPU.regs is this object) */
 } Runner;
 
 static int read_ids(PyObject *seq, int *ids, int *n)
@@ -367,12 +375,20 @@ static int Runner_init(Runner *self, PyObject *args, PyObject *kw)
         return -1;
     }
     self->eip_slot = eip_slot;
+    Py_XSETREF(self->regs, PyDict_New());
+    if (!self->regs)
+        return -1;
     for (int i = 0; i < self->nstate; i++) {
         PyObject *n = PySequence_GetItem(names, i);
         if (!n)
             return -1;
         PyUnicode_InternInPlace(&n);
         Py_XSETREF(self->names[i], n);
+        PyObject *zero = PyLong_FromLong(0);
+        int r = zero ? PyDict_SetItem(self->regs, n, zero) : -1;
+        Py_XDECREF(zero);
+        if (r < 0)
+            return -1;
         self->state_ptrs[i] = &self->state[i];
     }
     for (int i = 0; i < self->nentry; i++)
@@ -396,6 +412,7 @@ static void Runner_dealloc(Runner *self)
     Py_CLEAR(self->uc_obj);
     Py_CLEAR(self->counters);
     Py_CLEAR(self->kernel_cs);
+    Py_CLEAR(self->regs);
     for (int i = 0; i < MAX_REGS; i++) {
         Py_CLEAR(self->names[i]);
         Py_CLEAR(self->last[i]);
@@ -403,6 +420,11 @@ static void Runner_dealloc(Runner *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* Read the state registers into self->regs, in place: a register whose
+ * value and dict entry are those of the last read is left alone (CR3, the
+ * segments, often EBP/ESI/EDI; ints are immutable); any other entry (a new
+ * value, or one Python wrote meanwhile) is set.  Returns the dict, a new
+ * reference. */
 static PyObject *state_dict(Runner *self)
 {
     for (int i = 0; i < self->nstate; i++)
@@ -411,32 +433,30 @@ static PyObject *state_dict(Runner *self)
     int err = self->read_batch(self->uc, self->state_ids, self->state_ptrs, self->nstate);
     if (err)
         return PyErr_Format(PyExc_RuntimeError, "uc_reg_read_batch failed: error %d", err);
-    PyObject *d = _PyDict_NewPresized(self->nstate);
-    if (!d)
-        return NULL;
+    PyObject *d = self->regs;
     for (int i = 0; i < self->nstate; i++) {
-        /* the int object of the last read, when the value is the same
-         * (CR3, the segments, often EBP/ESI/EDI): ints are immutable */
         PyObject *v = self->last[i];
         if (v && self->last_val[i] == self->state[i]) {
+            PyObject *cur = PyDict_GetItemWithError(d, self->names[i]);
+            if (cur == v)
+                continue;
+            if (!cur && PyErr_Occurred())
+                return NULL;
             Py_INCREF(v);
         } else {
             v = PyLong_FromUnsignedLong(self->state[i]);
-            if (!v) {
-                Py_DECREF(d);
+            if (!v)
                 return NULL;
-            }
             Py_INCREF(v);
             Py_XSETREF(self->last[i], v);
             self->last_val[i] = self->state[i];
         }
-        if (PyDict_SetItem(d, self->names[i], v) < 0) {
-            Py_DECREF(v);
-            Py_DECREF(d);
-            return NULL;
-        }
+        int r = PyDict_SetItem(d, self->names[i], v);
         Py_DECREF(v);
+        if (r < 0)
+            return NULL;
     }
+    Py_INCREF(d);
     return d;
 }
 
@@ -529,14 +549,14 @@ static PyObject *decode(Runner *self, int status, int reason, int vec)
     return t;
 }
 
-static PyObject *Runner_run(Runner *self, PyObject *const *args, Py_ssize_t nargs)
+static int enter_frame(Runner *self, PyObject *const *args, Py_ssize_t nargs);
+
+/* One emu_start from the current EIP for up to `budget` instructions: arm
+ * the kcpu, run, count the run(s), read the registers into self->regs,
+ * settle, decode.  Returns the Trap (None: a Python hook raised), or
+ * before set_decode the tuple (status, stop_reason, trap vector, regs). */
+static PyObject *run_once(Runner *self, unsigned long long eip, unsigned long long budget)
 {
-    if (nargs != 2)
-        return PyErr_Format(PyExc_TypeError, "run(eip, budget)");
-    unsigned long long eip = PyLong_AsUnsignedLongLongMask(args[0]);
-    unsigned long long budget = PyLong_AsUnsignedLongLongMask(args[1]);
-    if (PyErr_Occurred())
-        return NULL;
     kcpu_head *k = self->k;
     k->limit = k->executed + budget;
     k->trap = -1;
@@ -558,20 +578,55 @@ static PyObject *Runner_run(Runner *self, PyObject *const *args, Py_ssize_t narg
         self->settle(k, self->state[self->eip_slot]);
     if (!self->decode)
         return Py_BuildValue("(iiiN)", status, reason, (int)k->trap, regs);
-    PyObject *trap = decode(self, status, reason, (int)k->trap);
-    if (!trap) {
-        Py_DECREF(regs);
+    Py_DECREF(regs);
+    return decode(self, status, reason, (int)k->trap);
+}
+
+/* run(budget, then=None): run from regs['eip'] (the last stop, or the
+ * last entry).  `then`: a callable asked with the Trap when the run
+ * stopped (not when a hook raised); it returns None (done: the Trap is
+ * the result) or (budget, eip, esp, eflags, eax, edx, ecx, pa, *words):
+ * enter_frame(eip, ...) and run again for `budget`, whose Trap is the
+ * result.  It is asked once per call.  The caller learns that a second
+ * run happened from its own callback. */
+static PyObject *Runner_run(Runner *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2)
+        return PyErr_Format(PyExc_TypeError, "run(budget, then=None)");
+    unsigned long long budget = PyLong_AsUnsignedLongLongMask(args[0]);
+    PyObject *then = nargs > 1 && args[1] != Py_None ? args[1] : NULL;
+    PyObject *o = PyDict_GetItemWithError(self->regs, key_eip);
+    if (!o)
+        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_KeyError, "eip");
+    unsigned long long eip = PyLong_AsUnsignedLongLongMask(o);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *trap = run_once(self, eip, budget);
+    if (!trap || !then || !self->decode || trap == Py_None)
+        return trap;
+    PyObject *next = PyObject_CallOneArg(then, trap);
+    if (!next || next == Py_None) {
+        Py_XDECREF(next);
+        if (!next) {
+            Py_DECREF(trap);
+            return NULL;
+        }
+        return trap;
+    }
+    Py_DECREF(trap);
+    if (!PyTuple_Check(next) || PyTuple_GET_SIZE(next) < 8) {
+        Py_DECREF(next);
+        return PyErr_Format(PyExc_TypeError, "run: then() returns None or (budget, eip, esp, eflags, eax, "
+                                             "edx, ecx, pa, *words)");
+    }
+    budget = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(next, 0));
+    eip = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(next, 1));
+    if (PyErr_Occurred() || enter_frame(self, &PyTuple_GET_ITEM(next, 1), PyTuple_GET_SIZE(next) - 1) < 0) {
+        Py_DECREF(next);
         return NULL;
     }
-    PyObject *out = PyTuple_New(2);
-    if (!out) {
-        Py_DECREF(trap);
-        Py_DECREF(regs);
-        return NULL;
-    }
-    PyTuple_SET_ITEM(out, 0, trap);
-    PyTuple_SET_ITEM(out, 1, regs);
-    return out;
+    Py_DECREF(next);
+    return run_once(self, eip, budget);
 }
 
 static PyObject *Runner_enter(Runner *self, PyObject *const *args, Py_ssize_t nargs)
@@ -615,78 +670,112 @@ static PyObject *Runner_set_decode(Runner *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* enter_frame(regs, eip, esp, eflags, eax, edx, ecx, pa, *words): write
+/* enter_frame(eip, esp, eflags, eax, edx, ecx, pa, *words): write
  * `words` (32-bit, little-endian, each taken mod 2**32) at guest physical
  * `pa` (a host store into RAM, as Machine.write), come back to ring 0
  * through the template if regs['cs'] has RPL 3 (ring0(regs['cr3'])), then
  * enter(eax, 0, ecx, edx, 0, 0, 0, esp, eip, eflags): a guest call's
- * stack, or pt_regs for restore_all, and its entry in one call.  `regs`
- * (the CPU's dict as of its last stop) is updated as CPU.enter_call does:
- * cs (after ring 0), eax, edx, ecx, esp, eip, eflags.  Returns None. */
-static PyObject *Runner_enter_frame(Runner *self, PyObject *const *args, Py_ssize_t nargs)
+ * stack, or pt_regs for restore_all, and its entry in one call.  The
+ * Runner's regs (the CPU's dict as of its last stop) are updated as
+ * CPU.enter_call does: cs (after ring 0), eax, edx, ecx, esp, eip, eflags.
+ * Returns 0, or -1 with an exception. */
+static int enter_frame(Runner *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 8 || !PyDict_Check(args[0]))
-        return PyErr_Format(PyExc_TypeError, "enter_frame(regs, eip, esp, eflags, eax, edx, ecx, pa, *words)");
-    if (!self->ram)
-        return PyErr_Format(PyExc_RuntimeError, "enter_frame: no RAM (set_ram first)");
-    PyObject *regs = args[0];
+    if (nargs < 7) {
+        PyErr_Format(PyExc_TypeError, "enter_frame(eip, esp, eflags, eax, edx, ecx, pa, *words)");
+        return -1;
+    }
+    if (!self->ram) {
+        PyErr_Format(PyExc_RuntimeError, "enter_frame: no RAM (set_ram first)");
+        return -1;
+    }
+    PyObject *regs = self->regs;
     int user = 0;
     uint32_t cr3 = 0;
     PyObject *o = PyDict_GetItemWithError(regs, key_cs);
     if (o) {
         long cs = PyLong_AsLong(o);
         if (cs == -1 && PyErr_Occurred())
-            return NULL;
+            return -1;
         user = (cs & 3) != 0;
     } else if (PyErr_Occurred()) {
-        return NULL;
+        return -1;
     }
     if (user) {
         o = PyDict_GetItemWithError(regs, key_cr3);
-        if (!o)
-            return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_KeyError, "cr3");
+        if (!o) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_KeyError, "cr3");
+            return -1;
+        }
         cr3 = (uint32_t)PyLong_AsUnsignedLongLongMask(o);
     }
-    uint32_t v[7];
-    for (int i = 1; i < 7; i++)
+    uint32_t v[6];
+    for (int i = 0; i < 6; i++)
         v[i] = (uint32_t)PyLong_AsUnsignedLongLongMask(args[i]);
-    long long pa = PyLong_AsLongLong(args[7]);
+    long long pa = PyLong_AsLongLong(args[6]);
     if (PyErr_Occurred())
-        return NULL;
-    Py_ssize_t n = nargs - 8;
-    if (n > 64)
-        return PyErr_Format(PyExc_ValueError, "enter_frame: at most 64 words");
-    if (pa < 0 || (uint64_t)pa + 4 * (uint64_t)n > self->ram_size)
-        return PyErr_Format(PyExc_IndexError, "enter_frame: %zd words at %#llx: outside RAM", n, pa);
+        return -1;
+    Py_ssize_t n = nargs - 7;
+    if (n > 64) {
+        PyErr_Format(PyExc_ValueError, "enter_frame: at most 64 words");
+        return -1;
+    }
+    if (pa < 0 || (uint64_t)pa + 4 * (uint64_t)n > self->ram_size) {
+        PyErr_Format(PyExc_IndexError, "enter_frame: %zd words at %#llx: outside RAM", n, pa);
+        return -1;
+    }
     uint32_t words[64];
     for (Py_ssize_t i = 0; i < n; i++)
-        words[i] = (uint32_t)PyLong_AsUnsignedLongLongMask(args[8 + i]);
+        words[i] = (uint32_t)PyLong_AsUnsignedLongLongMask(args[7 + i]);
     if (PyErr_Occurred())
-        return NULL;
-    if (self->nentry != 10)
-        return PyErr_Format(PyExc_RuntimeError, "enter_frame: the entry registers are not the 10 of vm/cpu.py");
+        return -1;
+    if (self->nentry != 10) {
+        PyErr_Format(PyExc_RuntimeError, "enter_frame: the entry registers are not the 10 of vm/cpu.py");
+        return -1;
+    }
     memcpy(self->ram + pa, words, 4 * (size_t)n);       /* x86 and the host: little-endian */
     if (user) {
-        if (!self->tpl)
-            return PyErr_Format(PyExc_RuntimeError, "ring0: no template (boot first)");
+        if (!self->tpl) {
+            PyErr_Format(PyExc_RuntimeError, "ring0: no template (boot first)");
+            return -1;
+        }
         memcpy(self->tpl + self->cr3_off, &cr3, sizeof cr3);
         int st = self->ctx_restore(self->uc, self->tpl);
-        if (st)
-            return PyErr_Format(PyExc_RuntimeError, "ring0: uc_context_restore failed: error %d", st);
+        if (st) {
+            PyErr_Format(PyExc_RuntimeError, "ring0: uc_context_restore failed: error %d", st);
+            return -1;
+        }
         if (PyDict_SetItem(regs, key_cs, self->kernel_cs) < 0)
-            return NULL;
+            return -1;
     }
     /* ENTRY_REGS: eax ebx ecx edx esi edi ebp esp eip eflags */
-    uint32_t e[10] = {v[4], 0, v[6], v[5], 0, 0, 0, v[2], v[1], v[3]};
+    uint32_t e[10] = {v[3], 0, v[5], v[4], 0, 0, 0, v[1], v[0], v[2]};
     memcpy(self->entry, e, sizeof e);
     int err = self->write_batch(self->uc, self->entry_ids, self->entry_ptrs, self->nentry);
-    if (err)
-        return PyErr_Format(PyExc_RuntimeError, "uc_reg_write_batch failed: error %d", err);
-    if (PyDict_SetItem(regs, key_eax, args[4]) < 0 || PyDict_SetItem(regs, key_edx, args[5]) < 0 ||
-        PyDict_SetItem(regs, key_ecx, args[6]) < 0 || PyDict_SetItem(regs, key_esp, args[2]) < 0 ||
-        PyDict_SetItem(regs, key_eip, args[1]) < 0 || PyDict_SetItem(regs, key_eflags, args[3]) < 0)
+    if (err) {
+        PyErr_Format(PyExc_RuntimeError, "uc_reg_write_batch failed: error %d", err);
+        return -1;
+    }
+    if (PyDict_SetItem(regs, key_eax, args[3]) < 0 || PyDict_SetItem(regs, key_edx, args[4]) < 0 ||
+        PyDict_SetItem(regs, key_ecx, args[5]) < 0 || PyDict_SetItem(regs, key_esp, args[1]) < 0 ||
+        PyDict_SetItem(regs, key_eip, args[0]) < 0 || PyDict_SetItem(regs, key_eflags, args[2]) < 0)
+        return -1;
+    return 0;
+}
+
+static PyObject *Runner_enter_frame(Runner *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (enter_frame(self, args, nargs) < 0)
         return NULL;
     Py_RETURN_NONE;
+}
+
+static PyObject *Runner_get_regs(Runner *self, void *closure)
+{
+    (void)closure;
+    Py_INCREF(self->regs);
+    return self->regs;
 }
 
 static PyObject *Runner_set_ram(Runner *self, PyObject *args)
@@ -759,7 +848,7 @@ static PyObject *Runner_get_runs(Runner *self, void *closure)
 
 static PyMethodDef Runner_methods[] = {
     {"run", (PyCFunction)(void (*)(void))Runner_run, METH_FASTCALL,
-     "run(eip, budget) -> (status, stop_reason, trap, regs): one emu_start, registers read"},
+     "run(budget, then=None) -> Trap: one emu_start from regs['eip'] (two with then), registers read"},
     {"enter", (PyCFunction)(void (*)(void))Runner_enter, METH_FASTCALL,
      "enter(*entry registers): one batch write"},
     {"read_state", (PyCFunction)Runner_read_state, METH_NOARGS, "the state registers as a dict"},
@@ -768,7 +857,7 @@ static PyMethodDef Runner_methods[] = {
      "set_decode(uc, counters, cs_slot, eflags_slot, model, UC_ERR_INSN_INVALID, UC_X86_REG_CR2, "
      "&halted[i], &kcpu.irq_pending, uc_strerror): run() returns (Trap or None, regs)"},
     {"enter_frame", (PyCFunction)(void (*)(void))Runner_enter_frame, METH_FASTCALL,
-     "enter_frame(regs, eip, esp, eflags, eax, edx, ecx, pa, *words): stack words, ring 0, entry"},
+     "enter_frame(eip, esp, eflags, eax, edx, ecx, pa, *words): stack words, ring 0, entry"},
     {"set_ram", (PyCFunction)Runner_set_ram, METH_VARARGS, "set_ram(address, size, kernel_cs): guest RAM"},
     {"set_counts", (PyCFunction)Runner_set_counts, METH_O,
      "set_counts(&kcpu.crossed): run() adds 1 + run-ahead's crossings to counters['runs']"},
@@ -781,6 +870,7 @@ static PyMethodDef Runner_methods[] = {
 
 static PyGetSetDef Runner_getset[] = {
     {"runs", (getter)Runner_get_runs, NULL, "emu_start calls made by run()", NULL},
+    {"regs", (getter)Runner_get_regs, NULL, "the registers as of the last stop or entry: one dict, kept", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -272,7 +272,8 @@ class CPU:
         self._run = self._runner.run
         self._flushed_at = 0       # _runner.runs at the last flush_code_cache
         self._enter = self._runner.enter
-        self._enter_frame = self._runner.enter_frame
+        # enter_frame is the C call itself (the method below documents it)
+        self.enter_frame = self._runner.enter_frame
         self._md = _disassembler()
         self._decoded = {}         # (eip, code bytes) -> capstone insn: faulting instructions
         self._template = None
@@ -284,7 +285,8 @@ class CPU:
         self.point_counters = {}   # address -> ctypes.c_uint64 (invlpg, mov cr3, ...)
         self.point_kind = {}       # address -> 'invlpg' | 'cr3' | ...
         self.ranges = {}           # name -> index into k.ranges
-        self.regs = dict.fromkeys(STATE_REGS, 0)   # as of the last stop
+        self.regs = self._runner.regs    # as of the last stop: the Runner's one dict, kept
+        self.regs.update(dict.fromkeys(STATE_REGS, 0))
         self._halted = machine.halted     # the machine's C array (vm/_run.c Clock reads it)
         self.counters = dict(interrupts=0, ipis_sent=0, ipis_received=0,
                              faults_pf=0, faults_gp=0, faults_ud=0, faults_other=0,
@@ -361,7 +363,7 @@ class CPU:
         self.point_counters = {}
         self.point_kind = {}
         self.ranges = {}
-        self.regs = dict.fromkeys(STATE_REGS, 0)
+        self.regs.update(dict.fromkeys(STATE_REGS, 0))
         self._halted = machine.halted
         self.counters = dict.fromkeys(self.counters, 0)
         self._configure_runner()
@@ -585,8 +587,7 @@ class CPU:
     # ---- register access ------------------------------------------------
 
     def read_state(self):
-        self.regs = self._runner.read_state()
-        return self.regs
+        return self._runner.read_state()             # self.regs, read now
 
     def enter(self, eip, esp, eflags=x86.EFLAGS_RESERVED | x86.EFLAGS_IF, **gprs):
         """Start ring-0 code at `eip` with `esp` (and any GPRs given).  If the
@@ -616,8 +617,9 @@ class CPU:
         host store, as Machine.write: the stack a call starts with), then
         enter_call(eip, esp, eflags, eax, edx, ecx): one C call (vm/_run.c
         enter_frame), ring 3 -> 0 through the template and the regs
-        bookkeeping included."""
-        self._enter_frame(self.regs, eip, esp, eflags, eax, edx, ecx, pa, *words)
+        bookkeeping included.  (Each CPU's instance attribute is the C
+        method itself: this is its definition.)"""
+        self._runner.enter_frame(eip, esp, eflags, eax, edx, ecx, pa, *words)
 
     def resume(self, state):
         """Continue a ring-0 context saved by read_state (GPRs, EIP, EFLAGS)."""
@@ -644,16 +646,20 @@ class CPU:
 
     # ---- running ----------------------------------------------------------
 
-    def run(self, budget):
+    def run(self, budget, then=None):
         """Run guest code from the current EIP for up to `budget` instructions
-        (stopping at a block boundary) and return the Trap that stopped it."""
+        (stopping at a block boundary) and return the Trap that stopped it.
+        then(trap): asked at the stop; None, or the next entry (budget,
+        eip, esp, eflags, eax, edx, ecx, pa, *words: enter_frame's) and its
+        run, whose Trap is returned (vm/_run.c Runner.run)."""
         # vm/_run.c: counters['runs'] += 1 (+ the boundaries run-ahead
-        # crossed: vm/machine.py), arm the limit, emu_start, read the registers, settle a
-        # block a trap/hlt/error ended early (the instructions from EIP on
-        # did not retire), and decode the stop (Runner decode: the rules
-        # are written out there): a Trap, None if a Python hook raised.
-        trap, regs = self._run(self.regs['eip'], budget)
-        self.regs = regs
+        # crossed: vm/machine.py), arm the limit, emu_start, read the
+        # registers into self.regs, settle a block a trap/hlt/error ended
+        # early (the instructions from EIP on did not retire), and decode
+        # the stop (Runner decode: the rules are written out there): a
+        # Trap, None if a Python hook raised.
+        trap = self._run(budget, then)
+        regs = self.regs
         if trap is None:                             # from a Python hook (tracing, faults)
             exc, self.uc._hook_exception = self.uc._hook_exception, None
             raise exc
