@@ -301,7 +301,9 @@ class MachineTrace:
     def _wrap(self, t):
         cpu, run = t.cpu, type(t.cpu).run
 
-        def traced_run(budget):
+        def traced_run(budget, then=None):
+            # `then` (a chained next entry) is not taken: one record per
+            # run, and the caller goes on as without it (vm/_run.c)
             t.prepare(budget)
             t.k.enabled = 1 if self.consumer.before_run(cpu, budget) else 0
             trap = run(cpu, budget)
