@@ -40,7 +40,7 @@ import unicorn
 from unicorn import Uc, UC_ARCH_X86, UC_MODE_32, UC_PROT_ALL
 from unicorn import x86_const as ux
 
-from vm import x86
+from vm import native, x86
 from vm.policy import RoundRobin
 from vm.selftest import DATA, GDT, PGDIR, Rig
 
@@ -619,7 +619,7 @@ def run_bench(json_out=False, rows=None, seconds=SECONDS):
             target=dict(what='Machine 1 CPU quantum 10,000 / raw, alternating slices',
                         min_ratio=TARGET, ratio=None if ratio is None else round(ratio, 4), met=met),
             errors=errors, wall_s=round(wall, 2), unicorn=unicorn.__version__,
-            python=platform.python_version(), machine=platform.machine()), sort_keys=True))
+            unicorn_patches=native.UNICORN_PATCHES, python=platform.python_version(), machine=platform.machine()), sort_keys=True))
     else:
         _print_table(out, b.raw_ips)
         print(READING)
@@ -628,7 +628,8 @@ def run_bench(json_out=False, rows=None, seconds=SECONDS):
                   f'(aim >= {100 * TARGET:.0f}%): {"met" if met else "NOT met"}')
         for e in errors:
             print(f'ERROR {e}')
-        print(f'({wall:.1f} s, unicorn {unicorn.__version__}, Python {platform.python_version()})')
+        build = f'patches {native.UNICORN_PATCHES}' if native.UNICORN_PATCHES else 'stock'
+        print(f'({wall:.1f} s, unicorn {unicorn.__version__} ({build}), Python {platform.python_version()})')
     return 1 if errors else 0
 
 

@@ -86,6 +86,22 @@ _settle = _lib.kcpu_settle
 _settle.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
 _settle.restype = None
 
+
+def _unicorn_patches():
+    """The patches of kmaplab's Unicorn build this process loaded
+    (tools/unicorn/build.py; its uc_kmaplab_patches()), '' for a stock
+    library.  The patches change the host's cost, never what the guest
+    sees, so the lab runs on either; `kmaplab bench` says which."""
+    fn = getattr(uclib, 'uc_kmaplab_patches', None)
+    if fn is None:
+        return ''
+    fn.restype = ctypes.c_char_p
+    fn.argtypes = []
+    return fn().decode()
+
+
+UNICORN_PATCHES = _unicorn_patches()
+
 UC_EMU_STOP = ctypes.cast(uclib.uc_emu_stop, ctypes.c_void_p).value
 UC_CTX_SAVE = ctypes.cast(uclib.uc_context_save, ctypes.c_void_p).value
 UC_CTX_RESTORE = ctypes.cast(uclib.uc_context_restore, ctypes.c_void_p).value

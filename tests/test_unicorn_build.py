@@ -1,0 +1,98 @@
+"""kmaplab's Unicorn build (tools/unicorn): the lab runs on it, and its
+patches keep what the guest sees.
+
+0001-notdirty lets a guest store skip notdirty_write once its page holds
+no translated code; translating code on the page must make every entry
+that writes it slow again, whatever virtual address the entry is for
+(upstream QEMU's tlb_reset_dirty_range_all), or a store through another
+mapping (a kmap of a user code page) would leave a stale translation.
+The raw-Unicorn tests below fail on a build that cleans entries without
+re-protecting them; on stock Unicorn they pass (it never cleans one)."""
+import importlib.util
+import os
+import struct
+
+import pytest
+from unicorn import UC_ARCH_X86, UC_MODE_32, UC_PROT_ALL, Uc
+from unicorn.x86_const import (UC_X86_REG_CR0, UC_X86_REG_CR3, UC_X86_REG_EBX,
+                               UC_X86_REG_ESP)
+
+from vm import native
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _build_module():
+    spec = importlib.util.spec_from_file_location(
+        'unicorn_build', os.path.join(ROOT, 'tools', 'unicorn', 'build.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_lab_runs_on_our_unicorn_build():
+    """`make setup` installed the patched library this checkout describes."""
+    assert native.UNICORN_PATCHES, 'stock unicorn loaded: make setup installs tools/unicorn/build.py'
+    assert native.UNICORN_PATCHES == _build_module().expected_patches()
+
+
+def test_cache_key_covers_every_patch(tmp_path, monkeypatch):
+    b = _build_module()
+    key = b.cache_key()
+    extra = tmp_path / 'patches'
+    extra.mkdir()
+    for p in b.patches():
+        (extra / os.path.basename(p)).write_bytes(open(p, 'rb').read())
+    monkeypatch.setattr(b, 'HERE', str(tmp_path))
+    assert b.cache_key() == key
+    (extra / '9999-more.patch').write_text('--- a/x\n+++ b/x\n')
+    assert b.cache_key() != key
+
+
+CODE, PAGE_P, ALIAS, STACK = 0x1000, 0x5000, 0x400000, 0x9000
+PGDIR, PT0, PT1 = 0x10000, 0x11000, 0x12000
+
+
+def _paged_machine(program):
+    """A 32-bit CPU with paging on: the first 4 MiB identity-mapped, and
+    ALIAS a second mapping of physical page PAGE_P."""
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc.mem_map(0, 0x20000, UC_PROT_ALL)
+    uc.mem_write(PGDIR, struct.pack('<II', PT0 | 7, PT1 | 7))
+    uc.mem_write(PT0, b''.join(struct.pack('<I', (i << 12) | 7) for i in range(0x20)))
+    uc.mem_write(PT1, struct.pack('<I', PAGE_P | 7))
+    uc.reg_write(UC_X86_REG_CR3, PGDIR)
+    uc.reg_write(UC_X86_REG_CR0, 0x80000011)
+    uc.reg_write(UC_X86_REG_ESP, STACK)
+    uc.mem_write(CODE, program)
+    return uc
+
+
+def _routine_writer(via, rounds):
+    """x86: a data store to `via` + 0x800 first (the entry for `via` gets
+    cleaned: no code on the page yet), then `rounds` times: write
+    `mov eax, i; ret` at `via`, call it at PAGE_P (identity), ebx += eax."""
+    code = bytearray()
+    code += b'\xc7\x05' + struct.pack('<II', via + 0x800, 0x1234)     # mov dword [via+0x800], 0x1234
+    code += b'\x31\xdb'                                               # xor ebx, ebx
+    for i in range(1, rounds + 1):
+        code += b'\xc6\x05' + struct.pack('<I', via) + b'\xb8'       # mov byte [via], 0xb8
+        code += b'\xc7\x05' + struct.pack('<II', via + 1, i)         # mov dword [via+1], i
+        code += b'\xc6\x05' + struct.pack('<I', via + 5) + b'\xc3'   # mov byte [via+5], 0xc3
+        code += b'\xb9' + struct.pack('<I', PAGE_P)                  # mov ecx, PAGE_P
+        code += b'\xff\xd1'                                          # call ecx
+        code += b'\x01\xc3'                                          # add ebx, eax
+    code += b'\xf4'                                                  # hlt
+    return bytes(code)
+
+
+@pytest.mark.parametrize('via', [PAGE_P, ALIAS], ids=['same-mapping', 'other-mapping'])
+def test_code_rewritten_after_a_data_store_runs_anew(via):
+    """Every round's new routine runs, not the first one translated: the
+    stores that rewrite it go through an entry that was cleaned before the
+    page held code (through the same mapping or another)."""
+    rounds = 6
+    program = _routine_writer(via, rounds)
+    uc = _paged_machine(program)
+    uc.emu_start(CODE, CODE + len(program) - 1)
+    assert uc.reg_read(UC_X86_REG_EBX) == sum(range(1, rounds + 1))
