@@ -96,3 +96,35 @@ def test_code_rewritten_after_a_data_store_runs_anew(via):
     uc = _paged_machine(program)
     uc.emu_start(CODE, CODE + len(program) - 1)
     assert uc.reg_read(UC_X86_REG_EBX) == sum(range(1, rounds + 1))
+
+
+FRAME_A, FRAME_B, VPAGE = 0x6000, 0x7000, 0x8000
+
+
+def test_a_store_after_eviction_walks_again_as_stock_unicorn_did():
+    """The TLB decides hits, not the dirty tracking: stock Unicorn's stores
+    never hit an executable entry in the victim TLB (its TLB_NOTDIRTY was
+    never cleared, and the victim lookup compares the whole word), so a
+    store after the entry was evicted walks the page tables again and
+    sees a changed PTE.  0001 cleans such entries; the lookup keeps the
+    old rule, or counters change (a walk sets A/D bits; a shipped
+    exploration schedule replayed with 3 more swap_full).  Here: a store
+    through VPAGE (-> FRAME_A), a store 1 MiB above (the same slot of the
+    256-entry TLB: VPAGE's entry goes to the victim TLB), the PTE moved to
+    FRAME_B without invlpg, a store through VPAGE again: it lands in
+    FRAME_B."""
+    conflict = VPAGE + (256 << 12)
+    code = (b'\xc7\x05' + struct.pack('<II', VPAGE, 0x11111111)       # mov [VPAGE], 0x11111111
+            + b'\xc7\x05' + struct.pack('<II', conflict, 0x33333333)  # mov [VPAGE+1M], ...
+            + b'\xf4')                                                 # hlt
+    uc = _paged_machine(code)
+    uc.mem_map(0x100000, 0x200000, UC_PROT_ALL)                         # PT0 covers 4 MiB
+    uc.mem_write(PT0 + (VPAGE >> 12) * 4, struct.pack('<I', FRAME_A | 7))
+    uc.mem_write(PT0 + (conflict >> 12) * 4, struct.pack('<I', conflict | 7))
+    uc.emu_start(CODE, CODE + len(code) - 1)
+    uc.mem_write(PT0 + (VPAGE >> 12) * 4, struct.pack('<I', FRAME_B | 7))   # no invlpg
+    again = b'\xc7\x05' + struct.pack('<II', VPAGE + 4, 0x22222222) + b'\xf4'
+    uc.mem_write(CODE + 0x100, again)
+    uc.emu_start(CODE + 0x100, CODE + 0x100 + len(again) - 1)
+    assert struct.unpack('<I', uc.mem_read(FRAME_B + 4, 4))[0] == 0x22222222
+    assert struct.unpack('<I', uc.mem_read(FRAME_A + 4, 4))[0] == 0

@@ -20,7 +20,10 @@ tests/test_unicorn_build.py).  Each patch says what it changes and why:
       no translated code, and tlb_protect_code (a page's first TB) sets
       TLB_NOTDIRTY again on every entry of this CPU that writes the page
       (upstream's tlb_reset_dirty_range_all).  Self-modifying code is
-      caught exactly as before.
+      caught exactly as before, and the TLB's hits stay stock's: the
+      victim-TLB lookup still misses an executable entry for a store
+      (stock never cleared its TLB_NOTDIRTY, and the lookup compares the
+      whole word), non-executable entries are cleaned as stock did.
 
 Steps (each a one-line error and exit 2 on failure):
   1. the sdist from PyPI (`pip download unicorn==2.1.4 --no-binary :all:`),
