@@ -18,10 +18,12 @@ Rules
     directly (machine.read32/write32) does not move a line.
   - On a one-CPU machine no line can move to another CPU: the groups are
     kept (every count is 0, exactly what the hooks would count) but no
-    hook is installed.  Any UC_HOOK_MEM_READ/WRITE, even one limited to a
-    range, makes Unicorn 2.1.4 send EVERY load and store of all translated
-    code through its slow-path helpers (tcg/i386/tcg-target.inc.c,
-    tcg_uc_has_hookmem): about 25 ns more per access.
+    hook is installed.
+  - Cost: in our Unicorn build (tools/unicorn/patches/0002) a memory hook
+    limited to a range sends only the loads and stores to the physical
+    pages it covers through Unicorn's slow-path helpers (about 25 ns more
+    per access); stock Unicorn 2.1.4 sends every access of all code
+    translated while any such hook exists (tcg_uc_has_hookmem).
 """
 import ctypes
 

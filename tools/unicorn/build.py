@@ -24,6 +24,19 @@ tests/test_unicorn_build.py).  Each patch says what it changes and why:
       victim-TLB lookup still misses an executable entry for a store
       (stock never cleared its TLB_NOTDIRTY, and the lookup compares the
       whole word), non-executable entries are cleaned as stock did.
+  patches/0002-bounded-mem-hooks.patch  While any UC_HOOK_MEM_READ/WRITE/
+      READ_AFTER hook exists, Unicorn sends every load and store of the
+      code it translates to the slow-path helpers (tcg_uc_has_hookmem),
+      even for a hook limited to a few bytes: the line-transfer hooks
+      (vm/lines.py) slowed every guest access on SMP machines.  Now only a
+      hook without a range does that; a bounded one flags the soft-TLB
+      entries of the physical pages it covers (TLB_UC_HOOK in addr_read /
+      addr_write, like upstream's TLB_WATCHPOINT: set at fill, and on the
+      entries already filled when a hook is added or deleted, without a
+      flush), so only their accesses leave the fast path, in code
+      translated before or after the hook.  Hooks report exactly what they
+      reported before (tests/test_unicorn_hooks.py, which fails on a build
+      without it: code translated before a bounded hook never called it).
 
 Steps (each a one-line error and exit 2 on failure):
   1. the sdist from PyPI (`pip download unicorn==2.1.4 --no-binary :all:`),
