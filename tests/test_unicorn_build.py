@@ -13,9 +13,9 @@ import os
 import struct
 
 import pytest
-from unicorn import UC_ARCH_X86, UC_MODE_32, UC_PROT_ALL, Uc
+from unicorn import UC_ARCH_X86, UC_HOOK_BLOCK, UC_MODE_32, UC_PROT_ALL, Uc
 from unicorn.x86_const import (UC_X86_REG_CR0, UC_X86_REG_CR3, UC_X86_REG_EBX,
-                               UC_X86_REG_ESP)
+                               UC_X86_REG_ECX, UC_X86_REG_EIP, UC_X86_REG_ESP)
 
 from vm import native
 
@@ -128,3 +128,39 @@ def test_a_store_after_eviction_walks_again_as_stock_unicorn_did():
     uc.emu_start(CODE + 0x100, CODE + 0x100 + len(again) - 1)
     assert struct.unpack('<I', uc.mem_read(FRAME_B + 4, 4))[0] == 0x22222222
     assert struct.unpack('<I', uc.mem_read(FRAME_A + 4, 4))[0] == 0
+
+
+def _spin(rounds):
+    """mov ecx, rounds; L: pause; dec ecx; jnz L"""
+    return b'\xb9' + struct.pack('<I', rounds) + b'\xf3\x90' + b'\x49' + b'\x75\xfb'
+
+
+@pytest.mark.parametrize('stop_at', [None, 3, 4], ids=['whole', 'stop-before-dec', 'stop-before-pause'])
+def test_pause_still_ends_its_block(stop_at):
+    """0003-pause: `pause` no longer leaves the CPU loop but still ends its
+    block, so a spin enters the same blocks (the block hook counts the
+    same instructions) and a stop from the block hook lands at the same
+    instruction, with the same registers, as on stock Unicorn (where this
+    passes too)."""
+    rounds = 5
+    code = _spin(rounds)
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc.mem_map(0, 0x1000, UC_PROT_ALL)
+    uc.mem_write(0, code)
+    blocks = []
+
+    def block(uc, addr, size, _):
+        if len(blocks) == stop_at:
+            uc.emu_stop()
+            return
+        blocks.append((addr, size))
+    uc.hook_add(UC_HOOK_BLOCK, block)
+    uc.emu_start(0, len(code))
+    expect = [(0, 7), (7, 3)] + [(5, 2), (7, 3)] * (rounds - 1)
+    if stop_at is None:
+        assert blocks == expect
+        assert uc.reg_read(UC_X86_REG_ECX) == 0 and uc.reg_read(UC_X86_REG_EIP) == len(code)
+    else:
+        assert blocks == expect[:stop_at]
+        assert uc.reg_read(UC_X86_REG_EIP) == expect[stop_at][0]
+        assert uc.reg_read(UC_X86_REG_ECX) == rounds - expect[:stop_at].count((7, 3))
