@@ -14,7 +14,7 @@ import struct
 
 import pytest
 from unicorn import UC_ARCH_X86, UC_HOOK_BLOCK, UC_MODE_32, UC_PROT_ALL, Uc
-from unicorn.x86_const import (UC_X86_REG_CR0, UC_X86_REG_CR3, UC_X86_REG_EBX,
+from unicorn.x86_const import (UC_X86_REG_CR0, UC_X86_REG_EAX, UC_X86_REG_CR3, UC_X86_REG_EBX,
                                UC_X86_REG_ECX, UC_X86_REG_EIP, UC_X86_REG_ESP)
 
 from vm import native
@@ -164,3 +164,59 @@ def test_pause_still_ends_its_block(stop_at):
         assert blocks == expect[:stop_at]
         assert uc.reg_read(UC_X86_REG_EIP) == expect[stop_at][0]
         assert uc.reg_read(UC_X86_REG_ECX) == rounds - expect[:stop_at].count((7, 3))
+
+
+def _identity_16m():
+    """A 32-bit CPU with paging on and the first 16 MiB identity-mapped
+    (page tables at 0x11000-0x14fff), nothing run yet."""
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc.mem_map(0, 16 << 20, UC_PROT_ALL)
+    for t in range(4):
+        uc.mem_write(PGDIR + 4 * t, struct.pack('<I', (PT0 + (t << 12)) | 7))
+        uc.mem_write(PT0 + (t << 12), b''.join(struct.pack('<I', (((t << 10) + i) << 12) | 7)
+                                               for i in range(1024)))
+    uc.reg_write(UC_X86_REG_CR3, PGDIR)
+    uc.reg_write(UC_X86_REG_CR0, 0x80000011)
+    uc.reg_write(UC_X86_REG_ESP, STACK)
+    return uc
+
+
+def _run_at(uc, where, code):
+    uc.mem_write(where, code)
+    uc.emu_start(where, where + len(code) - 1)
+
+
+def _load(addr):
+    return b'\xa1' + struct.pack('<I', addr)          # mov eax, [addr]
+
+
+RELOAD_CR3 = b'\x0f\x20\xd8\x0f\x22\xd8'               # mov eax, cr3; mov cr3, eax
+
+
+@pytest.mark.parametrize('pause', [0, 0.15], ids=['at-once', 'after-150ms'])
+def test_the_soft_tlb_keeps_its_size_whatever_the_history_and_the_clock(pause):
+    """0004-tlb-fixed-size: QEMU doubles a TLB that a flush finds more than
+    70% used and shrinks it only once 100 ms of the host's wall clock have
+    passed, so the same guest accesses evicted different entries by the
+    host's speed and the instance's past.  Here a run fills 240 of the 256
+    entries and reloads CR3 (stock grows to 512); after `pause` seconds
+    another reload (stock: still 512 at once, 64 after 150 ms), a load
+    through VPAGE (-> FRAME_A), nine loads at 1 MiB steps above it (one
+    slot of a 256-entry TLB: VPAGE's entry goes to the 8-entry victim TLB
+    and out of it), the PTE moved to FRAME_B without invlpg, and a load
+    through VPAGE again.  With 256 entries always it walks the page tables
+    and reads FRAME_B; stock reads the stale FRAME_A at once (its 512-entry
+    TLB spreads the nine over two slots and the victim TLB keeps VPAGE)
+    and FRAME_B after the pause."""
+    import time
+    uc = _identity_16m()
+    uc.mem_write(FRAME_A, b'AAAA')
+    uc.mem_write(FRAME_B, b'BBBB')
+    uc.mem_write(PT0 + (VPAGE >> 12) * 4, struct.pack('<I', FRAME_A | 7))
+    _run_at(uc, CODE, b''.join(_load((0x200 + i) << 12) for i in range(240)) + RELOAD_CR3 + b'\xf4')
+    time.sleep(pause)
+    probe = RELOAD_CR3 + _load(VPAGE) + b''.join(_load(VPAGE + (k << 20)) for k in range(1, 10))
+    _run_at(uc, CODE, probe + b'\xf4')
+    uc.mem_write(PT0 + (VPAGE >> 12) * 4, struct.pack('<I', FRAME_B | 7))   # no invlpg
+    _run_at(uc, CODE + 0x800, _load(VPAGE) + b'\xf4')
+    assert struct.pack('<I', uc.reg_read(UC_X86_REG_EAX)) == b'BBBB'

@@ -47,6 +47,18 @@ tests/test_unicorn_build.py).  Each patch says what it changes and why:
       stop points) and goes on to the next instruction with a direct jump,
       as `jmp` to it would.  A munmap-race exploration run's spin slices:
       6.2 -> 3.5 ms of CPU.run.
+  patches/0004-tlb-fixed-size.patch  QEMU sizes each MMU mode's soft TLB
+      dynamically: doubled at a flush that finds it more than 70% used,
+      shrunk only after a 100 ms window of the host's wall clock.  So its
+      size, and with it which entries collide, which are evicted and which
+      accesses walk the page tables again (setting A/D bits, reading the
+      PTE as it is now), depended on the host's speed and on what an
+      instance had run before (a reused spare kept its grown TLB).  The
+      patch keeps the initial 256 entries (+ 8 victim entries) per mode,
+      always: the TLB's behaviour is a function of the guest's accesses
+      only.  tests/test_unicorn_build.py grows a stock TLB to 512 and shows
+      a stale entry surviving at once but not 150 ms later; with the patch
+      both read the same.
 
 Steps (each a one-line error and exit 2 on failure):
   1. the sdist from PyPI (`pip download unicorn==2.1.4 --no-binary :all:`),
