@@ -64,11 +64,16 @@ def test_a_killed_kmaplab_report_leaves_the_earlier_report_whole(tmp_path):
     always one whole set: the first report byte for byte, or (once the
     second got to publish) the second's report.json and report.md, both."""
     out = tmp_path / 'out'
+    t0 = time.monotonic()
     first = subprocess.run(_report(out, 1), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    took = time.monotonic() - t0
     assert first.returncode == 0, first.stderr
     before = {n: (out / n).read_bytes() for n in ('report.json', 'report.md')}
     killed_before_publish = 0
-    for delay in (0.5, 1.5, 2.5, 3.5):
+    # moments relative to how long one report takes on this machine: the
+    # first kill lands well before the second report (twice the runs) can
+    # publish, the last one after it may have
+    for delay in (0.3 * took, 0.8 * took, 1.4 * took, 2.2 * took):
         p = subprocess.Popen(_report(out, 2), cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
         time.sleep(delay)
@@ -104,14 +109,15 @@ def test_a_killed_fresh_campaign_keeps_the_earlier_results(tmp_path):
     before = {n: (out / n).read_bytes() for n in ('results.jsonl', 'results.json', 'matrix.txt',
                                                  'failures.txt')}
     assert before['results.jsonl'].count(b'\n') == 4
-    p = subprocess.Popen(_campaign(tmp_path, out, '--seeds', '3', '--fresh'), cwd=ROOT,
+    # enough runs (60) that it is still running when its first result lands
+    p = subprocess.Popen(_campaign(tmp_path, out, '--seeds', '15', '--fresh'), cwd=ROOT,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     new = out / 'results.jsonl.new'
     t0 = time.monotonic()
     while time.monotonic() - t0 < 600 and p.poll() is None:
         if new.exists() and new.read_bytes().count(b'\n') >= 1:
             break
-        time.sleep(0.1)
+        time.sleep(0.01)
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert new.exists() and new.read_bytes().count(b'\n') >= 1     # it was killed mid-campaign

@@ -13,7 +13,7 @@ import os
 import struct
 
 import pytest
-from unicorn import UC_ARCH_X86, UC_HOOK_BLOCK, UC_MODE_32, UC_PROT_ALL, Uc
+from unicorn import UC_ARCH_X86, UC_HOOK_BLOCK, UC_HOOK_MEM_WRITE, UC_MODE_32, UC_PROT_ALL, Uc
 from unicorn.x86_const import (UC_X86_REG_CR0, UC_X86_REG_EAX, UC_X86_REG_CR3, UC_X86_REG_EBX,
                                UC_X86_REG_ECX, UC_X86_REG_EIP, UC_X86_REG_ESP)
 
@@ -220,3 +220,42 @@ def test_the_soft_tlb_keeps_its_size_whatever_the_history_and_the_clock(pause):
     uc.mem_write(PT0 + (VPAGE >> 12) * 4, struct.pack('<I', FRAME_B | 7))   # no invlpg
     _run_at(uc, CODE + 0x800, _load(VPAGE) + b'\xf4')
     assert struct.pack('<I', uc.reg_read(UC_X86_REG_EAX)) == b'BBBB'
+
+
+def _three_stores():
+    """mov [0x2000], 1; mov [0x2004], 2; mov [0x2008], 3; hlt: one block."""
+    return b''.join(b'\xc7\x05' + struct.pack('<II', 0x2000 + 4 * i, i + 1) for i in range(3)) + b'\xf4'
+
+
+@pytest.mark.parametrize('marks', [(False,), (True,), (True, False)],
+                         ids=['sync', 'nosync', 'nosync-then-sync'])
+def test_a_nosync_hook_sees_the_same_accesses_without_the_pc_sync(marks):
+    """0005-hook-nosync: a data memory hook marked with
+    native.hook_nosync is called for exactly the same accesses, values and
+    order, but Unicorn no longer syncs the guest PC before it, so EIP read
+    inside it is the block's, not the store's (that is the saving: the
+    sync searches the translated code).  A hook without the mark on the
+    same access still gets the exact EIP.  Fails on a build without the
+    patch (the nosync hook sees the exact EIP)."""
+    code = _three_stores()
+    uc = Uc(UC_ARCH_X86, UC_MODE_32)
+    uc.mem_map(0, 0x4000, UC_PROT_ALL)
+    uc.mem_write(CODE, code)
+    seen = {i: [] for i in range(len(marks))}
+
+    def hook(uc, access, addr, size, value, i):
+        seen[i].append((addr, size, value, uc.reg_read(UC_X86_REG_EIP)))
+    for i, nosync in enumerate(marks):
+        h = uc.hook_add(UC_HOOK_MEM_WRITE, hook, i, 0x2000, 0x2fff)
+        if nosync:
+            native.hook_nosync(uc, h)
+    uc.emu_start(CODE, CODE + len(code) - 1)
+    stores = [(0x2000 + 4 * i, 4, i + 1) for i in range(3)]
+    exact = [CODE + 10 * i for i in range(3)]
+    for i, nosync in enumerate(marks):
+        assert [e[:3] for e in seen[i]] == stores
+        eips = [e[3] for e in seen[i]]
+        if nosync and i == 0:
+            assert eips[1:] != exact[1:], 'the PC was synced before a nosync hook'
+        else:
+            assert eips == exact

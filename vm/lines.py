@@ -23,7 +23,10 @@ Rules
     limited to a range sends only the loads and stores to the physical
     pages it covers through Unicorn's slow-path helpers (about 25 ns more
     per access); stock Unicorn 2.1.4 sends every access of all code
-    translated while any such hook exists (tcg_uc_has_hookmem).
+    translated while any such hook exists (tcg_uc_has_hookmem).  Before
+    calling a memory hook Unicorn syncs the guest PC (cpu_restore_state: a
+    search of the translated code); the hooks here read no CPU state, so
+    they are marked (native.hook_nosync, patch 0005) and skip it.
 """
 import ctypes
 
@@ -81,8 +84,9 @@ class LineModel:
         for cpu in self.machine.cpus:
             def install(cpu=cpu):
                 site = Site(l=self.ptr, cpu=cpu.index, range=r)
-                native.hook_add(cpu.uc, UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, HOOK,
-                                ctypes.addressof(site), pa, pa + size - 1)
+                h = native.hook_add(cpu.uc, UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, HOOK,
+                                    ctypes.addressof(site), pa, pa + size - 1)
+                native.hook_nosync(cpu.uc, h)     # the hook reads no register
                 return site
             # a CPU reused from an earlier machine (vm/spares.py) may have
             # this hook already: its site is pointed at this model

@@ -157,6 +157,21 @@ def hook_del(uc, handle):
     uclib.uc_hook_del(uc._uch, handle)
 
 
+_hook_nosync = getattr(uclib, 'uc_kmaplab_hook_nosync', None)
+if _hook_nosync is not None:
+    _hook_nosync.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    _hook_nosync.restype = ctypes.c_int
+
+
+def hook_nosync(uc, handle):
+    """Declare that data memory hook `handle` reads no CPU state (no
+    register, no emu_stop): our Unicorn build (patch 0005-hook-nosync) then
+    skips the guest-PC sync it makes before such a hook.  A no-op on a
+    build without it, where the hook costs the sync and sees the same."""
+    if _hook_nosync is not None and _hook_nosync(uc._uch, handle) != 0:
+        raise RuntimeError('uc_kmaplab_hook_nosync: not a data memory hook')
+
+
 class RegFile:
     """Fast batch access to a fixed list of 32-bit registers of one Unicorn
     instance: one ctypes call per read or write of the whole list.  Segment
