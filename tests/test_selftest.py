@@ -67,9 +67,9 @@ def test_bench_runs_every_row_quickly(capsys):
     d = json.loads(capsys.readouterr().out)
     assert d['errors'] == []
     names = [r['name'] for r in d['rows']]
-    # 12 machine + 4 real runs + 4 kernel round trips + 3 scaling + explore + 6 tracing + 3 TLB
+    # 12 machine + 4 real runs + 5 kernel round trips + 3 scaling + explore + 6 tracing + 3 TLB
     # + the assembler
-    assert len(names) == 34 and names[0].startswith('raw Unicorn')
+    assert len(names) == 35 and names[0].startswith('raw Unicorn')
     assert any(n.startswith('explore: one munmap-race run') for n in names)
     assert any(n.startswith('host CPU per CPU-page, 32 / 4 CPUs') for n in names)
     assert any(n.startswith('assemble 2,400 lines') for n in names)
